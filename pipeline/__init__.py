@@ -1,0 +1,1 @@
+"""otelpipe core: the data model, config, graph, runtime and the machinery every component shares."""

@@ -1,0 +1,187 @@
+"""The component contract: ids, kinds, factories, settings and the runtime protocols.
+
+Mirrors the Collector's `component` and `consumer` packages. A factory is a type
+name, a config dataclass and one create function; components have
+`start(host)`/`shutdown()` with the Collector's semantics (start returns quickly,
+shutdown is safe without start and safe twice); consumers take payloads.
+"""
+from __future__ import annotations
+
+import enum
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from pipeline.model import Payload, Signal
+
+if TYPE_CHECKING:
+    from pipeline.telemetry import Telemetry
+
+_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME_RE = re.compile(r"^[^\s/]+$")
+
+
+class Kind(enum.Enum):
+    RECEIVER = "receiver"
+    PROCESSOR = "processor"
+    EXPORTER = "exporter"
+
+    @property
+    def section(self) -> str:
+        """The top-level config key that holds components of this kind."""
+        return self.value + "s"
+
+
+class Stability(enum.Enum):
+    DEVELOPMENT = "development"
+    ALPHA = "alpha"
+    BETA = "beta"
+    STABLE = "stable"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ComponentID:
+    """`type` or `type/name`, as in the Collector's config."""
+
+    type: str
+    name: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ComponentID:
+        """Parse `type[/name]`; raises ValueError with a readable reason."""
+        if not isinstance(text, str) or not text:
+            raise ValueError("a component id must be a non-empty string like 'otlp' or 'otlp/tempo'")
+        type_, _, name = text.partition("/")
+        if not _TYPE_RE.match(type_):
+            raise ValueError(f"invalid component type {type_!r}: use lower_snake_case letters, digits and '_'")
+        if "/" in text and not _NAME_RE.match(name):
+            raise ValueError(f"invalid component name {name!r} in {text!r}: it must be non-empty, without spaces or '/'")
+        return cls(type_, name)
+
+    def __str__(self) -> str:
+        return f"{self.type}/{self.name}" if self.name else self.type
+
+
+@runtime_checkable
+class Consumer(Protocol):
+    """Anything that takes payloads: processors, exporters, fan-outs."""
+
+    mutates_data: bool
+
+    async def consume(self, payload: Payload) -> None: ...
+
+
+class Host(Protocol):
+    """What a running component may ask of the Service."""
+
+    def report_fatal(self, exc: BaseException) -> None: ...
+
+
+class Component(Protocol):
+    async def start(self, host: Host) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every component is created with: its id, kind, telemetry and a logger.
+
+    `pipeline` is set for processors (one instance per pipeline); `signal` for
+    processors and exporters (one instance per signal).
+    """
+
+    id: ComponentID
+    kind: Kind
+    telemetry: Telemetry
+    logger: logging.LoggerAdapter[logging.Logger]
+    signal: Signal | None = None
+    pipeline: str = ""
+    clock: Callable[[], float] = time.monotonic
+
+
+# create functions, by kind:
+#   receiver:  create(settings, cfg, consumers: Mapping[Signal, Consumer]) -> Component
+#   processor: create(settings, cfg, next: Consumer) -> Component & Consumer
+#   exporter:  create(settings, cfg) -> Exporter (push + start/shutdown), wrapped by exporterhelper
+ReceiverCreate = Callable[[Settings, Any, Mapping[Signal, Consumer]], Component]
+ProcessorCreate = Callable[[Settings, Any, Consumer], Any]
+ExporterCreate = Callable[[Settings, Any], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Factory:
+    """One component type: its YAML type name, kind, config dataclass, signals and create function."""
+
+    type: str
+    kind: Kind
+    config_type: type
+    signals: Mapping[Signal, Stability]
+    create: Callable[..., Any]
+    description: str = ""
+
+    def supports(self, signal: Signal) -> bool:
+        return signal in self.signals
+
+
+class Exporter(Protocol):
+    """What an exporter module writes: `push` one payload; start/shutdown are optional."""
+
+    async def push(self, payload: Payload) -> None: ...
+
+
+class FuncProcessor:
+    """Adapter that turns a stateless `process(payload) -> payload | None` into a processor.
+
+    `None` (or a payload with no items left) means everything was dropped; the
+    adapter counts the dropped items under `drop_reason` and hands nothing on.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        process: Callable[[Payload], Payload | None | Awaitable[Payload | None]],
+        next_consumer: Consumer,
+        *,
+        mutates_data: bool = True,
+        drop_reason: str = "filtered",
+    ) -> None:
+        self.settings = settings
+        self._process = process
+        self._next = next_consumer
+        self.mutates_data = mutates_data
+        self._drop_reason = drop_reason
+        self._obs = settings.telemetry.processor(settings)
+
+    async def start(self, host: Host) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def consume(self, payload: Payload) -> None:
+        before = payload.items
+        result = self._process(payload)
+        if isinstance(result, Awaitable):
+            result = await result
+        after = 0 if result is None else result.items
+        if after < before:
+            self._obs.dropped(before - after, self._drop_reason)
+        if result is None or result.items == 0:
+            return
+        await self._next.consume(result)
+
+
+def processor_from_func(
+    settings: Settings,
+    process: Callable[[Payload], Payload | None],
+    next_consumer: Consumer,
+    *,
+    mutates_data: bool = True,
+    drop_reason: str = "filtered",
+) -> FuncProcessor:
+    """Wrap a pure payload function as a processor (see FuncProcessor)."""
+    return FuncProcessor(settings, process, next_consumer, mutates_data=mutates_data, drop_reason=drop_reason)

@@ -1,0 +1,290 @@
+"""The whole configuration: load → expand env → strict decode → validate → cross-check.
+
+Same shape as the Collector's: `receivers`, `processors`, `exporters` keyed by
+`type[/name]`, and `service.pipelines` wiring them per signal. Every problem is
+collected and raised together in one `ConfigError`, each with the file, the key
+path and (for typos) the closest valid name. Unused components are warnings.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pipeline.component import ComponentID, Factory, Kind
+from pipeline.configtypes import Duration, decode_dataclass, did_you_mean, join, yaml_keys
+from pipeline.confmap import RawConfig, expand_env, load_files, load_texts
+from pipeline.errors import ConfigError, ConfigIssue
+from pipeline.model import Signal
+
+SECTIONS = ("receivers", "processors", "exporters", "service")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineConfig:
+    receivers: tuple[str, ...] = ()
+    processors: tuple[str, ...] = ()
+    exporters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogsTelemetryConfig:
+    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
+    encoding: Literal["json", "console"] = "json"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsTelemetryConfig:
+    """The admin server: self-metrics, health, readiness and status."""
+
+    address: str = "0.0.0.0:8888"
+    level: Literal["none", "basic", "normal", "detailed"] = "normal"
+
+    def validate(self) -> list[object]:
+        from pipeline.netaddr import parse_endpoint
+
+        try:
+            parse_endpoint(self.address)
+        except ValueError as e:
+            return [("address", str(e))]
+        return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TelemetryConfig:
+    logs: LogsTelemetryConfig = field(default_factory=LogsTelemetryConfig)
+    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    shutdown_timeout: Duration = Duration(25.0)
+
+    def validate(self) -> list[object]:
+        return [("shutdown_timeout", "must be greater than 0")] if self.shutdown_timeout <= 0 else []
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineID:
+    """`signal` or `signal/name`."""
+
+    signal: Signal
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.signal.value}/{self.name}" if self.name else self.signal.value
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    id: PipelineID
+    receivers: tuple[ComponentID, ...]
+    processors: tuple[ComponentID, ...]
+    exporters: tuple[ComponentID, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A validated configuration, ready for the graph builder."""
+
+    receivers: Mapping[ComponentID, Any]
+    processors: Mapping[ComponentID, Any]
+    exporters: Mapping[ComponentID, Any]
+    pipelines: Mapping[PipelineID, Pipeline]
+    service: ServiceConfig
+    warnings: tuple[ConfigIssue, ...] = ()
+    sources: tuple[str, ...] = ()
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def components(self, kind: Kind) -> Mapping[ComponentID, Any]:
+        return {Kind.RECEIVER: self.receivers, Kind.PROCESSOR: self.processors, Kind.EXPORTER: self.exporters}[kind]
+
+
+def default_config_text() -> str:
+    """The embedded default config (installed with the package as pipeline.shipped_config)."""
+    try:
+        return resources.files("pipeline.shipped_config").joinpath("default.yaml").read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parent.parent / "config" / "default.yaml").read_text(encoding="utf-8")
+
+
+def load(paths: list[str] | None, factories: Mapping[Kind, Mapping[str, Factory]],
+         env: Mapping[str, str] | None = None) -> Config:
+    """Load config files (or the embedded default when none), raising ConfigError with every issue."""
+    if paths:
+        raw, issues = load_files(paths)
+    else:
+        raw, issues = load_texts([("<embedded default config>", default_config_text())])
+    return build(raw, issues, factories, env)
+
+
+def load_text(text: str, factories: Mapping[Kind, Mapping[str, Factory]], env: Mapping[str, str] | None = None,
+              name: str = "<config>") -> Config:
+    raw, issues = load_texts([(name, text)])
+    return build(raw, issues, factories, env)
+
+
+def build(raw: RawConfig, issues: list[ConfigIssue], factories: Mapping[Kind, Mapping[str, Factory]],
+          env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    data = expand_env(raw.data, env, "", issues)
+    for key in data:
+        if key not in SECTIONS:
+            issues.append(ConfigIssue(str(key), f"unknown top-level key '{key}'{did_you_mean(str(key), SECTIONS)}"
+                                      f" (valid: {', '.join(SECTIONS)})"))
+    comps: dict[Kind, dict[ComponentID, Any]] = {}
+    for kind in Kind:
+        comps[kind] = _decode_section(kind, data.get(kind.section), factories.get(kind, {}), issues)
+    service = decode_dataclass(ServiceConfig, data.get("service"), "service", issues)
+    pipelines = _cross_check(service, comps, factories, issues)
+    warnings = _unused(comps, pipelines)
+    errors = [i for i in issues if not i.warning]
+    for i, issue in enumerate(errors):
+        errors[i] = ConfigIssue(issue.path, issue.message, issue.warning, issue.file or raw.origin(issue.path))
+    warnings = [ConfigIssue(w.path, w.message, True, raw.origin(w.path)) for w in warnings]
+    if errors:
+        raise ConfigError(errors + warnings)
+    return Config(
+        receivers=comps[Kind.RECEIVER], processors=comps[Kind.PROCESSOR], exporters=comps[Kind.EXPORTER],
+        pipelines=pipelines, service=service, warnings=tuple(warnings), sources=tuple(raw.files), raw=data,
+    )
+
+
+def _decode_section(kind: Kind, section: object, factories: Mapping[str, Factory],
+                    issues: list[ConfigIssue]) -> dict[ComponentID, Any]:
+    out: dict[ComponentID, Any] = {}
+    if section is None:
+        return out
+    if not isinstance(section, dict):
+        issues.append(ConfigIssue(kind.section, f"expected a mapping of {kind.value} ids to their settings"))
+        return out
+    for key, value in section.items():
+        path = join(kind.section, key)
+        try:
+            cid = ComponentID.parse(str(key))
+        except ValueError as e:
+            issues.append(ConfigIssue(path, str(e)))
+            continue
+        factory = factories.get(cid.type)
+        if factory is None:
+            issues.append(ConfigIssue(path, f"unknown {kind.value} type '{cid.type}'{did_you_mean(cid.type, factories)}"
+                                            f" (available: {', '.join(sorted(factories))})"))
+            continue
+        out[cid] = decode_dataclass(factory.config_type, value, path, issues)
+    return out
+
+
+def parse_pipeline_id(text: str) -> PipelineID:
+    sig, _, name = text.partition("/")
+    try:
+        signal = Signal(sig)
+    except ValueError:
+        raise ValueError(f"unknown pipeline signal '{sig}'{did_you_mean(sig, [s.value for s in Signal])}: "
+                         "a pipeline id is 'traces', 'metrics' or 'logs', optionally with '/name'") from None
+    if "/" in text and not name:
+        raise ValueError("a pipeline name after '/' must not be empty")
+    return PipelineID(signal, name)
+
+
+def _cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
+                 factories: Mapping[Kind, Mapping[str, Factory]], issues: list[ConfigIssue]) -> dict[PipelineID, Pipeline]:
+    out: dict[PipelineID, Pipeline] = {}
+    if not service.pipelines:
+        issues.append(ConfigIssue("service.pipelines", "no pipelines are configured; add at least one, e.g. "
+                                  "traces: {receivers: [otlp], exporters: [debug]}"))
+        return out
+    for pname, pcfg in service.pipelines.items():
+        base = join("service.pipelines", pname)
+        try:
+            pid = parse_pipeline_id(pname)
+        except ValueError as e:
+            issues.append(ConfigIssue(base, str(e)))
+            continue
+        lists: dict[Kind, list[ComponentID]] = {}
+        for kind, names in ((Kind.RECEIVER, pcfg.receivers), (Kind.PROCESSOR, pcfg.processors), (Kind.EXPORTER, pcfg.exporters)):
+            lists[kind] = []
+            seen: set[ComponentID] = set()
+            for i, name in enumerate(names):
+                path = join(join(base, kind.section), i)
+                try:
+                    cid = ComponentID.parse(name)
+                except ValueError as e:
+                    issues.append(ConfigIssue(path, str(e)))
+                    continue
+                defined = comps[kind]
+                if cid not in defined:
+                    known = [str(c) for c in defined]
+                    hint = did_you_mean(str(cid), known) or (f" (configured {kind.section}: {', '.join(known)})" if known
+                                                             else f" (no {kind.section} are configured)")
+                    issues.append(ConfigIssue(path, f"references {kind.value} '{cid}' which is not configured under "
+                                                    f"'{kind.section}'{hint}"))
+                    continue
+                factory = factories[kind][cid.type]
+                if not factory.supports(pid.signal):
+                    issues.append(ConfigIssue(path, f"{kind.value} '{cid}' does not support {pid.signal.value} (it supports: "
+                                                    f"{', '.join(s.value for s in factory.signals)})"))
+                    continue
+                if cid in seen:
+                    issues.append(ConfigIssue(path, f"{kind.value} '{cid}' is listed twice in this pipeline"))
+                    continue
+                seen.add(cid)
+                lists[kind].append(cid)
+        if not pcfg.receivers:
+            issues.append(ConfigIssue(join(base, "receivers"), "a pipeline needs at least one receiver"))
+        if not pcfg.exporters:
+            issues.append(ConfigIssue(join(base, "exporters"), "a pipeline needs at least one exporter"))
+        out[pid] = Pipeline(pid, tuple(lists[Kind.RECEIVER]), tuple(lists[Kind.PROCESSOR]), tuple(lists[Kind.EXPORTER]))
+    _check_listeners(service, comps, issues)
+    return out
+
+
+def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]], issues: list[ConfigIssue]) -> None:
+    """Two components must not claim the same port (Vector's resource check)."""
+    from pipeline.netaddr import parse_endpoint
+
+    claims: dict[tuple[str, int], str] = {}
+
+    def claim(proto: str, endpoint: str, path: str) -> None:
+        try:
+            _, port = parse_endpoint(endpoint)
+        except ValueError:
+            return
+        if port == 0:
+            return
+        key = (proto, port)
+        if key in claims:
+            issues.append(ConfigIssue(path, f"{proto} port {port} is already used by {claims[key]}; give one of them another port"))
+        else:
+            claims[key] = path
+
+    claim("tcp", service.telemetry.metrics.address, "service.telemetry.metrics.address")
+    for kind, items in comps.items():
+        for cid, cfg in items.items():
+            listeners = getattr(cfg, "listeners", None)
+            if callable(listeners):
+                for proto, endpoint, key in listeners():
+                    claim(proto, endpoint, join(join(kind.section, str(cid)), key))
+
+
+def _unused(comps: dict[Kind, dict[ComponentID, Any]], pipelines: Mapping[PipelineID, Pipeline]) -> list[ConfigIssue]:
+    used: dict[Kind, set[ComponentID]] = {k: set() for k in Kind}
+    for p in pipelines.values():
+        used[Kind.RECEIVER].update(p.receivers)
+        used[Kind.PROCESSOR].update(p.processors)
+        used[Kind.EXPORTER].update(p.exporters)
+    out = []
+    for kind, items in comps.items():
+        for cid in items:
+            if cid not in used[kind]:
+                out.append(ConfigIssue(join(kind.section, str(cid)), f"{kind.value} '{cid}' is configured but not used "
+                                       "by any pipeline", warning=True))
+    return out
+
+
+def known_keys(cls: type) -> list[str]:
+    return yaml_keys(cls)

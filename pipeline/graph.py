@@ -1,0 +1,199 @@
+"""Config → a running DAG of receivers, processors and exporters.
+
+As in the Collector's service graph: exporters are built first (one per
+exporter id and signal, shared by the pipelines of that signal), then each
+pipeline's processors from last to first so every node has its `next`, then
+receivers (one per receiver id, handed one consumer per signal that fans out to
+every pipeline listing it). Start runs exporters → processors → receivers;
+shutdown runs the reverse, so processors can flush into exporters that are
+still running and exporters drain last.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.component import ComponentID, Consumer, Factory, Host, Kind, Settings
+from pipeline.config import Config, PipelineID
+from pipeline.errors import PermanentError
+from pipeline.exporterhelper import ExporterHelper
+from pipeline.logutil import component_logger
+from pipeline.model import Payload, Signal
+from pipeline.telemetry import Telemetry
+
+log = logging.getLogger("otelpipe.service")
+
+
+class FanOut:
+    """Hands one payload to several consumers without letting one branch see another's changes.
+
+    Non-mutating consumers share the payload; mutating ones get their own copy,
+    except that when every consumer mutates, the last one may take the original.
+    """
+
+    def __init__(self, consumers: list[Consumer]) -> None:
+        self.consumers = consumers
+        self.mutates_data = any(c.mutates_data for c in consumers)
+        self._share_original = any(not c.mutates_data for c in consumers)
+
+    async def consume(self, payload: Payload) -> None:
+        consumers = self.consumers
+        if len(consumers) == 1:
+            await consumers[0].consume(payload)
+            return
+        last_mutating = max((i for i, c in enumerate(consumers) if c.mutates_data), default=-1)
+        parts = []
+        for i, c in enumerate(consumers):
+            if c.mutates_data and (self._share_original or i != last_mutating):
+                parts.append(c.consume(payload.copy()))
+            else:
+                parts.append(c.consume(payload))
+        results = await asyncio.gather(*parts, return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            # A retryable failure anywhere makes the sender retry; permanent only if all failed permanently.
+            retryable = [e for e in errors if not isinstance(e, PermanentError)]
+            raise (retryable or errors)[0]
+
+
+class PipelineEntry:
+    """The head of one pipeline (the Collector's capabilities node): mutates if any processor does."""
+
+    def __init__(self, pipeline: PipelineID, first: Consumer, mutates: bool) -> None:
+        self.pipeline = pipeline
+        self._first = first
+        self.mutates_data = mutates
+
+    async def consume(self, payload: Payload) -> None:
+        await self._first.consume(payload)
+
+
+@dataclass
+class Node:
+    kind: Kind
+    id: ComponentID
+    component: Any
+    pipeline: str = ""
+    signal: Signal | None = None
+    state: str = "created"
+
+    @property
+    def label(self) -> str:
+        where = f" in pipeline {self.pipeline}" if self.pipeline else (f" ({self.signal.value})" if self.signal else "")
+        return f"{self.kind.value} {self.id}{where}"
+
+
+@dataclass
+class Graph:
+    config: Config
+    factories: Mapping[Kind, Mapping[str, Factory]]
+    telemetry: Telemetry
+    exporters: list[Node] = field(default_factory=list)
+    processors: list[Node] = field(default_factory=list)
+    receivers: list[Node] = field(default_factory=list)
+
+    def build(self) -> None:
+        cfg = self.config
+        exporters: dict[tuple[ComponentID, Signal], ExporterHelper] = {}
+        for pid, p in cfg.pipelines.items():
+            for eid in p.exporters:
+                key = (eid, pid.signal)
+                if key in exporters:
+                    continue
+                factory = self.factories[Kind.EXPORTER][eid.type]
+                settings = self._settings(Kind.EXPORTER, eid, pid.signal)
+                ecfg = cfg.exporters[eid]
+                inner = factory.create(settings, ecfg)
+                helper = ExporterHelper(settings, inner, ecfg)
+                exporters[key] = helper
+                self.exporters.append(Node(Kind.EXPORTER, eid, helper, signal=pid.signal))
+
+        entries: dict[tuple[ComponentID, Signal], list[Consumer]] = {}
+        for pid, p in cfg.pipelines.items():
+            outs: list[Consumer] = [exporters[(eid, pid.signal)] for eid in p.exporters]
+            nxt: Consumer = outs[0] if len(outs) == 1 else FanOut(outs)
+            nodes: list[Node] = []
+            mutates = False
+            for prid in reversed(p.processors):
+                factory = self.factories[Kind.PROCESSOR][prid.type]
+                settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
+                proc = factory.create(settings, cfg.processors[prid], nxt)
+                mutates = mutates or bool(getattr(proc, "mutates_data", False))
+                nodes.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
+                nxt = proc
+            # Nodes were built last-to-first; keep them first-to-last for shutdown flushing order.
+            self.processors.extend(reversed(nodes))
+            entry = PipelineEntry(pid, nxt, mutates)
+            for rid in p.receivers:
+                entries.setdefault((rid, pid.signal), []).append(entry)
+
+        for rid, rcfg in cfg.receivers.items():
+            consumers: dict[Signal, Consumer] = {}
+            for sig in Signal:
+                heads = entries.get((rid, sig))
+                if heads:
+                    consumers[sig] = heads[0] if len(heads) == 1 else FanOut(heads)
+            if not consumers:
+                continue  # defined but unused (a warning at validation)
+            factory = self.factories[Kind.RECEIVER][rid.type]
+            settings = self._settings(Kind.RECEIVER, rid, None)
+            self.receivers.append(Node(Kind.RECEIVER, rid, factory.create(settings, rcfg, consumers)))
+
+    def _settings(self, kind: Kind, cid: ComponentID, signal: Signal | None, pipeline: str = "") -> Settings:
+        logger = component_logger(kind.value, str(cid), pipeline, signal.value if signal else "")
+        return Settings(id=cid, kind=kind, telemetry=self.telemetry, logger=logger, signal=signal, pipeline=pipeline)
+
+    def start_order(self) -> list[Node]:
+        # processors: start the ones nearest the exporters first
+        return [*self.exporters, *reversed(self.processors), *self.receivers]
+
+    async def start(self, host: Host) -> None:
+        for node in self.start_order():
+            try:
+                await node.component.start(host)
+            except Exception as e:
+                raise StartError(f"failed to start {node.label}: {e}") from e
+            node.state = "running"
+            logging.getLogger("otelpipe.service").debug("started", extra={"component": node.label})
+
+    async def shutdown(self) -> None:
+        """Receivers, then processors first-to-last (each flushes downstream), then exporters (drain)."""
+        for group in (self.receivers, self.processors, self.exporters):
+            for node in group:
+                if node.state == "stopped":
+                    continue
+                node.state = "stopping"
+                try:
+                    await node.component.shutdown()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("error while shutting down", extra={"component": node.label})
+                node.state = "stopped"
+
+    def still_running(self) -> list[str]:
+        return [n.label for n in (*self.receivers, *self.processors, *self.exporters) if n.state != "stopped"]
+
+    def describe(self) -> dict[str, Any]:
+        pipelines = {
+            str(pid): {
+                "receivers": [str(c) for c in p.receivers],
+                "processors": [str(c) for c in p.processors],
+                "exporters": [str(c) for c in p.exporters],
+            }
+            for pid, p in self.config.pipelines.items()
+        }
+        comps = [
+            {"kind": n.kind.value, "id": str(n.id), "pipeline": n.pipeline or None,
+             "signal": n.signal.value if n.signal else None, "state": n.state,
+             **({"queue_size": n.component.queue_size} if isinstance(n.component, ExporterHelper) else {})}
+            for n in (*self.receivers, *self.processors, *self.exporters)
+        ]
+        return {"pipelines": pipelines, "components": comps}
+
+
+class StartError(Exception):
+    """A component failed to start (port in use, unreadable file...): the Service exits."""

@@ -1,0 +1,193 @@
+"""Helpers for testing components: recording sinks, nop settings and host, request builders.
+
+Shipped with the package (like the Collector's consumertest/componenttest) so
+component tests stay short and never need the network.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from pipeline.component import ComponentID, Kind, Settings
+from pipeline.errors import PermanentError, RetryableError
+from pipeline.logutil import component_logger
+from pipeline.model import ExportRequest, Payload, Signal
+from pipeline.telemetry import Telemetry
+
+
+class Sink:
+    """A consumer that records every payload; `wait_for_items` waits on a condition, never sleeps.
+
+    `fail_with` makes the next `fail_times` calls raise (to test retry and back-pressure).
+    """
+
+    def __init__(self, signal: Signal | None = None, *, mutates_data: bool = False) -> None:
+        self.signal = signal
+        self.mutates_data = mutates_data
+        self.payloads: list[Payload] = []
+        self.items = 0
+        self.fail_with: BaseException | None = None
+        self.fail_times = 0
+        self._cond = asyncio.Condition()
+
+    async def consume(self, payload: Payload) -> None:
+        if self.fail_with is not None and self.fail_times > 0:
+            self.fail_times -= 1
+            raise self.fail_with
+        async with self._cond:
+            self.payloads.append(payload)
+            self.items += payload.items
+            self._cond.notify_all()
+
+    async def push(self, payload: Payload) -> None:
+        """Lets a Sink stand in for an exporter's push function too."""
+        await self.consume(payload)
+
+    async def wait_for_items(self, n: int, timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            async with self._cond:
+                await self._cond.wait_for(lambda: self.items >= n)
+
+    def messages(self) -> list[ExportRequest]:
+        return [p.message for p in self.payloads]
+
+    def reset(self) -> None:
+        self.payloads.clear()
+        self.items = 0
+
+
+class TracesSink(Sink):
+    def __init__(self, **kw: bool) -> None:
+        super().__init__(Signal.TRACES, **kw)
+
+
+class MetricsSink(Sink):
+    def __init__(self, **kw: bool) -> None:
+        super().__init__(Signal.METRICS, **kw)
+
+
+class LogsSink(Sink):
+    def __init__(self, **kw: bool) -> None:
+        super().__init__(Signal.LOGS, **kw)
+
+
+class NopHost:
+    """A host that records fatal errors instead of stopping anything."""
+
+    def __init__(self) -> None:
+        self.fatal: list[BaseException] = []
+
+    def report_fatal(self, exc: BaseException) -> None:
+        self.fatal.append(exc)
+
+
+def nop_host() -> NopHost:
+    return NopHost()
+
+
+def nop_settings(component_id: str = "nop", kind: Kind = Kind.PROCESSOR, signal: Signal | None = Signal.TRACES,
+                 pipeline: str = "", telemetry: Telemetry | None = None) -> Settings:
+    cid = ComponentID.parse(component_id)
+    tel = telemetry or Telemetry(process_metrics=False)
+    pipeline = pipeline or (signal.value if signal and kind is Kind.PROCESSOR else "")
+    return Settings(id=cid, kind=kind, telemetry=tel, signal=signal, pipeline=pipeline,
+                    logger=component_logger(kind.value, str(cid), pipeline, signal.value if signal else ""))
+
+
+def kv(key: str, value: object) -> KeyValue:
+    """A KeyValue attribute from a Python value."""
+    return KeyValue(key=key, value=any_value(value))
+
+
+def any_value(value: object) -> AnyValue:
+    if isinstance(value, bool):
+        return AnyValue(bool_value=value)
+    if isinstance(value, int):
+        return AnyValue(int_value=value)
+    if isinstance(value, float):
+        return AnyValue(double_value=value)
+    if isinstance(value, bytes):
+        return AnyValue(bytes_value=value)
+    if isinstance(value, dict):
+        av = AnyValue()
+        av.kvlist_value.values.extend(kv(k, v) for k, v in value.items())
+        return av
+    if isinstance(value, (list, tuple)):
+        av = AnyValue()
+        av.array_value.values.extend(any_value(v) for v in value)
+        return av
+    return AnyValue(string_value=str(value))
+
+
+def make_traces(spans: int = 10, *, service: str = "agent", traces: int = 1,
+                attrs: dict[str, object] | None = None, name: str = "span") -> ExportRequest:
+    """A traces request with `spans` spans spread over `traces` trace ids (deterministic ids)."""
+    req = Signal.TRACES.request_type()
+    rs = req.resource_spans.add()  # type: ignore[union-attr]
+    rs.resource.attributes.append(kv("service.name", service))
+    ss = rs.scope_spans.add()
+    ss.scope.name = "test"
+    for i in range(spans):
+        t = i % max(traces, 1)
+        s = ss.spans.add()
+        s.trace_id = (t + 1).to_bytes(16, "big")
+        s.span_id = (i + 1).to_bytes(8, "big")
+        s.name = f"{name}-{i}"
+        s.kind = Span.SPAN_KIND_INTERNAL
+        s.start_time_unix_nano = 1_700_000_000_000_000_000 + i
+        s.end_time_unix_nano = s.start_time_unix_nano + 1000
+        for k, v in (attrs or {}).items():
+            s.attributes.append(kv(k, v))
+    return req
+
+
+def make_metrics(points: int = 10, *, name: str = "requests", service: str = "agent") -> ExportRequest:
+    """A metrics request with one monotonic cumulative sum holding `points` data points."""
+    req = Signal.METRICS.request_type()
+    rm = req.resource_metrics.add()  # type: ignore[union-attr]
+    rm.resource.attributes.append(kv("service.name", service))
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "test"
+    m = sm.metrics.add()
+    m.name = name
+    m.sum.is_monotonic = True
+    m.sum.aggregation_temporality = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+    for i in range(points):
+        dp = m.sum.data_points.add()
+        dp.as_int = i + 1
+        dp.time_unix_nano = 1_700_000_000_000_000_000
+        dp.attributes.append(kv("series", str(i)))
+    return req
+
+
+def make_logs(records: int = 10, *, service: str = "agent", body: str = "hello") -> ExportRequest:
+    req = Signal.LOGS.request_type()
+    rl = req.resource_logs.add()  # type: ignore[union-attr]
+    rl.resource.attributes.append(kv("service.name", service))
+    sl = rl.scope_logs.add()
+    sl.scope.name = "test"
+    for i in range(records):
+        r = sl.log_records.add()
+        r.time_unix_nano = 1_700_000_000_000_000_000 + i
+        r.severity_number = LogRecord().severity_number or 9
+        r.severity_text = "INFO"
+        r.body.string_value = f"{body} {i}"
+    return req
+
+
+def payload(signal: Signal, msg: ExportRequest | None = None, n: int = 10) -> Payload:
+    if msg is None:
+        msg = {Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}[signal](n)
+    return Payload(signal, message=msg)
+
+
+__all__ = [
+    "Sink", "TracesSink", "MetricsSink", "LogsSink", "NopHost", "nop_host", "nop_settings", "kv", "any_value",
+    "make_traces", "make_metrics", "make_logs", "payload", "PermanentError", "RetryableError", "logging", "os",
+]

@@ -1,0 +1,42 @@
+"""TLS client settings shared by every exporter (`tls:` block, as the Collector's configtls)."""
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TLSClientConfig:
+    insecure: bool = False
+    insecure_skip_verify: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name_override: str = ""
+
+    def validate(self) -> list[object]:
+        out: list[object] = []
+        for key in ("ca_file", "cert_file", "key_file"):
+            value = getattr(self, key)
+            if value and not Path(value).is_file():
+                out.append((key, f"file {value!r} does not exist or is not a file"))
+        if bool(self.cert_file) != bool(self.key_file):
+            out.append(("cert_file", "cert_file and key_file must be given together (client certificate)"))
+        return out
+
+    def read(self, name: str) -> bytes | None:
+        value = getattr(self, name)
+        return Path(value).read_bytes() if value else None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """An SSLContext for HTTP clients, or None for plain text (`insecure: true`)."""
+        if self.insecure:
+            return None
+        ctx = ssl.create_default_context(cafile=self.ca_file or None)
+        if self.cert_file:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        if self.insecure_skip_verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
