@@ -6,8 +6,11 @@ component tests stay short and never need the network.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -19,6 +22,10 @@ from pipeline.errors import PermanentError, RetryableError
 from pipeline.logutil import component_logger
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import Telemetry
+
+if TYPE_CHECKING:
+    from pipeline.component import Factory
+    from pipeline.service import Service
 
 
 class Sink:
@@ -187,7 +194,29 @@ def payload(signal: Signal, msg: ExportRequest | None = None, n: int = 10) -> Pa
     return Payload(signal, message=msg)
 
 
+@contextlib.asynccontextmanager
+async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, Factory]] | None = None,
+                          env: Mapping[str, str] | None = None, *,
+                          admin_address: str = "127.0.0.1:0") -> AsyncIterator[Service]:
+    """Run the whole daemon from a YAML string; the admin server binds `admin_address` (a free port)."""
+    from pipeline import components
+    from pipeline.config import build
+    from pipeline.confmap import load_texts
+    from pipeline.service import Service
+
+    fmap = factories or components.factories()
+    overlay = f"service: {{telemetry: {{metrics: {{address: '{admin_address}'}}}}}}"
+    raw, issues = load_texts([("<test config>", yaml_text), ("<test overlay>", overlay)])
+    cfg = build(raw, issues, fmap, env if env is not None else os.environ)
+    svc = Service(cfg, fmap, telemetry=Telemetry(process_metrics=False))
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.shutdown()
+
+
 __all__ = [
     "Sink", "TracesSink", "MetricsSink", "LogsSink", "NopHost", "nop_host", "nop_settings", "kv", "any_value",
-    "make_traces", "make_metrics", "make_logs", "payload", "PermanentError", "RetryableError", "logging", "os",
+    "make_traces", "make_metrics", "make_logs", "payload", "running_service", "PermanentError", "RetryableError", "logging", "os",
 ]

@@ -1,0 +1,175 @@
+"""The Service: owns the graph, the admin server, telemetry, readiness and shutdown.
+
+`run()` builds the graph, starts it (exporters → processors → receivers), marks
+itself ready and waits for a stop request. Shutdown runs under one
+`service.shutdown_timeout` budget: `/readyz` turns 503, receivers stop,
+processors flush, exporters drain; whatever is still running at the deadline
+is logged by id and cancelled. A reload (SIGHUP) swaps in a new graph built
+from re-read config, keeping the old one when the new config is invalid.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pipeline.admin import AdminServer
+from pipeline.component import Factory, Kind
+from pipeline.config import Config
+from pipeline.errors import ConfigError
+from pipeline.exporterhelper import ExporterHelper
+from pipeline.graph import Graph
+from pipeline.telemetry import Telemetry
+
+log = logging.getLogger("otelpipe.service")
+
+
+class Service:
+    def __init__(self, config: Config, factories: Mapping[Kind, Mapping[str, Factory]],
+                 *, reload_config: Callable[[], Config] | None = None, telemetry: Telemetry | None = None) -> None:
+        self.config = config
+        self.factories = factories
+        self.telemetry = telemetry or Telemetry()
+        self._reload_config = reload_config
+        self.graph: Graph | None = None
+        self.admin: AdminServer | None = None
+        self.ready = False
+        self.draining = False
+        self.fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._started_at = time.time()
+
+    # --- Host -----------------------------------------------------------------
+    def report_fatal(self, exc: BaseException) -> None:
+        log.error("component reported a fatal error; shutting down", extra={"error": str(exc)})
+        self.fatal = exc
+        self._stop.set()
+
+    # --- control --------------------------------------------------------------
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    async def start(self) -> None:
+        """Admin first (so probes see 503 while starting), then the graph, then ready."""
+        self.admin = AdminServer(self.config.service.telemetry.metrics.address, self.telemetry,
+                                 is_ready=lambda: self.ready and not self.draining, status=self.status)
+        await self.admin.start()
+        try:
+            await self._start_graph(self.config)
+        except BaseException:
+            await self.admin.shutdown()
+            raise
+        self.ready = True
+        log.info("otelpipe is ready", extra={"pipelines": [str(p) for p in self.config.pipelines],
+                                              "admin": self.admin.endpoints.get("http")})
+
+    async def _start_graph(self, config: Config) -> None:
+        graph = Graph(config, self.factories, self.telemetry)
+        graph.build()
+        self.graph = graph
+        try:
+            await graph.start(self)
+        except BaseException:
+            await self._stop_graph(graph, config.service.shutdown_timeout)
+            raise
+
+    async def run(self) -> None:
+        """Start, serve until asked to stop (reloading on request), then shut down."""
+        await self.start()
+        try:
+            while not self._stop.is_set():
+                stop_wait = asyncio.ensure_future(self._stop.wait())
+                reload_wait = asyncio.ensure_future(self._reload.wait())
+                try:
+                    await asyncio.wait({stop_wait, reload_wait}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop_wait.cancel()
+                    reload_wait.cancel()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+        finally:
+            await self.shutdown()
+
+    async def reload(self) -> bool:
+        """Re-read the config; on success swap graphs, else keep running the old one."""
+        if self._reload_config is None:
+            return False
+        try:
+            new = self._reload_config()
+        except ConfigError as e:
+            self.telemetry.config_reloads.labels("invalid").inc()
+            log.error("config reload rejected; keeping the running config",
+                      extra={"problems": [str(i) for i in e.issues]})
+            return False
+        log.info("reloading config")
+        self.ready = False
+        if self.graph is not None:
+            await self._stop_graph(self.graph, self.config.service.shutdown_timeout)
+        try:
+            await self._start_graph(new)
+        except Exception as e:
+            self.telemetry.config_reloads.labels("failed").inc()
+            log.error("new config failed to start; restoring the previous one", extra={"error": str(e)})
+            await self._start_graph(self.config)
+            self.ready = True
+            return False
+        self.config = new
+        self.ready = True
+        self.telemetry.config_reloads.labels("ok").inc()
+        return True
+
+    async def _stop_graph(self, graph: Graph, budget: float) -> None:
+        task = asyncio.ensure_future(graph.shutdown())
+        done, _ = await asyncio.wait({task}, timeout=budget)
+        if not done:
+            log.error("shutdown deadline reached; cancelling components still running",
+                      extra={"still_running": graph.still_running(), "shutdown_timeout_s": budget})
+            task.cancel()
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        elif task.exception() is not None:
+            log.error("shutdown error", exc_info=task.exception())
+
+    async def shutdown(self) -> None:
+        self.draining = True
+        self.ready = False
+        log.info("shutting down: draining pipelines", extra={"shutdown_timeout_s": self.config.service.shutdown_timeout})
+        if self.graph is not None:
+            await self._stop_graph(self.graph, self.config.service.shutdown_timeout)
+        if self.admin is not None:
+            await self.admin.shutdown()
+        log.info("otelpipe stopped")
+
+    # --- introspection --------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        graph = self.graph.describe() if self.graph else {"pipelines": {}, "components": []}
+        return {"ready": self.ready and not self.draining, "draining": self.draining,
+                "uptime_s": round(time.time() - self._started_at, 3), "config_sources": list(self.config.sources), **graph}
+
+    def component(self, kind: str, component_id: str) -> Any:
+        """The running component (for exporters: the exporter inside its helper)."""
+        assert self.graph is not None
+        k = Kind(kind)
+        nodes = {Kind.RECEIVER: self.graph.receivers, Kind.PROCESSOR: self.graph.processors,
+                 Kind.EXPORTER: self.graph.exporters}[k]
+        for n in nodes:
+            if str(n.id) == component_id:
+                return n.component.exporter if isinstance(n.component, ExporterHelper) else n.component
+        raise KeyError(f"no running {kind} {component_id!r}")
+
+    def endpoint(self, kind: str, component_id: str, name: str) -> str:
+        """The actual bound address ("127.0.0.1:PORT") of a listening component."""
+        if kind == "admin":
+            assert self.admin is not None
+            return self.admin.endpoints[name]
+        comp = self.component(kind, component_id)
+        return comp.endpoints[name]  # type: ignore[no-any-return]
