@@ -1,0 +1,20 @@
+# otelpipe: small image, non-root, the default config embedded; mount your own with -c.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+COPY receivers ./receivers
+COPY processors ./processors
+COPY exporters ./exporters
+COPY config ./config
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home /nonexistent --shell /usr/sbin/nologin otelpipe
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001
+# OTLP gRPC, OTLP HTTP, StatsD (udp), Prometheus exporter, admin (/metrics /healthz /readyz /status)
+EXPOSE 4317 4318 8125/udp 8889 8888
+ENTRYPOINT ["otelpipe", "run"]
+# no args: the embedded default config; in Kubernetes: args: ["-c", "/etc/otelpipe/config.yaml"]
