@@ -189,10 +189,26 @@ class Graph:
         comps = [
             {"kind": n.kind.value, "id": str(n.id), "pipeline": n.pipeline or None,
              "signal": n.signal.value if n.signal else None, "state": n.state,
-             **({"queue_size": n.component.queue_size} if isinstance(n.component, ExporterHelper) else {})}
+             **({"queue_size": n.component.queue_size} if isinstance(n.component, ExporterHelper) else {}),
+             **({"endpoints": eps} if (eps := _endpoints(n.component)) else {})}
             for n in (*self.receivers, *self.processors, *self.exporters)
         ]
         return {"pipelines": pipelines, "components": comps}
+
+    def endpoints(self) -> dict[str, dict[str, str]]:
+        """Actual bound addresses of every listening component, keyed `kind/id`."""
+        out = {}
+        for n in (*self.receivers, *self.exporters):
+            eps = _endpoints(n.component)
+            if eps:
+                out[f"{n.kind.value}/{n.id}"] = eps
+        return out
+
+
+def _endpoints(component: Any) -> dict[str, str]:
+    inner = component.exporter if isinstance(component, ExporterHelper) else component
+    eps = getattr(inner, "endpoints", None)
+    return dict(eps) if isinstance(eps, dict) else {}
 
 
 class StartError(Exception):

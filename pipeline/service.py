@@ -67,7 +67,8 @@ class Service:
             raise
         self.ready = True
         log.info("otelpipe is ready", extra={"pipelines": [str(p) for p in self.config.pipelines],
-                                              "admin": self.admin.endpoints.get("http")})
+                                              "admin": self.admin.endpoints.get("http"),
+                                              "endpoints": self.graph.endpoints() if self.graph else {}})
 
     async def _start_graph(self, config: Config) -> None:
         graph = Graph(config, self.factories, self.telemetry)

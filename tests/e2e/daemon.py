@@ -1,0 +1,60 @@
+"""Run the real `python -m pipeline` process and read its JSON log lines."""
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Daemon:
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.env = {**os.environ, **(env or {})}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.lines: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+
+    async def start(self) -> dict[str, Any]:
+        """Start and wait for the 'otelpipe is ready' line; returns it (admin + endpoints)."""
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pipeline", *self.args, cwd=str(ROOT), env=self.env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        async with asyncio.timeout(20):
+            while True:
+                line = await self._readline()
+                if line is None:
+                    raise RuntimeError("otelpipe exited before ready:\n" + "\n".join(self.raw))
+                if line.get("msg") == "otelpipe is ready":
+                    return line
+
+    async def _readline(self) -> dict[str, Any] | None:
+        assert self.proc and self.proc.stderr
+        raw = await self.proc.stderr.readline()
+        if not raw:
+            return None
+        text = raw.decode().rstrip()
+        self.raw.append(text)
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            obj = {"text": text}
+        self.lines.append(obj)
+        return obj  # type: ignore[no-any-return]
+
+    async def stop(self, sig: int, timeout: float = 30) -> int:
+        assert self.proc
+        self.proc.send_signal(sig)
+        async with asyncio.timeout(timeout):
+            while await self._readline() is not None:
+                pass
+            return await self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.returncode is None:
+            self.proc.kill()
