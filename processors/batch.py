@@ -1,0 +1,264 @@
+"""The batch processor: group payloads into bigger requests by size or time.
+
+Behaves like the Collector's batch processor. `consume()` only appends the
+payload to a buffer and returns (the sender is answered as soon as the data is
+held); one background task per processor instance sends a batch when the
+buffered item count reaches `send_batch_size`, or when `timeout` has passed
+since the first payload of the batch arrived. Payloads are merged once per
+flush with `pipeline.model.merge`, which concatenates cached wire bytes when
+no stage upstream changed them, so an unmutated pipeline batches without
+decoding or encoding anything. Only a batch above `send_batch_max_size` is
+decoded, to be cut with `pipeline.model.split`.
+
+Because the sender has already been answered, a downstream failure after a
+flush cannot be reported back: it is logged and counted as dropped with reason
+`export_failed` (the exporter helper in front of every exporter already
+retries and queues, so this is rare). To keep memory bounded when downstream
+is slower than intake, a `consume()` that finds more than `max_buffered_items`
+buffered waits until the sender has taken a batch out (back-pressure).
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.configtypes import Duration
+from pipeline.errors import RetryableError
+from pipeline.logutil import RateLimitedLog
+from pipeline.model import Payload, Signal, merge, split
+
+DEFAULT_SEND_BATCH_SIZE = 8192
+# Default back-pressure threshold, in batches: enough to ride out a short downstream stall.
+BUFFERED_BATCHES = 10
+
+Trigger = Literal["size", "timeout", "flush"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchConfig:
+    """The Collector's batch settings, plus otelpipe's `max_buffered_items` bound.
+
+    send_batch_size: items that trigger a send (0: only the timeout sends).
+    send_batch_max_size: upper bound on the items of one sent request (0: no bound).
+    timeout: longest a batch waits for more items (0: send at once).
+    max_buffered_items: items held before `consume` waits for the sender
+      (0: 10 batches' worth, i.e. 10 x max(send_batch_size, send_batch_max_size)).
+    """
+
+    send_batch_size: int = DEFAULT_SEND_BATCH_SIZE
+    send_batch_max_size: int = 0
+    timeout: Duration = Duration(0.2)
+    max_buffered_items: int = 0
+
+    def validate(self) -> list[object]:
+        issues: list[object] = []
+        if self.send_batch_size < 0:
+            issues.append(("send_batch_size", f"must be 0 (no size trigger) or greater, got {self.send_batch_size}"))
+        if self.send_batch_max_size < 0:
+            issues.append(("send_batch_max_size", f"must be 0 (no limit) or greater, got {self.send_batch_max_size}"))
+        elif 0 < self.send_batch_max_size < self.send_batch_size:
+            issues.append(("send_batch_max_size",
+                           f"must be 0 (no limit) or at least send_batch_size ({self.send_batch_size}), "
+                           f"got {self.send_batch_max_size}"))
+        if self.timeout < 0:
+            issues.append(("timeout", "must not be negative"))
+        if self.max_buffered_items < 0:
+            issues.append(("max_buffered_items", f"must be 0 (automatic) or greater, got {self.max_buffered_items}"))
+        elif 0 < self.max_buffered_items < max(self.send_batch_size, self.send_batch_max_size):
+            issues.append(("max_buffered_items",
+                           f"must be 0 (automatic) or at least send_batch_size and send_batch_max_size "
+                           f"({max(self.send_batch_size, self.send_batch_max_size)}), got {self.max_buffered_items}"))
+        return issues
+
+    def buffer_limit(self) -> int:
+        """Items held before `consume` waits for the sender."""
+        if self.max_buffered_items > 0:
+            return self.max_buffered_items
+        return BUFFERED_BATCHES * (max(self.send_batch_size, self.send_batch_max_size) or DEFAULT_SEND_BATCH_SIZE)
+
+
+class BatchProcessor:
+    """One batcher for one pipeline and signal; see the module docstring."""
+
+    mutates_data = False
+
+    def __init__(self, settings: Settings, cfg: BatchConfig, next_consumer: Consumer) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self._next = next_consumer
+        self._size = cfg.send_batch_size
+        self._max = cfg.send_batch_max_size
+        self._timeout = float(cfg.timeout)
+        self._limit = cfg.buffer_limit()
+        self._clock = settings.clock
+        self._obs = settings.telemetry.processor(settings)
+        self._log = RateLimitedLog(settings.logger)
+        tel, pid = settings.telemetry, str(settings.id)
+        self._size_sends = tel.counter(
+            "processor_batch_batch_size_trigger_send", "Number of times a batch was sent because of its size.",
+            ("processor",)).labels(pid)
+        self._timeout_sends = tel.counter(
+            "processor_batch_timeout_trigger_send", "Number of times a batch was sent because of the timeout.",
+            ("processor",)).labels(pid)
+        self._pending: list[Payload] = []
+        self._count = 0            # items in _pending
+        self._batch_start = 0.0    # clock() when the first payload of the current batch arrived
+        self._wake = asyncio.Event()   # the worker should look at the buffer again
+        self._room = asyncio.Event()   # the buffer dropped to the limit (wakes back-pressured consumers)
+        self._send_lock = asyncio.Lock()  # one flush at a time keeps batches in arrival order
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def buffered_items(self) -> int:
+        return self._count
+
+    async def start(self, host: Host) -> None:
+        self._ensure_worker()
+
+    async def consume(self, payload: Payload) -> None:
+        if self._closed:
+            raise RetryableError(f"processor {self.settings.id} is shut down", retry_after=1.0)
+        first = not self._pending
+        if first:
+            self._batch_start = self._clock()
+        self._pending.append(payload)
+        self._count += payload.items
+        self._ensure_worker()
+        if first or self._ready():
+            self._wake.set()
+        while self._count > self._limit and not self._closed:
+            self._room.clear()
+            await self._room.wait()
+
+    async def force_flush(self) -> None:
+        """Send everything buffered now and wait until downstream has taken it."""
+        await self._flush("flush")
+
+    async def shutdown(self) -> None:
+        """Refuse new data, let an in-flight send finish, flush the buffer downstream."""
+        if self._closed:
+            return
+        self._closed = True
+        self._room.set()  # back-pressured producers return: their data is buffered and flushed below
+        self._wake.set()
+        task, self._task = self._task, None
+        try:
+            if task is not None:
+                await asyncio.gather(task, return_exceptions=True)
+            await self.force_flush()
+        except asyncio.CancelledError:
+            # The Service's shutdown deadline: account for what could not be sent.
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            lost, self._count = self._count, 0
+            self._pending = []
+            if lost:
+                self._obs.dropped(lost, "shutdown")
+                self.settings.logger.error("shutdown deadline reached with batched data not sent; dropped",
+                                           extra={"items": lost})
+            raise
+
+    # -- internals ---------------------------------------------------------
+
+    def _ensure_worker(self) -> None:
+        if self._task is None and not self._closed:
+            self._task = asyncio.create_task(self._run(), name=f"{self.settings.id}-{self.settings.pipeline}-batcher")
+
+    def _ready(self) -> bool:
+        """A size-triggered send is due (or the buffer is over its limit)."""
+        return (self._size > 0 and self._count >= self._size) or self._count > self._limit
+
+    async def _run(self) -> None:
+        """The timer and sender: waits for a full batch or the timeout, then flushes."""
+        while not self._closed:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if self._ready():
+                await self._flush("size")
+                continue
+            wait = self._batch_start + self._timeout - self._clock()
+            if wait <= 0:
+                await self._flush("timeout")
+                continue
+            self._wake.clear()
+            try:
+                async with asyncio.timeout(wait):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _flush(self, trigger: Trigger) -> None:
+        async with self._send_lock:
+            batches = self._cut(everything=trigger != "size")
+            counter = self._size_sends if trigger == "size" else self._timeout_sends if trigger == "timeout" else None
+            for batch in batches:
+                if batch.items == 0:
+                    continue  # only empty requests were buffered: nothing to send (as in the Collector)
+                if counter is not None:
+                    counter.inc()
+                await self._send(batch)
+
+    def _cut(self, *, everything: bool) -> list[Payload]:
+        """Take batches out of the buffer (no awaits: the buffer cannot change meanwhile).
+
+        A size-triggered cut keeps a tail smaller than `send_batch_size` left by
+        splitting at `send_batch_max_size`, as the Collector does, so sent
+        requests stay full; the tail starts a new batch (and a new timeout).
+        """
+        if not self._pending or (not everything and not self._ready()):
+            return []
+        parts, self._pending = self._pending, []
+        taken, self._count = self._count, 0
+        try:
+            merged = merge(parts[0].signal, parts)
+            if self._max <= 0 or merged.items <= self._max:
+                batches = [merged]
+            else:
+                batches = split(merged.signal, merged, self._max)
+                if not everything and self._size > 0 and len(batches) > 1 and batches[-1].items < self._size:
+                    rest = batches.pop()
+                    if merged.raw_cached is not None:
+                        # Keep the buffer all-bytes so the next merge is a concatenation again.
+                        rest.serialize()
+                    self._pending.append(rest)
+                    self._count = rest.items
+                    self._batch_start = self._clock()
+        except Exception as e:  # a bug in merge/split must not stop the batcher; never lose data silently
+            self._obs.dropped(taken, "internal_error")
+            self.settings.logger.exception("could not build a batch; its data is dropped",
+                                           extra={"items": taken, "error": f"{type(e).__name__}: {e}"})
+            batches = []
+        if self._count <= self._limit:
+            self._room.set()
+        return batches
+
+    async def _send(self, batch: Payload) -> None:
+        try:
+            await self._next.consume(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            # The senders were answered when the data was buffered: all we can do is count and log.
+            self._obs.dropped(batch.items, "export_failed")
+            self._log.error("downstream did not take a batch; it is dropped", key="export_failed",
+                            extra={"items": batch.items, "error": f"{type(e).__name__}: {e}"})
+
+
+def create(settings: Settings, cfg: BatchConfig, next_consumer: Consumer) -> BatchProcessor:
+    return BatchProcessor(settings, cfg, next_consumer)
+
+
+FACTORY = Factory(
+    type="batch",
+    kind=Kind.PROCESSOR,
+    config_type=BatchConfig,
+    signals={s: Stability.STABLE for s in Signal},
+    create=create,
+    description="Groups payloads into larger requests by size or timeout; merges untouched requests as raw bytes.",
+)
