@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -194,6 +194,21 @@ def payload(signal: Signal, msg: ExportRequest | None = None, n: int = 10) -> Pa
     return Payload(signal, message=msg)
 
 
+async def wait_until(condition: "Callable[[], bool]", timeout: float = 5.0, what: str = "condition") -> None:
+    """Wait for a condition that has no event to wait on (e.g. a counter in another component).
+
+    Polls with zero-length yields plus a short backoff, bounded by `timeout`.
+    """
+    delay = 0.0
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2 or 0.001, 0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
+
+
 @contextlib.asynccontextmanager
 async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, Factory]] | None = None,
                           env: Mapping[str, str] | None = None, *,
@@ -218,5 +233,5 @@ async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, 
 
 __all__ = [
     "Sink", "TracesSink", "MetricsSink", "LogsSink", "NopHost", "nop_host", "nop_settings", "kv", "any_value",
-    "make_traces", "make_metrics", "make_logs", "payload", "running_service", "PermanentError", "RetryableError", "logging", "os",
+    "make_traces", "make_metrics", "make_logs", "payload", "running_service", "wait_until", "PermanentError", "RetryableError", "logging", "os",
 ]

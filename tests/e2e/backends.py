@@ -92,6 +92,7 @@ class HttpBackend(Recorder):
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.content_types: list[str] = []
+        self.encodings: list[str] = []
 
     async def _handle(self, request: web.Request) -> web.Response:
         signal = Signal(request.match_info["signal"])
@@ -99,7 +100,8 @@ class HttpBackend(Recorder):
         if self.failing:
             return web.Response(status=503, headers={"Retry-After": "0"})
         body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
+        self.encodings.append(request.headers.get("Content-Encoding", ""))
+        if body[:2] == b"\x1f\x8b":  # aiohttp usually inflates request bodies itself
             body = gzip.decompress(body)
         self.content_types.append(request.headers.get("Content-Type", ""))
         msg = signal.request_type.FromString(body)

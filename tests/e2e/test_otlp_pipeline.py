@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 
 from pipeline.model import Signal, count_items
 from pipeline.service import Service
-from pipeline.testing import make_traces, running_service
+from pipeline.testing import make_traces, running_service, wait_until
 
 from .backends import GrpcBackend, HttpBackend
 from .sdk import encode_logs, encode_metrics, encode_spans, make_logs, make_metrics, make_spans
@@ -199,14 +199,13 @@ async def test_backend_outage_of_a_few_seconds_loses_nothing(svc: Service, backe
         for _ in range(10):
             await stub.Export(make_traces(10))
     # let both exporters fail and retry a few times, then end the outage
-    async with asyncio.timeout(10):
-        while g.calls < 3 or h.calls < 3:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: g.calls >= 3 and h.calls >= 3, 10, "three failed attempts per backend")
     g.failing = h.failing = False
     await g.wait_for(Signal.TRACES, 100)
     await h.wait_for(Signal.TRACES, 100)
     assert g.items[Signal.TRACES] == 100 and h.items[Signal.TRACES] == 100
     tel = svc.telemetry
-    assert tel.value("otelpipe_exporter_send_failed_spans_total") == 0
+    await wait_until(lambda: tel.value("otelpipe_exporter_sent_spans_total") == 200, 5, "sent counters")
     assert tel.value("otelpipe_exporter_sent_spans_total", exporter="otlp/tempo") == 100
+    assert tel.value("otelpipe_exporter_send_failed_spans_total") == 0
     assert tel.value("otelpipe_receiver_accepted_spans_total", receiver="otlp", transport="grpc") == 100

@@ -1,0 +1,79 @@
+"""Every registered component honours the lifecycle contract (the Collector's componenttest)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeline import components
+from pipeline.component import Factory, Kind
+from pipeline.configtypes import decode_dataclass
+from pipeline.errors import ConfigIssue
+from pipeline.exporterhelper import ExporterHelper
+from pipeline.model import Signal
+from pipeline.testing import NopHost, Sink, nop_settings, payload
+
+# The smallest config that makes each type usable on loopback (types not listed need none).
+MINIMAL: dict[tuple[Kind, str], dict[str, Any]] = {
+    (Kind.RECEIVER, "otlp"): {"protocols": {"grpc": {"endpoint": "127.0.0.1:0"}, "http": {"endpoint": "127.0.0.1:0"}}},
+    (Kind.RECEIVER, "statsd"): {"endpoint": "127.0.0.1:0"},
+    (Kind.EXPORTER, "otlp"): {"endpoint": "127.0.0.1:9", "tls": {"insecure": True}},
+    (Kind.EXPORTER, "otlphttp"): {"endpoint": "http://127.0.0.1:9"},
+    (Kind.EXPORTER, "prometheus"): {"endpoint": "127.0.0.1:0"},
+    (Kind.EXPORTER, "file"): {"path": "{tmp}/out.jsonl"},
+    (Kind.PROCESSOR, "memory_limiter"): {"limit_mib": 4096},
+}
+
+SAMPLERS = {"probabilistic_sampler", "tail_sampling"}  # may legitimately drop the test data
+
+ALL = [f for kinds in components.factories().values() for f in kinds.values()]
+
+
+def _cfg(f: Factory, tmp: Path) -> Any:
+    raw = MINIMAL.get((f.kind, f.type), {})
+    raw = {k: (v.replace("{tmp}", str(tmp)) if isinstance(v, str) else v) for k, v in raw.items()}
+    issues: list[ConfigIssue] = []
+    cfg = decode_dataclass(f.config_type, raw, f"{f.kind.section}.{f.type}", issues)
+    assert not issues, issues
+    return cfg
+
+
+def _create(f: Factory, cfg: Any, signal: Signal, sink: Sink) -> Any:
+    settings = nop_settings(f.type, f.kind, None if f.kind is Kind.RECEIVER else signal)
+    if f.kind is Kind.RECEIVER:
+        return f.create(settings, cfg, {signal: sink})
+    if f.kind is Kind.PROCESSOR:
+        return f.create(settings, cfg, sink)
+    return ExporterHelper(settings, f.create(settings, cfg), cfg)
+
+
+@pytest.mark.parametrize("factory", ALL, ids=lambda f: f"{f.kind.value}/{f.type}")
+def test_factory_shape(factory: Factory) -> None:
+    assert factory.type.islower() and factory.signals
+    issues: list[ConfigIssue] = []
+    decode_dataclass(factory.config_type, {}, "x", issues)
+    # the default config is valid, or says exactly which key must be given
+    assert all("is required" in i.message or "required" in i.message for i in issues), issues
+    issues = []
+    decode_dataclass(factory.config_type, {"no_such_key_xyz": 1}, "x", issues)
+    assert any(i.path == "x.no_such_key_xyz" and "unknown key" in i.message for i in issues)
+
+
+@pytest.mark.parametrize("factory", ALL, ids=lambda f: f"{f.kind.value}/{f.type}")
+async def test_lifecycle(factory: Factory, tmp_path: Path) -> None:
+    signal = next(iter(factory.signals))
+    cfg = _cfg(factory, tmp_path)
+    # shutdown without start
+    await _create(factory, cfg, signal, Sink()).shutdown()
+    # start, use, shutdown twice
+    sink = Sink()
+    comp = _create(factory, cfg, signal, sink)
+    await comp.start(NopHost())
+    if factory.kind is Kind.PROCESSOR:
+        await comp.consume(payload(signal))
+    await comp.shutdown()
+    await comp.shutdown()
+    if factory.kind is Kind.PROCESSOR and factory.type not in SAMPLERS:
+        # a processor flushes everything it holds on shutdown
+        assert sink.items == 10
