@@ -36,13 +36,14 @@ def main() -> int:
     ap.add_argument("--load", default="otlp --signal traces --protocol grpc --items-per-request 100 "
                                       "--procs 2 --channels 4 --concurrency 32")
     ap.add_argument("--no-rotel", action="store_true")
+    ap.add_argument("--env", default="", help="extra VAR=value settings for otelpipe")
     args = ap.parse_args()
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
     otelpipe = str(ROOT / ".venv" / "bin" / "otelpipe")
     cmd = [sys.executable, str(SHARED / "compare.py"), "--reps", str(args.reps), "--duration", str(args.duration),
            "--load", args.load, "--json-out", str(out / f"{args.name}-vs-rotel.json"),
-           "--collector", f"{args.name}=env OP_GRPC=127.0.0.1:{{grpc_port}} OP_HTTP=127.0.0.1:{{http_port}} "
+           "--collector", f"{args.name}=env {args.env} OP_GRPC=127.0.0.1:{{grpc_port}} OP_HTTP=127.0.0.1:{{http_port}} "
                           f"OP_SINK={{sink_grpc}} {otelpipe} run --config {args.config}"]
     if not args.no_rotel:
         cmd += ["--collector", f"rotel={rotel_binary()} start --otlp-grpc-endpoint 127.0.0.1:{{grpc_port}} "

@@ -19,6 +19,7 @@ from pipeline.config import Config, load
 from pipeline.errors import ConfigError
 from pipeline.graph import StartError
 from pipeline.logutil import configure_logging
+from pipeline.memtune import tune_malloc
 
 log = logging.getLogger("otelpipe.service")
 
@@ -63,6 +64,7 @@ def cmd_components(_args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    tune_malloc()  # before any gRPC thread exists; see pipeline/memtune.py
     paths = _config_paths(args)
     fmap = components.factories()
     try:

@@ -81,7 +81,7 @@ class ExporterHelper:
         if self._queue is None:
             await self._send(payload, raise_errors=True)
             return
-        if not self._queue.offer(payload):
+        if not self._queue.offer(payload.compact()):
             self._obs.enqueue_failed(payload.items, "queue_full")
             self._log.warning("sending queue is full; refusing data so the sender backs off",
                               key="queue_full", extra={"queue_size": self._queue.capacity})

@@ -170,6 +170,16 @@ class Payload:
             self._raw = self._message.SerializeToString()
         return self._raw
 
+    def compact(self) -> Payload:
+        """Drop the decoded message while the wire bytes are still exact (they re-decode lazily).
+
+        Decoded protobuf takes several times the memory of its bytes; payloads that
+        wait in a batch or a sending queue keep only the bytes.
+        """
+        if self._raw is not None:
+            self._message = None
+        return self
+
     def copy(self) -> Payload:
         """An independent copy, for a fan-out branch that will mutate.
 

@@ -124,7 +124,7 @@ class BatchProcessor:
         first = not self._pending
         if first:
             self._batch_start = self._clock()
-        self._pending.append(payload)
+        self._pending.append(payload.compact())
         self._count += payload.items
         self._ensure_worker()
         if first or self._ready():
