@@ -1,0 +1,676 @@
+"""Secret detection as pure functions: the value detectors, the key-name matcher and the masker.
+
+Kept apart from the processor so every rule can be unit-tested on plain strings
+and reused (a logs-only redactor, a CLI `otelpipe mask` check). Everything is
+compiled once per configuration; nothing here holds global mutable state.
+
+Two mechanisms, as the secret_mask processor applies them:
+
+* Key names (`KeyMatcher`): an attribute whose key *names* a credential has its
+  whole value replaced. Keys are split into name parts (on `.`, `_`, `-`, spaces
+  and camelCase) and a blocked term must appear as whole parts, so
+  `http.request.header.authorization` and `x-api-token` match while
+  `gen_ai.usage.input_tokens` and `max_tokens` do not (`tokens` is not `token`).
+  A term followed by a qualifier part (`token_count`, `token.type`,
+  `secret.name`, ...) describes the credential rather than holding it, so it
+  does not match either.
+* Values (`Masker.mask_text`): known secret shapes anywhere inside a string are
+  replaced, keeping the surrounding text (`Authorization: Bearer [REDACTED]`,
+  `postgres://app:[REDACTED]@db:5432/x`).
+
+Masks are recognisable: a value that already is a mask token is never masked
+again, which makes masking idempotent in both replace and hash mode.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import bisect
+import hashlib
+import hmac
+import itertools
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+# --------------------------------------------------------------------------------------------
+# Key names
+# --------------------------------------------------------------------------------------------
+
+#: Default sensitive key terms (each split into name parts like keys are).
+DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
+    "password", "passwd", "passwords", "pwd", "passphrase",
+    "secret", "client_secret", "secret_key",
+    "token",
+    "api_key", "apikey",
+    "authorization",
+    "cookie", "cookies", "set_cookie",
+    "session_id", "sessionid",
+    "credential", "credentials",
+    "private_key", "privatekey",
+    "access_key", "accesskey",
+)
+
+#: Name parts that, after a sensitive term, make the key describe the credential instead
+#: of holding it: `llm.token_count.prompt`, `oauth.token.type`, `k8s.secret.name`.
+KEY_QUALIFIERS: frozenset[str] = frozenset({
+    "count", "counts", "usage", "limit", "limits", "budget", "length", "len", "size", "type", "types",
+    "kind", "ttl", "expiry", "expires", "expiration", "expire", "name", "names", "url", "uri",
+    "endpoint", "path", "file", "enabled", "required", "present", "version", "format", "source",
+})
+
+_PART_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+NOT_SENSITIVE = 0
+SENSITIVE = 1
+ALLOWED = 2
+
+_KEY_CACHE_MAX = 8192
+
+
+def key_parts(key: str) -> list[str]:
+    """Lower-cased name parts of a key: `x-api-Token` → ['x', 'api', 'token'], `APIKey` → ['api', 'key']."""
+    return [p.lower() for p in _PART_RE.findall(key)]
+
+
+class KeyMatcher:
+    """Classifies attribute keys as sensitive / not / explicitly allowed, with a bounded cache.
+
+    Keys repeat across spans, so after warm-up a classification is one dict lookup.
+    The cache stops growing at a fixed size (keys with unbounded cardinality cost
+    a recomputation, never memory).
+    """
+
+    __slots__ = ("_terms", "_allowed_exact", "_allowed_prefixes", "_cache", "_qualifiers")
+
+    def __init__(self, blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS, allowed_keys: Iterable[str] = (),
+                 qualifiers: frozenset[str] = KEY_QUALIFIERS) -> None:
+        terms = []
+        for t in blocked_keys:
+            parts = tuple(key_parts(t))
+            if parts:
+                terms.append(parts)
+        self._terms: tuple[tuple[str, ...], ...] = tuple(terms)
+        exact, prefixes = set(), []
+        for a in allowed_keys:
+            a = a.lower()
+            if a.endswith("*"):
+                prefixes.append(a[:-1])
+            elif a:
+                exact.add(a)
+        self._allowed_exact = frozenset(exact)
+        self._allowed_prefixes = tuple(prefixes)
+        self._qualifiers = qualifiers
+        self._cache: dict[str, int] = {}
+
+    def classify(self, key: str) -> int:
+        """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone)."""
+        c = self._cache.get(key)
+        if c is None:
+            c = self._classify(key)
+            if len(self._cache) < _KEY_CACHE_MAX:
+                self._cache[key] = c
+        return c
+
+    def is_sensitive(self, key: str) -> bool:
+        return self.classify(key) == SENSITIVE
+
+    def _classify(self, key: str) -> int:
+        low = key.lower()
+        if low in self._allowed_exact or any(low.startswith(p) for p in self._allowed_prefixes):
+            return ALLOWED
+        parts = key_parts(key)
+        return SENSITIVE if self.parts_sensitive(parts) else NOT_SENSITIVE
+
+    def parts_sensitive(self, parts: list[str]) -> bool:
+        n = len(parts)
+        for term in self._terms:
+            k = len(term)
+            first = term[0]
+            for i in range(n - k + 1):
+                if parts[i] == first and tuple(parts[i:i + k]) == term:
+                    if not any(p in self._qualifiers for p in parts[i + k:]):
+                        return True
+        return False
+
+    def keyword_regex(self) -> str:
+        """A case-insensitive alternation of the blocked terms, for finding `key=value` pairs in text."""
+        alts = sorted({"[_.-]?".join(re.escape(p) for p in term) for term in self._terms}, key=len, reverse=True)
+        return "|".join(alts)
+
+
+# --------------------------------------------------------------------------------------------
+# Value detectors
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Detector:
+    """One secret shape.
+
+    For speed every detector is written as `first` (the characters its match can
+    start with) and `rest` (the regex after that character, which may look behind
+    at it). All detectors are joined into one regex that begins with the union of
+    the `first` characters: CPython's `re` then skips every other character in a
+    tight C loop and only tries the detectors where one may start. A detector may
+    be anchored on a rarer character inside the secret (`sk-` on `k`, `eyJ` on `J`):
+    `back` says how many characters before the anchor belong to the secret. The
+    secret part is the group `v` when the detector has one (`Bearer <v>`), else
+    the whole match.
+    """
+
+    name: str
+    first: str
+    rest: str
+    description: str
+    back: int = 0  # -1: the secret starts where the run of token characters before the anchor starts
+    has_value_group: bool = False
+    gated: bool = False  # only compiled in for requests whose bytes contain the detector's anchor
+
+
+_T = r"A-Za-z0-9_\-"
+DETECTORS: tuple[Detector, ...] = (
+    Detector("card_number", "0123456789",
+             r"(?<![0-9A-Za-z][0-9])(?:[ \-]?[0-9]){12,18}(?![0-9A-Za-z])",
+             "payment card numbers that pass the Luhn check and have a card issuer prefix", gated=True),
+    Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{1,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
+             "the password of `scheme://user:password@host` (user and host are kept)", has_value_group=True),
+    Detector("credential_pair", ":=",
+             r"(?<=[A-Za-z0-9_\-\"' ][:=])[ \t]{0,3}[\"']?(?!//)"
+             r"(?P<v>(?:(?i:bearer|basic|token)[ \t]+)?[^\s&,;\"'<>()\[\]{}\x00]+)",
+             "`password=...`, `token: ...`, `\"api_key\": \"...\"` pairs in query strings, log lines and JSON "
+             "(the key before the separator must pass the key-name rule)", has_value_group=True),
+    Detector("private_key", "-",
+             r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----[^\x00]*?"
+             r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|(?=\x00)|\Z)",
+             "PEM private key blocks (RSA, EC, OPENSSH, PGP, ...), to the END line or the end of a truncated value",
+             gated=True),
+    Detector("bearer", "Bb",
+             r"(?<![A-Za-z0-9_][Bb])(?:(?<=b)earer|(?<=B)(?:earer|EARER))[ \t]+"
+             r"(?P<v>[A-Za-z0-9\-_~+/]+(?:\.[A-Za-z0-9\-_~+/]+)*=*)",
+             "HTTP Bearer credentials (the scheme word is kept)", has_value_group=True),
+    Detector("basic", "Bb",
+             r"(?<![A-Za-z0-9_][Bb])(?:(?<=b)asic|(?<=B)(?:asic|ASIC))[ \t]+"
+             r"(?P<v>[A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])",
+             "HTTP Basic credentials (base64 of user:password; the scheme word is kept)", has_value_group=True),
+    Detector("github_token", "_",
+             r"(?:(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh[pousr]_)[A-Za-z0-9]{30,255}"
+             r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
+             "GitHub tokens (ghp_, gho_, ghu_, ghs_, ghr_, github_pat_)", -1),
+    Detector("anthropic_key", "k", rf"(?<=sk)(?<![{_T}]sk)-ant-[{_T}]{{20,}}", "Anthropic API keys (sk-ant-...)", 1),
+    Detector("openai_key", "k", rf"(?<=sk)(?<![{_T}]sk)-(?:proj-|svcacct-|admin-|None-)?[{_T}]{{20,}}",
+             "OpenAI API keys (sk-..., sk-proj-...)", 1),
+    Detector("stripe_key", "_", r"(?<=[sr]k_)(?<![A-Za-z0-9_][sr]k_)(?:live|test)_[A-Za-z0-9]{16,}",
+             "Stripe secret and restricted keys (sk_live_, rk_live_, and their _test_ forms)", 2),
+    Detector("aws_secret_key", "A",
+             r"(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}[^A-Za-z0-9/+=\n\x00]{1,20}[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+             "AWS secret access keys written next to their key id (`AKIA... wJalr...`); under a key such as "
+             "aws_secret_access_key the key-name rule and credential_pair mask them"),
+    Detector("aws_access_key_id", "A", r"(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
+             "AWS access key ids (AKIA..., ASIA...)"),
+    Detector("google_api_key", "A", rf"(?<![{_T}]A)Iza[{_T}]{{35}}(?![{_T}])", "Google API keys (AIza...)"),
+    Detector("jwt", "J", rf"(?<=eyJ)(?<![{_T}]eyJ)[{_T}]{{8,}}\.[{_T}]{{2,}}\.[{_T}]*", "JSON Web Tokens", 2),
+    Detector("slack_token", "x", r"(?<![A-Za-z0-9\-]x)(?:ox[abposre]|app)-[A-Za-z0-9\-]{10,}",
+             "Slack tokens (xoxb-, xoxp-, xapp-, ...)"),
+)
+DETECTOR_NAMES: tuple[str, ...] = tuple(d.name for d in DETECTORS)
+
+#: Values that follow a credential word in logs without being credentials.
+_PAIR_STOPWORDS = frozenset({
+    "null", "none", "nil", "true", "false", "undefined", "required", "invalid", "expired", "missing",
+    "empty", "redacted", "masked", "hidden", "n/a", "na", "set", "unset", "yes", "no", "ok", "present",
+})
+
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn checksum used by payment card numbers."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i & 1:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card_issuer_ok(d: str) -> bool:
+    n = len(d)
+    if d[0] == "4":
+        return n in (13, 16, 19)
+    two = int(d[:2])
+    if 51 <= two <= 55 or 2221 <= int(d[:4]) <= 2720:
+        return n == 16
+    if two in (34, 37):
+        return n == 15
+    if two in (36, 38, 39) or 300 <= int(d[:3]) <= 305:
+        return 14 <= n <= 19
+    if d.startswith("6011") or two == 65 or 644 <= int(d[:3]) <= 649 or two == 62 or two == 35:
+        return 16 <= n <= 19
+    return False
+
+
+def card_number_ok(text: str) -> bool:
+    """A plausible card number: 13-19 digits, consistent grouping, issuer prefix, Luhn-valid."""
+    digits = text.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19:
+        return False
+    if len(digits) != len(text):
+        seps = {c for c in text if c in " -"}
+        if len(seps) != 1:
+            return False
+        groups = [len(g) for g in re.split(r"[ \-]", text)]
+        if not (all(g == 4 for g in groups[:-1]) and 1 <= groups[-1] <= 4) and groups not in ([4, 6, 5], [4, 6, 4]):
+            return False
+    return _card_issuer_ok(digits) and luhn_ok(digits)
+
+
+def basic_credential_ok(value: str) -> bool:
+    """Basic credentials are base64 of `user:password`; prose after the word 'Basic' is not."""
+    try:
+        raw = base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return ":" in text and text.isprintable()
+
+
+def looks_random(token: str, min_len: int = 8, long_len: int = 24) -> bool:
+    """A credential-looking token: has a digit, or mixes cases, or is long; ordinary words are not."""
+    if len(token) < min_len:
+        return False
+    if any(c.isdigit() for c in token):
+        return True
+    if any(c.isupper() for c in token) and any(c.islower() for c in token):
+        return True
+    return len(token) >= long_len
+
+
+def _aws_secret_ok(token: str) -> bool:
+    """Real secret keys are random base64: all three character classes, or a / or +."""
+    if "/" in token or "+" in token:
+        return True
+    return any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)
+
+
+# --------------------------------------------------------------------------------------------
+# Masking
+# --------------------------------------------------------------------------------------------
+
+class Replacer:
+    """Turns a secret into its mask: a fixed replacement, or a short keyed hash of it.
+
+    Hash mode writes `[REDACTED:<hex>]` (the replacement with the hash added before a
+    closing bracket, or after a colon): HMAC-SHA256 under `hash_key`, truncated to
+    `hash_length` hex digits, so equal secrets stay correlatable without being
+    revealed or brute-forced offline without the key.
+    """
+
+    __slots__ = ("replacement", "_key", "_length", "_prefix", "_suffix", "_mask_re")
+
+    def __init__(self, replacement: str = "[REDACTED]", hash_key: bytes | None = None, hash_length: int = 12) -> None:
+        self.replacement = replacement
+        self._key = hash_key
+        self._length = hash_length
+        if replacement.endswith("]") and len(replacement) > 1:
+            self._prefix, self._suffix = replacement[:-1] + ":", "]"
+        else:
+            self._prefix, self._suffix = replacement + ":", ""
+        if hash_key is None:
+            self._mask_re = None
+        else:
+            self._mask_re = re.compile(re.escape(self._prefix) + "[0-9a-f]{%d}" % hash_length + re.escape(self._suffix))
+
+    def __call__(self, secret: str) -> str:
+        if self._key is None:
+            return self.replacement
+        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return f"{self._prefix}{digest[:self._length]}{self._suffix}"
+
+    def is_mask(self, value: str) -> bool:
+        """True for a value that already is one of this replacer's masks (never mask twice)."""
+        if value == self.replacement:
+            return True
+        return self._mask_re is not None and self._mask_re.fullmatch(value) is not None
+
+
+def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
+    """One regex for all enabled detectors, shaped for CPython's `re`.
+
+    The top level is an alternation in which every branch starts with one literal
+    character (a detector's possible first character) followed by the detectors
+    that can start there. `re` then (a) skips every character that starts no
+    detector in a tight C loop, and (b) at a candidate character tries only the
+    branch of that character. Groups are named `<detector>__<n>` (and
+    `<detector>__<n>__v` for the secret part), since a detector appears once per
+    first character. No detector matches a NUL, so many strings can be scanned at
+    once joined by NULs without a match spanning two of them.
+    """
+    by_first: dict[str, list[tuple[str, str]]] = {}
+    for d in DETECTORS:
+        if d.name not in enabled:
+            continue
+        if d.name == "credential_pair" and not keys._terms:
+            continue
+        for c in d.first:
+            by_first.setdefault(c, []).append((d.name, d.rest))
+    if not by_first:
+        return None
+    branches = []
+    k = 0
+    for c, dets in by_first.items():
+        alts = []
+        for name, rest in dets:
+            k += 1
+            alts.append(f"(?P<{name}__{k}>" + rest.replace("(?P<v>", f"(?P<{name}__{k}__v>") + ")")
+        branches.append(f"{re.escape(c)}(?:{'|'.join(alts)})")
+    return re.compile("|".join(branches))
+
+
+def _group_names(rx: re.Pattern[str] | None) -> dict[str, tuple[str, str | None]]:
+    """group name -> (detector name, name of its secret-part group or None)."""
+    if rx is None:
+        return {}
+    out: dict[str, tuple[str, str | None]] = {}
+    for g in rx.groupindex:
+        if g.endswith("__v"):
+            continue
+        name = g.rsplit("__", 1)[0]
+        out[g] = (name, g + "__v" if g + "__v" in rx.groupindex else None)
+    return out
+
+
+_BACK = {d.name: d.back for d in DETECTORS}
+GATED: frozenset[str] = frozenset(d.name for d in DETECTORS if d.gated)
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_SEP = "\x00"
+
+
+class Masker:
+    """Masks secrets inside strings and whole values under sensitive keys.
+
+    `counts` accumulates masked values per detector (and `key` for key-name
+    masks) until the caller collects them with `take_counts()`.
+
+    Detectors whose first character is frequent in ordinary telemetry (card
+    numbers start on any digit, PEM blocks on `-`) are *gated*: `mask_many` takes
+    the set of gated detectors whose bytes anchor occurs in the request and uses a
+    regex compiled without the others (at most 2**len(GATED) variants, cached).
+    """
+
+    def __init__(self, *, keys: KeyMatcher, replacer: Replacer, enabled: Iterable[str] = DETECTOR_NAMES,
+                 blocked_values: Iterable[str] = ()) -> None:
+        self.keys = keys
+        self.replacer = replacer
+        self.enabled = frozenset(enabled)
+        self._rx = build_detector_regex(self.enabled, keys)
+        self._groups = _group_names(self._rx)
+        self._variants: dict[frozenset[str], re.Pattern[str] | None] = {self.enabled & GATED: self._rx}
+        self._user = tuple(re.compile(p) for p in blocked_values)
+        self.counts: dict[str, int] = {}
+        self._validators: Mapping[str, Callable[[str, re.Match[str]], bool]] = {
+            "bearer": lambda s, m: looks_random(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
+            "basic": lambda s, m: basic_credential_ok(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
+            "openai_key": lambda s, m: looks_random(m.group()[1:], 20),
+            "card_number": lambda s, m: card_number_ok(m.group()),
+            "aws_secret_key": lambda s, m: _aws_secret_ok(m.group()[-40:]),
+            "credential_pair": self._pair_ok,
+        }
+
+    def _regex(self, gated: frozenset[str]) -> re.Pattern[str] | None:
+        gated = gated & self.enabled
+        rx = self._variants.get(gated, False)
+        if rx is False:
+            rx = build_detector_regex((self.enabled - GATED) | gated, self.keys)
+            self._groups.update(_group_names(rx))
+            self._variants[gated] = rx
+        return rx  # type: ignore[return-value]
+
+    # -- strings -------------------------------------------------------------------------------
+
+    def mask_text(self, s: str) -> str:
+        """`s` with every detected secret replaced (the same object when nothing matched)."""
+        rx = self._rx
+        if rx is not None:
+            m = rx.search(s)
+            if m is not None:
+                s = self._apply(rx, s, m, None)
+        if self._user:
+            s = self._apply_user(s)
+        return s
+
+    def mask_many(self, texts: list[str], gated: frozenset[str] = GATED) -> dict[int, str]:
+        """Mask a batch of strings; returns {index: new text} for those that changed.
+
+        The strings are joined with NULs and scanned in one call, which saves the
+        per-call cost of `re` on hundreds of short attribute values.
+        """
+        out: dict[int, str] = {}
+        if not texts:
+            return out
+        rx = self._regex(gated)
+        if rx is not None:
+            joined = _SEP.join(texts)
+            if joined.count(_SEP) != len(texts) - 1:  # a NUL inside a value: one by one
+                for i, t in enumerate(texts):
+                    new = self.mask_text(t)
+                    if new is not t:
+                        out[i] = new
+                return out
+            m = rx.search(joined)
+            if m is not None:
+                starts: list[int] = []
+                masked = self._apply(rx, joined, m, starts)
+                if starts:
+                    pieces = masked.split(_SEP)
+                    bounds = list(itertools.accumulate(len(t) + 1 for t in texts))
+                    for pos in starts:
+                        i = bisect.bisect_right(bounds, pos)
+                        out[i] = pieces[i]
+        if self._user:
+            for i, t in enumerate(texts):
+                cur = out.get(i, t)
+                new = self._apply_user(cur)
+                if new is not cur:
+                    out[i] = new
+        return out
+
+    def _apply(self, rx: re.Pattern[str], s: str, m: re.Match[str] | None, starts: list[int] | None) -> str:
+        out: list[str] = []
+        last = 0
+        is_mask = self.replacer.is_mask
+        validators = self._validators
+        counts = self.counts
+        groups = self._groups
+        while m is not None:
+            group = m.lastgroup
+            assert group is not None
+            name, vgroup = groups[group]
+            check = validators.get(name)
+            if vgroup is not None:
+                start, end = m.span(vgroup)
+            else:
+                back = _BACK[name]
+                start = m.start()
+                if back < 0:
+                    while start > last and s[start - 1] in _TOKEN_CHARS:
+                        start -= 1
+                else:
+                    start = max(start - back, last)
+                end = m.end()
+            secret = s[start:end]
+            if (check is not None and not check(s, m)) or is_mask(secret):
+                # Not a secret after all: look again one character further, so a real
+                # secret inside the rejected match is still found.
+                m = rx.search(s, m.start() + 1)
+                continue
+            out.append(s[last:start])
+            out.append(self.replacer(secret))
+            if starts is not None:
+                starts.append(start)
+            last = end
+            counts[name] = counts.get(name, 0) + 1
+            m = rx.search(s, max(m.end(), m.start() + 1))
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _apply_user(self, s: str) -> str:
+        for rx in self._user:
+            if rx.search(s) is None:
+                continue
+            group = "secret" if "secret" in rx.groupindex else 0
+            out: list[str] = []
+            last = 0
+            for m in rx.finditer(s):
+                start, end = m.span(group)
+                if start < 0 or start == end or start < last:
+                    continue
+                secret = s[start:end]
+                if self.replacer.is_mask(secret):
+                    continue
+                out.append(s[last:start])
+                out.append(self.replacer(secret))
+                last = end
+                self.counts["blocked_values"] = self.counts.get("blocked_values", 0) + 1
+            if out:
+                out.append(s[last:])
+                s = "".join(out)
+        return s
+
+    def _pair_ok(self, s: str, m: re.Match[str]) -> bool:
+        # The match starts at the separator; the key is the run of key characters before
+        # it (after an optional closing quote and spaces) and must pass the key-name rule.
+        end = m.start()
+        while end > 0 and s[end - 1] in " \t":
+            end -= 1
+        if end > 0 and s[end - 1] in "\"'":
+            end -= 1
+        start = end
+        while start > 0 and s[start - 1] in _KEY_CHARS:
+            start -= 1
+        if start == end or self.keys.classify(s[start:end]) != SENSITIVE:
+            return False
+        return m.group(self._groups[m.lastgroup][1]).lower() not in _PAIR_STOPWORDS  # type: ignore[index]
+
+    # -- whole values ----------------------------------------------------------------------------
+
+    def mask_value(self, value: str) -> str:
+        """The mask for a whole value under a sensitive key (unchanged if already a mask)."""
+        if self.replacer.is_mask(value):
+            return value
+        self.counts["key"] = self.counts.get("key", 0) + 1
+        return self.replacer(value)
+
+    def take_counts(self) -> dict[str, int]:
+        c = self.counts
+        self.counts = {}
+        return c
+
+
+# --------------------------------------------------------------------------------------------
+# Bytes anchors (for the whole-request prefilter)
+# --------------------------------------------------------------------------------------------
+
+#: Literal-prefixed bytes patterns that every match of a detector contains. Ordered so the
+#: common ones come first: a request with a candidate usually stops at the first search.
+_ANCHORS: dict[str, tuple[bytes, ...]] = {
+    "openai_key": (rb"sk-",),
+    "anthropic_key": (rb"sk-",),
+    "jwt": (rb"eyJ",),
+    "bearer": (rb"earer[ \t]", rb"EARER[ \t]"),
+    "aws_access_key_id": (rb"AKIA", rb"ASIA", rb"ABIA", rb"ACCA"),
+    "aws_secret_key": (rb"AKIA", rb"ASIA"),
+    "url_password": (rb"://[^\s/:@?#'\"<>]{1,256}:[^\s/@?#'\"<>]{1,256}@",),
+    "basic": (rb"asic[ \t]", rb"ASIC[ \t]"),
+    "github_token": (rb"gh[pousr]_", rb"github_pat_"),
+    "slack_token": (rb"xox[abposre]-", rb"xapp-"),
+    "stripe_key": (rb"k_live_", rb"k_test_"),
+    "google_api_key": (rb"AIza",),
+    "private_key": (rb"PRIVATE KEY",),
+}
+_TOKEN_ANCHORS = (rb"token(?!s(?:[^A-Za-z]|\Z))", rb"Token(?!s(?:[^A-Za-z]|\Z))", rb"TOKEN(?!S(?:[^A-Za-z]|\Z))")
+
+
+def _digit_run_check() -> Callable[[bytes], bool]:
+    """Whether the bytes hold a digit run in one of the card detector's shapes.
+
+    Digits map to `a`, space and `-` to `s`, then the shapes are plain literal
+    searches: 13 digits in a row, 4-4-4-1 or 4-6-4 groups. No boundary conditions:
+    on the wire a string sits next to length and tag bytes that may look like
+    digits or letters, so a check that looked at neighbours could miss a card at
+    the start or end of a value.
+    """
+    table = bytearray(b"." * 256)
+    for c in b"0123456789":
+        table[c] = 0x61  # a
+    table[0x20] = table[0x2D] = 0x73  # space and '-' -> s
+    tbl = bytes(table)
+    needles = (b"a" * 13, b"aaaasaaaasaaaasa", b"aaaasaaaaaasaaaa")
+
+    def check(raw: bytes) -> bool:
+        tr = raw.translate(tbl)
+        return any(n in tr for n in needles)
+
+    return check
+
+
+_CARD_RUN = _digit_run_check()
+
+
+def term_anchors(keys: KeyMatcher) -> tuple[list[bytes], list[bytes]]:
+    """(raw, lower-case) bytes patterns found in every key, or `key=value` pair, that a term matches.
+
+    Between two parts of a term a key may have any non-alphanumeric separators or
+    none (camelCase), hence `api[^a-z0-9]*key` on the lower-cased bytes. `token`
+    is special: its plural is everywhere in LLM telemetry (`max_tokens`,
+    `input_tokens`, prompt text) and is not a credential, so it is searched in its
+    three possible part spellings with the plural excluded.
+    """
+    raw: list[bytes] = []
+    lower: list[bytes] = []
+    for term in keys._terms:
+        if term == ("token",):
+            raw.extend(_TOKEN_ANCHORS)
+            continue
+        lower.append(b"[^a-z0-9]*".join(re.escape(p.encode()) for p in term))
+    return raw, sorted(set(lower), key=lower.index)
+
+
+def gated_present(raw: bytes, enabled: frozenset[str]) -> frozenset[str]:
+    """The gated detectors whose anchor occurs in `raw` (so they must be compiled in)."""
+    present = []
+    if "private_key" in enabled and b"PRIVATE KEY" in raw:
+        present.append("private_key")
+    if "card_number" in enabled and _CARD_RUN(raw):
+        present.append("card_number")
+    return frozenset(present)
+
+
+def bytes_prefilter_parts(enabled: Iterable[str], keys: KeyMatcher, key_names: bool = True
+                          ) -> tuple[list[bytes], list[bytes], list[Callable[[bytes], bool]]]:
+    """The anchors a request must contain for any enabled rule to possibly match.
+
+    A request without any of them cannot contain a detected secret nor a
+    sensitive key, and is handed on without decoding.
+    """
+    enabled = set(enabled)
+    raw: list[bytes] = []
+    lower: list[bytes] = []
+    checks: list[Callable[[bytes], bool]] = []
+    for name, anchors in _ANCHORS.items():
+        if name in enabled:
+            raw.extend(a for a in anchors if a not in raw)
+    if keys._terms and ("credential_pair" in enabled or key_names):
+        r, lw = term_anchors(keys)
+        raw.extend(a for a in r if a not in raw)
+        lower.extend(a for a in lw if a not in lower)
+    if "card_number" in enabled:
+        checks.append(_CARD_RUN)
+    return raw, lower, checks

@@ -1,0 +1,237 @@
+"""uuid_normalize: replace identifiers in span names, routes and metric attributes by placeholders.
+
+Agent telemetry carries session, run, tool-call and conversation ids inside
+routes and span names (`/v1/agents/3f2c.../runs`). Every distinct id is a new
+series in Prometheus and a new operation name in tracing backends. This
+processor rewrites them to placeholders (`/v1/agents/{uuid}/runs`) where
+grouping happens: span names, selected span/log attributes and metric data
+point attributes. Trace and span ids, resource attributes (service.instance.id
+is an identity, not noise) and unselected attributes are never touched.
+
+Cost model: a request whose serialized bytes contain no candidate (a
+`-hhhh-hhhh-hhhh-` UUID core, a `/digit` path segment, a hex or ULID run when
+those detectors are on) is handed on untouched without decoding. Otherwise the
+selected strings are checked with one compiled regex each, and the request is
+marked changed only if a string actually changed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
+from pipeline.model import ExportRequest, Payload, Signal
+from processors.attrwalk import (
+    BytesPrefilter,
+    iter_data_point_attributes,
+    rewrite_attributes,
+    run_check,
+)
+
+DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
+    "http.route", "http.target", "url.path", "url.template", "rpc.method", "messaging.destination.name",
+)
+
+_H = "[0-9a-fA-F]"
+_UUID_CORE = f"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}"
+#: 8-4-4-4-12 hex, any case, optionally braced or prefixed with urn:uuid:, not inside a longer word.
+UUID_PATTERN = rf"(?:(?i:urn:uuid:)|(?<![0-9A-Za-z]))(?:\{{{_UUID_CORE}\}}|{_UUID_CORE}(?![0-9A-Za-z]))"
+#: Crockford base32, 26 characters, first one 0-7 (48-bit timestamp), one case.
+ULID_PATTERN = r"(?<![0-9A-Za-z])[0-7](?:[0-9A-HJKMNP-TV-Z]{25}|[0-9a-hjkmnp-tv-z]{25})(?![0-9A-Za-z])"
+#: At least 16 hex characters in a row (request ids, hashes, hex trace ids in strings).
+HEX_PATTERN = r"(?<![0-9A-Za-z])[0-9a-fA-F]{16,}(?![0-9A-Za-z])"
+#: A path segment made only of digits: /users/12345/ or /users/12345 (before /, ?, #, ; or the end).
+NUMERIC_SEGMENT_PATTERN = r"(?<=/)[0-9]+(?=[/?#;]|$|\s)"
+
+_UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+_NUMSEG_BYTES = re.compile(rb"/[0-9]")
+_HEX_CHARS = b"0123456789abcdefABCDEF"
+_ULID_CHARS = b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatternConfig:
+    """A user rule: every match of `regex` becomes `replacement` (re.sub syntax, \\1 and \\g<name> work)."""
+
+    regex: str = ""
+    replacement: str = ""
+
+    def validate(self) -> list[object]:
+        if not self.regex:
+            return [("regex", "is required")]
+        try:
+            rx = re.compile(self.regex)
+        except re.error as e:
+            return [("regex", f"invalid regular expression {self.regex!r}: {e}")]
+        if rx.match(""):
+            return [("regex", f"{self.regex!r} matches the empty string; it would insert the replacement everywhere")]
+        try:
+            rx.sub(self.replacement, "")  # parses group references in the template
+        except (re.error, IndexError) as e:
+            return [("replacement", f"invalid replacement {self.replacement!r}: {e}")]
+        return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UUIDNormalizeConfig:
+    replacement: str = "{uuid}"
+    span_names: bool = True
+    span_attributes: tuple[str, ...] = DEFAULT_SPAN_ATTRIBUTES
+    log_attributes: tuple[str, ...] = ()
+    #: data point attributes to normalize; null (the default) means all of them, [] none.
+    metric_attributes: tuple[str, ...] | None = None
+    numeric_path_segments: bool = True
+    hex_ids: bool = True
+    ulids: bool = True
+    patterns: tuple[PatternConfig, ...] = ()
+
+    def validate(self) -> list[object]:
+        issues: list[object] = []
+        for pat in (UUID_PATTERN, HEX_PATTERN, ULID_PATTERN):
+            if re.search(pat, self.replacement):
+                issues.append(("replacement", f"{self.replacement!r} would itself be normalized again; "
+                                              "use text without ids, e.g. '{uuid}'"))
+                break
+        return issues
+
+
+_PLACEHOLDERS = {"ulid": "{ulid}", "hex": "{hex}", "num": "{id}"}
+
+
+class Normalizer:
+    """The string function: all enabled detectors in one regex pass, then user patterns."""
+
+    def __init__(self, cfg: UUIDNormalizeConfig) -> None:
+        alts = [f"(?P<uuid>{UUID_PATTERN})"]
+        if cfg.ulids:
+            alts.append(f"(?P<ulid>{ULID_PATTERN})")
+        if cfg.hex_ids:
+            alts.append(f"(?P<hex>{HEX_PATTERN})")
+        if cfg.numeric_path_segments:
+            alts.append(f"(?P<num>{NUMERIC_SEGMENT_PATTERN})")
+        self._rx = re.compile("|".join(alts))
+        self._placeholders = {**_PLACEHOLDERS, "uuid": cfg.replacement}
+        self._user = tuple((re.compile(p.regex), p.replacement) for p in cfg.patterns)
+        self.counts: dict[str, int] = {}
+
+    def _sub(self, m: re.Match[str]) -> str:
+        kind = m.lastgroup
+        assert kind is not None
+        text = m.group()
+        if kind == "hex":
+            # Digits and letters both, one letter case: ids and hashes, not numbers or words.
+            if text.isdigit() or not any(c.isdigit() for c in text) or (text != text.lower() and text != text.upper()):
+                return text
+        elif kind == "ulid":
+            if sum(c.isdigit() for c in text) < 2 or text.isdigit():
+                return text
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return self._placeholders[kind]
+
+    def __call__(self, s: str) -> str:
+        if self._rx.search(s) is not None:
+            s = self._rx.sub(self._sub, s)
+        for rx, repl in self._user:
+            new, n = rx.subn(repl, s)
+            if n and new != s:
+                self.counts["pattern"] = self.counts.get("pattern", 0) + n
+                s = new
+        return s
+
+    def take_counts(self) -> dict[str, int]:
+        c = self.counts
+        self.counts = {}
+        return c
+
+
+class UUIDNormalize:
+    """The pure payload function (see module docstring)."""
+
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal) -> None:
+        self.cfg = cfg
+        self.signal = signal
+        self.fn = Normalizer(cfg)
+        self._span_keys = frozenset(cfg.span_attributes)
+        self._log_keys = frozenset(cfg.log_attributes)
+        self._metric_keys = None if cfg.metric_attributes is None else frozenset(cfg.metric_attributes)
+        checks = []
+        if cfg.hex_ids:
+            checks.append(run_check(_HEX_CHARS, 16))
+        if cfg.ulids:
+            checks.append(run_check(_ULID_CHARS, 26))
+        patterns = [_UUID_BYTES] + ([_NUMSEG_BYTES] if cfg.numeric_path_segments else [])
+        self.prefilter = BytesPrefilter(patterns, checks=checks, always=bool(cfg.patterns))
+        self.nothing_selected = (
+            (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
+            or (signal is Signal.LOGS and not self._log_keys)
+            or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
+        )
+
+    def __call__(self, payload: Payload) -> Payload:
+        if self.nothing_selected:
+            return payload
+        raw = payload.raw_cached
+        if raw is not None and not self.prefilter.hit(raw):
+            return payload
+        if self.rewrite(payload.message):
+            payload.mutable()  # drop the stale wire bytes; the message was changed in place above
+        return payload
+
+    def rewrite(self, msg: ExportRequest) -> int:
+        """Normalize `msg` in place; returns the number of strings changed."""
+        fn = self.fn
+        n = 0
+        if self.signal is Signal.TRACES:
+            names = self.cfg.span_names
+            keys = self._span_keys
+            for rs in msg.resource_spans:  # type: ignore[union-attr]
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        if names:
+                            name = sp.name
+                            new = fn(name)
+                            if new != name:
+                                sp.name = new
+                                n += 1
+                        if keys:
+                            n += rewrite_attributes(sp.attributes, fn, keys)
+        elif self.signal is Signal.LOGS:
+            keys = self._log_keys
+            for rl in msg.resource_logs:  # type: ignore[union-attr]
+                for sl in rl.scope_logs:
+                    for lr in sl.log_records:
+                        n += rewrite_attributes(lr.attributes, fn, keys)
+        else:
+            for attrs in iter_data_point_attributes(msg):
+                n += rewrite_attributes(attrs, fn, self._metric_keys)
+        return n
+
+
+def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):  # type: ignore[no-untyped-def]
+    assert settings.signal is not None
+    proc = UUIDNormalize(cfg, settings.signal)
+    counter = settings.telemetry.counter(
+        "processor_normalized_values", "Identifiers replaced by placeholders, by detector.",
+        ("processor", "pipeline", "detector"))
+    pid, pipe = str(settings.id), settings.pipeline
+
+    def process(payload: Payload) -> Payload:
+        out = proc(payload)
+        if proc.fn.counts:
+            for detector, n in proc.fn.take_counts().items():
+                counter.labels(pid, pipe, detector).inc(n)
+        return out
+
+    return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]
+
+
+FACTORY = Factory(
+    type="uuid_normalize",
+    kind=Kind.PROCESSOR,
+    config_type=UUIDNormalizeConfig,
+    signals={Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA},
+    create=create,
+    description="Replaces UUIDs, ULIDs, long hex ids and numeric path segments with placeholders.",
+)
+
+__all__ = ["FACTORY", "UUIDNormalizeConfig", "PatternConfig", "UUIDNormalize", "Normalizer"]
