@@ -1,0 +1,176 @@
+"""OTLP/gRPC transport: the TraceService, MetricsService and LogsService `Export` methods.
+
+The methods are registered with no request deserializer, so each call hands us
+the raw message bytes: we decode them once with the request type's `FromString`
+(malformed → INVALID_ARGUMENT) and keep those bytes on the Payload, so nothing
+is re-encoded on the way to an exporter that sends protobuf. grpc core does the
+rest in C: gzip decompression and the `max_recv_msg_size_mib` limit (checked on
+the decompressed message; RESOURCE_EXHAUSTED before any Python runs, which also
+means those refusals are visible only to the client, not in our counters).
+A signal with no consumer has no service registered, so grpc answers
+UNIMPLEMENTED for it.
+
+Pipeline outcomes map as the Collector's do: throttled → RESOURCE_EXHAUSTED,
+unavailable → UNAVAILABLE, both with a google.rpc.RetryInfo; permanent →
+INVALID_ARGUMENT. The RetryInfo travels in `grpc-status-details-bin` (a
+google.rpc.Status, as grpc-go and the Collector send it) and also as
+`google.rpc.retryinfo-bin`, which is where the OpenTelemetry Python SDK's
+exporter looks for it.
+"""
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
+
+from pipeline.component import Consumer, Settings
+from pipeline.logutil import RateLimitedLog
+from pipeline.model import Payload, Signal
+from pipeline.netaddr import format_endpoint, parse_endpoint
+from pipeline.receiverhelper import Outcome, Result, deliver
+from pipeline.telemetry import ReceiverObs
+
+if TYPE_CHECKING:
+    from receivers.otlp import GRPCConfig
+
+SERVICE_NAMES = {
+    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
+    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
+}
+# How long shutdown lets in-flight calls finish before grpc cancels them.
+SHUTDOWN_GRACE = 5.0
+# An empty Export*ServiceResponse (partial_success unset) is zero bytes on the wire.
+_EMPTY_RESPONSE = b""
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+_STATUS_FOR_OUTCOME = {
+    Outcome.THROTTLED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Outcome.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Outcome.PERMANENT: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+ExportHandler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+def local_address(host: str, port: int) -> str:
+    """The address a local client dials: a wildcard bind is reached through loopback."""
+    if host in _WILDCARD_HOSTS:
+        host = "::1" if ":" in host else "127.0.0.1"
+    return format_endpoint(host, port)
+
+
+def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | None) -> Metadata:
+    """Trailing metadata for an error: a google.rpc.Status (with RetryInfo when a delay is known)."""
+    status = Status(code=code.value[0], message=message)
+    if retry_after is None:
+        return (("grpc-status-details-bin", status.SerializeToString()),)
+    seconds = max(retry_after, 0.0)
+    whole = int(seconds)
+    info = RetryInfo(retry_delay=Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9))))
+    detail = AnyProto()
+    detail.Pack(info)
+    status.details.append(detail)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
+
+
+class OTLPGRPCServer:
+    """One grpc.aio server serving Export for every signal that has a consumer."""
+
+    def __init__(self, settings: Settings, cfg: GRPCConfig, consumers: Mapping[Signal, Consumer]) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self.consumers = dict(consumers)
+        self.obs: ReceiverObs = settings.telemetry.receiver(str(settings.id), "grpc")
+        self.endpoint = ""
+        self._receiver = str(settings.id)
+        self._log = RateLimitedLog(settings.logger)
+        self._server: grpc.aio.Server | None = None
+
+    def _options(self) -> list[tuple[str, int]]:
+        opts = [
+            ("grpc.max_receive_message_length", self.cfg.max_recv_msg_size_mib * 1024 * 1024),
+            # Without this, grpc binds with SO_REUSEPORT and a port clash goes unnoticed.
+            ("grpc.so_reuseport", 0),
+        ]
+        if self.cfg.max_concurrent_streams:
+            opts.append(("grpc.max_concurrent_streams", self.cfg.max_concurrent_streams))
+        return opts
+
+    async def start(self) -> str:
+        """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
+        host, port = parse_endpoint(self.cfg.endpoint)
+        server = grpc.aio.server(options=self._options())
+        for signal, consumer in self.consumers.items():
+            handler = grpc.unary_unary_rpc_method_handler(self._make_export(signal, consumer))
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(SERVICE_NAMES[signal], {"Export": handler}),))
+        bind = format_endpoint(host or "0.0.0.0", port)
+        try:
+            bound = server.add_insecure_port(bind)
+        except RuntimeError as e:
+            await server.stop(None)
+            raise OSError(f"cannot listen for OTLP/gRPC on {bind}: {e}") from e
+        if not bound:  # older grpc versions report a failed bind as port 0
+            await server.stop(None)
+            raise OSError(f"cannot listen for OTLP/gRPC on {bind}")
+        await server.start()
+        self._server = server
+        self.endpoint = local_address(host, bound)
+        self.settings.logger.info("OTLP/gRPC receiver listening",
+                                  extra={"endpoint": bind, "bound": self.endpoint,
+                                         "signals": [s.value for s in self.consumers]})
+        return self.endpoint
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight calls finish for up to SHUTDOWN_GRACE seconds; safe twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(SHUTDOWN_GRACE)
+
+    def _make_export(self, signal: Signal, consumer: Consumer) -> ExportHandler:
+        decode = signal.request_type.FromString
+        obs = self.obs
+        receiver = self._receiver
+        include_metadata = self.cfg.include_metadata
+
+        async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                msg = decode(body)
+            except (DecodeError, ValueError) as e:
+                obs.refused(signal, 1, "malformed")  # items unknown: the request counts once
+                self._log.warning("refused a malformed OTLP/gRPC request", key=f"malformed-{signal.value}",
+                                  extra={"signal": signal.value, "error": str(e), "bytes": len(body)})
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"cannot decode {signal.request_type.__name__}: {e}")
+            headers = _metadata(context) if include_metadata else None
+            result = await deliver(consumer, Payload(signal, message=msg, raw=body, receiver=receiver,
+                                                     headers=headers), obs)
+            if result.outcome is Outcome.OK:
+                return _EMPTY_RESPONSE
+            await self._abort(context, signal, result)
+            return _EMPTY_RESPONSE  # not reached: abort raises
+
+        return export
+
+    async def _abort(self, context: grpc.aio.ServicerContext, signal: Signal, result: Result) -> None:
+        code = _STATUS_FOR_OUTCOME[result.outcome]
+        retry_after = None if result.outcome is Outcome.PERMANENT else result.retry_after
+        self._log.warning("pipeline refused an OTLP/gRPC request", key=f"{result.outcome.value}-{signal.value}",
+                          extra={"signal": signal.value, "code": code.name, "error": result.message})
+        message = result.message or result.outcome.value
+        await context.abort(code, message, error_metadata(code, message, retry_after))
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
