@@ -142,7 +142,7 @@ class ReceiverObs:
 
     def refused(self, signal: Signal, n: int, reason: str) -> None:
         # A request refused before decoding still counts once, so refusals are never invisible.
-        self._refused[signal].labels(self.receiver_id, self.transport, reason).inc(max(n, 0))
+        self._refused[signal].labels(self.receiver_id, self.transport, reason).inc(max(n, 1))
 
 
 class ProcessorObs:
