@@ -23,8 +23,7 @@ from pipeline.errors import ConfigIssue
 class Duration(float):
     """Seconds, written in YAML as a string with a unit: `200ms`, `10s`, `5m`, `1h30m`."""
 
-    def __repr__(self) -> str:
-        return f"Duration({float(self)!r})"
+    __slots__ = ()
 
 
 class ByteSize(int):

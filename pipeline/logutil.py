@@ -49,7 +49,16 @@ class JSONFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return orjson.dumps(out, default=str).decode()
+        return orjson.dumps(out, default=_json_default).decode()
+
+
+def _json_default(obj: Any) -> Any:
+    """Numbers that orjson does not know (float/int subclasses such as Duration) stay numbers."""
+    if isinstance(obj, float):
+        return float(obj)
+    if isinstance(obj, int):
+        return int(obj)
+    return str(obj)
 
 
 class ConsoleFormatter(logging.Formatter):
