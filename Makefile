@@ -15,11 +15,14 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`).
+# promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`),
+# openssl for the TLS test certificates.
 system-deps:
-	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then \
+	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
+	    || ! command -v openssl >/dev/null 2>&1; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	    prometheus openssl >/dev/null; \
 	fi
 
 run: setup
