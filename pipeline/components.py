@@ -12,7 +12,7 @@ from pipeline.component import Factory, Kind
 
 
 def _factories() -> list[Factory]:
-    from exporters import debug, file, otlp, otlphttp
+    from exporters import debug, file, otlp, otlphttp, prometheus
     from processors import batch, memory_limiter
     from receivers import otlp as otlp_receiver
 
@@ -24,6 +24,7 @@ def _factories() -> list[Factory]:
         otlphttp.FACTORY,
         debug.FACTORY,
         file.FACTORY,
+        prometheus.FACTORY,
     ]
 
 
