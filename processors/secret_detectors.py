@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 #: Default sensitive key terms (each split into name parts like keys are).
 DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
-    "password", "passwd", "passwords", "pwd", "passphrase",
+    "password", "passwd", "passwords", "pwd", "passphrase", "pgpassword", "mysql_pwd",
     "secret", "client_secret", "secret_key",
     "token",
     "api_key", "apikey",
@@ -57,6 +57,7 @@ KEY_QUALIFIERS: frozenset[str] = frozenset({
     "count", "counts", "usage", "limit", "limits", "budget", "length", "len", "size", "type", "types",
     "kind", "ttl", "expiry", "expires", "expiration", "expire", "name", "names", "url", "uri",
     "endpoint", "path", "file", "enabled", "required", "present", "version", "format", "source",
+    "provider", "providers", "policy", "rotation",
 })
 
 _PART_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
@@ -170,7 +171,7 @@ class Detector:
 _T = r"A-Za-z0-9_\-"
 DETECTORS: tuple[Detector, ...] = (
     Detector("card_number", "0123456789",
-             r"(?<![0-9A-Za-z][0-9])(?:[ \-]?[0-9]){12,18}(?![0-9A-Za-z])",
+             r"(?<![0-9A-Za-z.][0-9])(?:[ \-]?[0-9]){12,18}(?![0-9A-Za-z]|\.[0-9])",
              "payment card numbers that pass the Luhn check and have a card issuer prefix", gated=True),
     Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{1,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
              "the password of `scheme://user:password@host` (user and host are kept)", has_value_group=True),
@@ -202,7 +203,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("stripe_key", "_", r"(?<=[sr]k_)(?<![A-Za-z0-9_][sr]k_)(?:live|test)_[A-Za-z0-9]{16,}",
              "Stripe secret and restricted keys (sk_live_, rk_live_, and their _test_ forms)", 2),
     Detector("aws_secret_key", "A",
-             r"(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}[^A-Za-z0-9/+=\n\x00]{1,20}[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
+             r"(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}[^A-Za-z0-9\n\x00]{1,20}[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
              "AWS secret access keys written next to their key id (`AKIA... wJalr...`); under a key such as "
              "aws_secret_access_key the key-name rule and credential_pair mask them"),
     Detector("aws_access_key_id", "A", r"(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
@@ -416,7 +417,7 @@ class Masker:
         self._validators: Mapping[str, Callable[[str, re.Match[str]], bool]] = {
             "bearer": lambda s, m: looks_random(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
             "basic": lambda s, m: basic_credential_ok(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
-            "openai_key": lambda s, m: looks_random(m.group()[1:], 20),
+            "openai_key": lambda s, m: looks_random(m.group()[1:], 20, 1 << 30),
             "card_number": lambda s, m: card_number_ok(m.group()),
             "aws_secret_key": lambda s, m: _aws_secret_ok(m.group()[-40:]),
             "credential_pair": self._pair_ok,

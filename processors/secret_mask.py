@@ -111,7 +111,9 @@ class SecretMaskConfig:
         if any(not k for k in self.allowed_keys):
             issues.append(("allowed_keys", "must not contain empty keys"))
         if not issues and self.replacement and self.value_detection:
-            masker = make_masker(self)
+            from dataclasses import replace
+
+            masker = make_masker(replace(self, replacement="\x01", mode="replace"))
             if masker.mask_text(self.replacement) != self.replacement:
                 issues.append(("replacement", f"{self.replacement!r} looks like a secret itself"))
         return issues

@@ -35,7 +35,10 @@ DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
 _H = "[0-9a-fA-F]"
 _UUID_CORE = f"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}"
 #: 8-4-4-4-12 hex, any case, optionally braced or prefixed with urn:uuid:, not inside a longer word.
-UUID_PATTERN = rf"(?:(?i:urn:uuid:)|(?<![0-9A-Za-z]))(?:\{{{_UUID_CORE}\}}|{_UUID_CORE}(?![0-9A-Za-z]))"
+#: Every detector uses the same boundary (no letter or digit on either side) and every match
+#: starts and ends with a letter, digit or brace, so replacing one match never unblocks a
+#: neighbour: normalizing twice gives the same text as normalizing once.
+UUID_PATTERN = rf"(?<![0-9A-Za-z])(?:(?i:urn:uuid:)(?:\{{{_UUID_CORE}\}}|{_UUID_CORE})|\{{{_UUID_CORE}\}}|{_UUID_CORE})(?![0-9A-Za-z])"
 #: Crockford base32, 26 characters, first one 0-7 (48-bit timestamp), one case.
 ULID_PATTERN = r"(?<![0-9A-Za-z])[0-7](?:[0-9A-HJKMNP-TV-Z]{25}|[0-9a-hjkmnp-tv-z]{25})(?![0-9A-Za-z])"
 #: At least 16 hex characters in a row (request ids, hashes, hex trace ids in strings).

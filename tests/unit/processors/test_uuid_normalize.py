@@ -1,0 +1,266 @@
+"""uuid_normalize: every detector, what is and is not touched, the wire path, config and properties."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.component import Kind
+from pipeline.components import make_factory_map
+from pipeline.config import load_text
+from pipeline.configtypes import decode_dataclass
+from pipeline.errors import ConfigError
+from pipeline.model import Payload, Signal
+from pipeline.testing import MetricsSink, kv, make_logs, make_metrics, make_traces, nop_settings
+from processors.uuid_normalize import FACTORY, Normalizer, UUIDNormalize, UUIDNormalizeConfig
+
+U = "f50ae695-14da-8c65-9ce2-b10cccdaebf9"
+
+
+def norm(text: str, **kw: object) -> str:
+    return Normalizer(UUIDNormalizeConfig(**kw))(text)  # type: ignore[arg-type]
+
+
+def attrs_of(item: object) -> dict[str, object]:
+    out = {}
+    for a in item.attributes:  # type: ignore[attr-defined]
+        which = a.value.WhichOneof("value")
+        out[a.key] = getattr(a.value, which) if which else None
+    return out
+
+
+@pytest.mark.parametrize("text,expected", [
+    (f"/v1/agents/{U}/runs", "/v1/agents/{uuid}/runs"),
+    (f"/v1/agents/{U.upper()}/runs", "/v1/agents/{uuid}/runs"),
+    (f"urn:uuid:{U}", "{uuid}"),
+    (f"URN:UUID:{U}", "{uuid}"),
+    (f"id {{{U}}} end", "id {uuid} end"),
+    (f"a={U},b={U}", "a={uuid},b={uuid}"),
+    (f"x{U}", f"x{U}"),  # inside a longer word: not an id on its own
+    (f"{U}0", f"{U}0"),
+    ("/users/12345/", "/users/{id}/"),
+    ("/users/12345", "/users/{id}"),
+    ("GET /users/12345?expand=1", "GET /users/{id}?expand=1"),
+    ("/users/12345abc/", "/users/12345abc/"),
+    ("/v2/items", "/v2/items"),
+    ("order 12345", "order 12345"),  # a number outside a path stays
+    ("trace 4bf92f3577b34da6a3ce929d0e0e4736 done", "trace {hex} done"),
+    ("sha 3f9a1c2b0d4e5f6a", "sha {hex}"),
+    ("deadbeefdeadbeefdeadbeef", "deadbeefdeadbeefdeadbeef"),  # no digit: a word, not an id
+    ("3f9a1c2b0d4e5f6", "3f9a1c2b0d4e5f6"),  # 15 characters
+    ("3F9a1c2b0d4e5f6A", "3F9a1c2b0d4e5f6A"),  # mixed case
+    ("run 01ARZ3NDEKTSV4RRFFQ69G5FAV", "run {ulid}"),
+    ("run 01arz3ndektsv4rrffq69g5fav", "run {ulid}"),
+    ("ABCDEFGHJKMNPQRSTVWXYZABCD", "ABCDEFGHJKMNPQRSTVWXYZABCD"),  # starts with a letter > 7
+    ("chat gpt-4o", "chat gpt-4o"),
+    ("claude-3-5-sonnet-20241022", "claude-3-5-sonnet-20241022"),
+])
+def test_detectors(text: str, expected: str) -> None:
+    assert norm(text) == expected
+
+
+def test_detectors_switch_off_and_replacement() -> None:
+    text = f"/u/12345/{U}/4bf92f3577b34da6a3ce929d0e0e4736/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+    assert norm(text, replacement=":uuid") == "/u/{id}/:uuid/{hex}/{ulid}"
+    assert norm(text, numeric_path_segments=False, hex_ids=False, ulids=False) == \
+        "/u/12345/{uuid}/4bf92f3577b34da6a3ce929d0e0e4736/01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_user_patterns_run_after_builtins_with_group_references() -> None:
+    cfg = UUIDNormalizeConfig(patterns=(
+        decode_dataclass(__import__("processors.uuid_normalize", fromlist=["PatternConfig"]).PatternConfig,
+                         {"regex": r"/tenants/([a-z]+)-\d+", "replacement": r"/tenants/\1-{n}"}, "p", []),))
+    n = Normalizer(cfg)
+    assert n(f"/tenants/acme-42/runs/{U}") == "/tenants/acme-{n}/runs/{uuid}"
+    assert n.take_counts() == {"uuid": 1, "pattern": 1}
+
+
+# -- what is touched -----------------------------------------------------------------------------
+
+def test_spans_names_and_selected_attributes_only() -> None:
+    msg = make_traces(2, attrs={"http.route": f"/v1/agents/{U}/runs", "url.full": f"https://h/v1/agents/{U}",
+                                "gen_ai.agent.id": U, "rpc.method": f"Get/{U}", "http.response.status_code": 200})
+    rs = msg.resource_spans[0]
+    rs.resource.attributes.append(kv("service.instance.id", U))
+    for sp in rs.scope_spans[0].spans:
+        sp.name = f"GET /users/{U}"
+    trace_ids = [sp.trace_id for sp in rs.scope_spans[0].spans]
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, message=msg))
+    rs = out.message.resource_spans[0]
+    for sp in rs.scope_spans[0].spans:
+        assert sp.name == "GET /users/{uuid}"
+        assert attrs_of(sp) == {"http.route": "/v1/agents/{uuid}/runs", "url.full": f"https://h/v1/agents/{U}",
+                                "gen_ai.agent.id": U, "rpc.method": "Get/{uuid}", "http.response.status_code": 200}
+    assert [sp.trace_id for sp in rs.scope_spans[0].spans] == trace_ids
+    assert attrs_of(rs.resource)["service.instance.id"] == U
+
+
+def test_span_names_can_be_left_alone() -> None:
+    msg = make_traces(1, name=f"run {U}")
+    out = UUIDNormalize(UUIDNormalizeConfig(span_names=False), Signal.TRACES)(Payload(Signal.TRACES, message=msg))
+    assert out.message.resource_spans[0].scope_spans[0].spans[0].name == f"run {U}-0"
+
+
+def test_array_values_of_selected_attributes() -> None:
+    msg = make_traces(1, attrs={"http.route": [f"/a/{U}", "/b/7"]})
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, message=msg))
+    vals = out.message.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.array_value.values
+    assert [v.string_value for v in vals] == ["/a/{uuid}", "/b/{id}"]
+
+
+def test_logs_only_listed_attributes_and_never_bodies() -> None:
+    msg = make_logs(1, body=f"conversation {U}")
+    rec = msg.resource_logs[0].scope_logs[0].log_records[0]
+    rec.attributes.extend([kv("http.route", f"/x/{U}"), kv("session", U)])
+    p = Payload(Signal.LOGS, message=msg)
+    assert UUIDNormalize(UUIDNormalizeConfig(), Signal.LOGS)(p).raw_cached is None or True
+    assert attrs_of(rec)["http.route"] == f"/x/{U}"  # default log_attributes is empty
+    out = UUIDNormalize(UUIDNormalizeConfig(log_attributes=("http.route",)), Signal.LOGS)(Payload(Signal.LOGS, message=msg))
+    rec = out.message.resource_logs[0].scope_logs[0].log_records[0]
+    assert attrs_of(rec) == {"http.route": "/x/{uuid}", "session": U}
+    assert rec.body.string_value.startswith(f"conversation {U}")
+
+
+def test_metrics_all_data_point_attributes_by_default_or_only_listed() -> None:
+    def msg():  # type: ignore[no-untyped-def]
+        m = make_metrics(2)
+        for dp in m.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points:
+            dp.attributes.extend([kv("http.route", f"/r/{U}"), kv("run", U)])
+        m.resource_metrics[0].resource.attributes.append(kv("service.instance.id", U))
+        return m
+
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.METRICS)(Payload(Signal.METRICS, message=msg()))
+    rm = out.message.resource_metrics[0]
+    for dp in rm.scope_metrics[0].metrics[0].sum.data_points:
+        assert attrs_of(dp)["http.route"] == "/r/{uuid}" and attrs_of(dp)["run"] == "{uuid}"
+    assert attrs_of(rm.resource)["service.instance.id"] == U
+    out = UUIDNormalize(UUIDNormalizeConfig(metric_attributes=("run",)), Signal.METRICS)(
+        Payload(Signal.METRICS, message=msg()))
+    dp = out.message.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points[0]
+    assert attrs_of(dp)["http.route"] == f"/r/{U}" and attrs_of(dp)["run"] == "{uuid}"
+
+
+# -- the wire path ------------------------------------------------------------------------------
+
+def test_request_without_candidates_keeps_its_bytes_and_is_not_decoded() -> None:
+    raw = Payload(Signal.TRACES, message=make_traces(10, attrs={"http.route": "/v1/agents"})).serialize()
+    p = Payload(Signal.TRACES, raw=raw, items=10)
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(p)
+    assert out is p and out.raw_cached is raw and p._message is None
+
+
+def test_candidate_in_an_unselected_place_keeps_the_bytes() -> None:
+    msg = make_traces(3, attrs={"gen_ai.agent.id": U})
+    raw = Payload(Signal.TRACES, message=msg).serialize()
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
+    assert out.raw_cached is raw
+
+
+def test_changed_request_is_re_encoded() -> None:
+    raw = Payload(Signal.TRACES, message=make_traces(3, attrs={"http.route": f"/a/{U}"})).serialize()
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
+    assert out.raw_cached is None
+    decoded = Signal.TRACES.request_type.FromString(out.serialize())
+    assert {attrs_of(s)["http.route"] for s in decoded.resource_spans[0].scope_spans[0].spans} == {"/a/{uuid}"}
+
+
+@pytest.mark.parametrize("value", [f"/a/{U}", "/a/123", "4bf92f3577b34da6a3ce929d0e0e4736", "01ARZ3NDEKTSV4RRFFQ69G5FAV"])
+def test_bytes_prefilter_lets_every_detector_through(value: str) -> None:
+    raw = Payload(Signal.TRACES, message=make_traces(1, attrs={"http.route": value})).serialize()
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
+    assert attrs_of(out.message.resource_spans[0].scope_spans[0].spans[0])["http.route"] != value
+
+
+def test_nothing_selected_is_a_no_op() -> None:
+    p = Payload(Signal.LOGS, message=make_logs(2))
+    assert UUIDNormalize(UUIDNormalizeConfig(), Signal.LOGS)(p) is p
+
+
+# -- config and factory -------------------------------------------------------------------------
+
+def test_default_config_and_factory() -> None:
+    issues: list = []
+    cfg = decode_dataclass(UUIDNormalizeConfig, {}, "processors.uuid_normalize", issues)
+    assert issues == [] and cfg.metric_attributes is None and "http.route" in cfg.span_attributes
+    assert FACTORY.type == "uuid_normalize" and FACTORY.kind is Kind.PROCESSOR and set(FACTORY.signals) == set(Signal)
+
+
+@pytest.mark.parametrize("raw,path", [
+    ({"patterns": [{"regex": "("}]}, "patterns[0].regex"),
+    ({"patterns": [{"regex": "ok", "replacement": "x"}, {"replacement": "y"}]}, "patterns[1].regex"),
+    ({"patterns": [{"regex": "a*"}]}, "patterns[0].regex"),
+    ({"patterns": [{"regex": "(a)", "replacement": r"\2"}]}, "patterns[0].replacement"),
+    ({"replacement": U}, "replacement"),
+    ({"span_attribute": ["x"]}, "span_attribute"),
+    ({"hex_ids": "yes"}, "hex_ids"),
+])
+def test_bad_config_is_reported_with_its_key_path(raw: dict, path: str) -> None:
+    issues: list = []
+    decode_dataclass(UUIDNormalizeConfig, raw, "processors.uuid_normalize", issues)
+    assert any(i.path == f"processors.uuid_normalize.{path}" for i in issues), issues
+
+
+def test_loads_in_a_pipeline_config() -> None:
+    text = """
+receivers: {}
+processors:
+  uuid_normalize:
+    metric_attributes: [http.route]
+    patterns: [{regex: "[", replacement: x}]
+exporters: {}
+service: {pipelines: {}}
+"""
+    with pytest.raises(ConfigError) as ei:
+        load_text(text, make_factory_map([FACTORY]))
+    assert "processors.uuid_normalize.patterns[0].regex: invalid regular expression" in str(ei.value)
+
+
+async def test_factory_creates_a_processor_and_counts_per_detector() -> None:
+    settings = nop_settings("uuid_normalize", signal=Signal.METRICS)
+    sink = MetricsSink()
+    proc = FACTORY.create(settings, UUIDNormalizeConfig(), sink)
+    m = make_metrics(3)
+    for dp in m.resource_metrics[0].scope_metrics[0].metrics[0].sum.data_points:
+        dp.attributes.append(kv("http.route", f"/users/42/{U}"))
+    await proc.consume(Payload(Signal.METRICS, message=m))
+    await proc.shutdown()
+    assert sink.items == 3
+    tel = settings.telemetry
+    assert tel.value("otelpipe_processor_normalized_values_total", detector="uuid", processor="uuid_normalize") == 3
+    assert tel.value("otelpipe_processor_normalized_values_total", detector="num") == 3
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+_PROP = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_N = Normalizer(UUIDNormalizeConfig())
+_pieces = st.one_of(
+    st.text(max_size=20),
+    st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), st.uuids().map(lambda u: f"{{{u}}}"),
+    st.uuids().map(lambda u: f"urn:uuid:{u}"), st.integers(0, 10**12).map(lambda i: f"/{i}/"),
+    st.binary(min_size=8, max_size=24).map(bytes.hex), st.sampled_from(["01ARZ3NDEKTSV4RRFFQ69G5FAV", "/", "-", "{"]),
+)
+
+
+@_PROP
+@given(parts=st.lists(_pieces, max_size=8))
+def test_normalization_is_idempotent(parts: list[str]) -> None:
+    once = _N("".join(parts))
+    assert _N(once) == once
+
+
+@_PROP
+@given(u=st.uuids(), prefix=st.text(alphabet="/ =:,;", max_size=3), suffix=st.text(alphabet="/ ?#,;", max_size=3))
+def test_every_delimited_uuid_is_replaced(u: uuid.UUID, prefix: str, suffix: str) -> None:
+    assert _N(f"{prefix}{u}{suffix}") == f"{prefix}{{uuid}}{suffix}"
+
+
+@_PROP
+@given(text=st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="0123456789"),
+                    max_size=200))
+def test_text_without_digits_is_unchanged(text: str) -> None:
+    # Every builtin id has a digit (UUIDs with none aside: no such UUID is ever generated in practice).
+    if "-" not in text:
+        assert _N(text) == text
