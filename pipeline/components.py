@@ -13,13 +13,16 @@ from pipeline.component import Factory, Kind
 
 def _factories() -> list[Factory]:
     from exporters import debug, file, otlp, otlphttp, prometheus
-    from processors import batch, memory_limiter
+    from processors import batch, cardinality_limit, memory_limiter, probabilistic_sampler, tail_sampling
     from receivers import otlp as otlp_receiver
 
     return [
         otlp_receiver.FACTORY,
         batch.FACTORY,
         memory_limiter.FACTORY,
+        cardinality_limit.FACTORY,
+        probabilistic_sampler.FACTORY,
+        tail_sampling.FACTORY,
         otlp.FACTORY,
         otlphttp.FACTORY,
         debug.FACTORY,
