@@ -8,11 +8,13 @@ grouping happens: span names, selected span/log attributes and metric data
 point attributes. Trace and span ids, resource attributes (service.instance.id
 is an identity, not noise) and unselected attributes are never touched.
 
-Cost model: a request whose serialized bytes contain no candidate (a
-`-hhhh-hhhh-hhhh-` UUID core, a `/digit` path segment, a hex or ULID run when
-those detectors are on) is handed on untouched without decoding. Otherwise the
-selected strings are checked with one compiled regex each, and the request is
-marked changed only if a string actually changed.
+Cost model: one scan of the serialized request finds where candidates are
+(`-hhhh-hhhh-hhhh-` UUID cores and `/digit` path segments with literal-prefixed
+regexes, hex and ULID runs with `bytes.translate` + `find`). A request without
+any is handed on untouched, never decoded. Otherwise a walk of the wire envelope
+maps the candidates to the spans (log records, metrics) that hold them, and only
+those items are decoded-walked; the request is marked changed only if a string
+actually changed.
 """
 from __future__ import annotations
 
@@ -22,10 +24,11 @@ from dataclasses import dataclass
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
 from processors.attrwalk import (
-    BytesPrefilter,
     iter_data_point_attributes,
+    item_offsets,
+    items_at,
     rewrite_attributes,
-    run_check,
+    run_finder,
 )
 
 DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
@@ -46,6 +49,9 @@ HEX_PATTERN = r"(?<![0-9A-Za-z])[0-9a-fA-F]{16,}(?![0-9A-Za-z])"
 #: A path segment made only of digits: /users/12345/ or /users/12345 (before /, ?, #, ; or the end).
 NUMERIC_SEGMENT_PATTERN = r"(?<=/)[0-9]+(?=[/?#;]|$|\s)"
 
+_UUID_HINT = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+_NUM_HINT = re.compile(r"/[0-9]")
+_RUN_HINT = re.compile(r"[0-9A-Za-z]{16}")
 _UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
 _NUMSEG_BYTES = re.compile(rb"/[0-9]")
 _HEX_CHARS = b"0123456789abcdefABCDEF"
@@ -113,6 +119,8 @@ class Normalizer:
         if cfg.numeric_path_segments:
             alts.append(f"(?P<num>{NUMERIC_SEGMENT_PATTERN})")
         self._rx = re.compile("|".join(alts))
+        self._num = cfg.numeric_path_segments
+        self._runs = cfg.hex_ids or cfg.ulids
         self._placeholders = {**_PLACEHOLDERS, "uuid": cfg.replacement}
         self._user = tuple((re.compile(p.regex), p.replacement) for p in cfg.patterns)
         self.counts: dict[str, int] = {}
@@ -131,8 +139,16 @@ class Normalizer:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         return self._placeholders[kind]
 
+    def maybe(self, s: str) -> bool:
+        """Cheap hints (C-speed substring and literal-prefixed searches) that a builtin may match."""
+        if "-" in s and _UUID_HINT.search(s) is not None:
+            return True
+        if self._num and "/" in s and _NUM_HINT.search(s) is not None:
+            return True
+        return self._runs and len(s) >= 16 and _RUN_HINT.search(s) is not None
+
     def __call__(self, s: str) -> str:
-        if self._rx.search(s) is not None:
+        if self.maybe(s) and self._rx.search(s) is not None:
             s = self._rx.sub(self._sub, s)
         for rx, repl in self._user:
             new, n = rx.subn(repl, s)
@@ -157,28 +173,72 @@ class UUIDNormalize:
         self._span_keys = frozenset(cfg.span_attributes)
         self._log_keys = frozenset(cfg.log_attributes)
         self._metric_keys = None if cfg.metric_attributes is None else frozenset(cfg.metric_attributes)
-        checks = []
-        if cfg.hex_ids:
-            checks.append(run_check(_HEX_CHARS, 16))
+        self._finders = [run_finder(_HEX_CHARS, 16)] if cfg.hex_ids else []
         if cfg.ulids:
-            checks.append(run_check(_ULID_CHARS, 26))
-        patterns = [_UUID_BYTES] + ([_NUMSEG_BYTES] if cfg.numeric_path_segments else [])
-        self.prefilter = BytesPrefilter(patterns, checks=checks, always=bool(cfg.patterns))
+            self._finders.append(run_finder(_ULID_CHARS, 26))
+        self._patterns = [_UUID_BYTES] + ([_NUMSEG_BYTES] if cfg.numeric_path_segments else [])
+        self._always = bool(cfg.patterns)  # user regexes cannot be checked on bytes: walk everything
         self.nothing_selected = (
             (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
             or (signal is Signal.LOGS and not self._log_keys)
             or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
         )
 
+    def candidate_offsets(self, raw: bytes) -> list[int]:
+        """Byte offsets in `raw` where an id may start (UUID cores, /digits, hex and ULID runs)."""
+        offsets = [m.start() for p in self._patterns for m in p.finditer(raw)]
+        for find in self._finders:
+            offsets.extend(find(raw))
+        return offsets
+
     def __call__(self, payload: Payload) -> Payload:
         if self.nothing_selected:
             return payload
         raw = payload.raw_cached
-        if raw is not None and not self.prefilter.hit(raw):
-            return payload
-        if self.rewrite(payload.message):
+        if raw is None or self._always:
+            n = self.rewrite(payload.message)
+        else:
+            offsets = self.candidate_offsets(raw)
+            if not offsets:
+                return payload  # no candidate anywhere: not decoded, bytes kept
+            env = item_offsets(raw)
+            if env is None:
+                n = self.rewrite(payload.message)
+            else:
+                starts, index = env
+                n = self.rewrite_items(payload.message, [index[k] for k in sorted(items_at(offsets, starts))])
+        if n:
             payload.mutable()  # drop the stale wire bytes; the message was changed in place above
         return payload
+
+    def rewrite_items(self, msg: ExportRequest, items: list[tuple[int, int, int]]) -> int:
+        """Normalize only the given (resource, scope, item) positions: those whose bytes hold a candidate."""
+        fn = self.fn
+        n = 0
+        if self.signal is Signal.TRACES:
+            names, keys = self.cfg.span_names, self._span_keys
+            for r, s, i in items:
+                sp = msg.resource_spans[r].scope_spans[s].spans[i]  # type: ignore[union-attr]
+                if names:
+                    name = sp.name
+                    new = fn(name)
+                    if new != name:
+                        sp.name = new
+                        n += 1
+                if keys:
+                    n += rewrite_attributes(sp.attributes, fn, keys)
+        elif self.signal is Signal.LOGS:
+            for r, s, i in items:
+                lr = msg.resource_logs[r].scope_logs[s].log_records[i]  # type: ignore[union-attr]
+                n += rewrite_attributes(lr.attributes, fn, self._log_keys)
+        else:
+            for r, s, i in items:
+                m = msg.resource_metrics[r].scope_metrics[s].metrics[i]  # type: ignore[union-attr]
+                kind = m.WhichOneof("data")
+                if kind is not None:
+                    for dp in getattr(m, kind).data_points:
+                        n += rewrite_attributes(dp.attributes, fn, self._metric_keys)
+        return n
 
     def rewrite(self, msg: ExportRequest) -> int:
         """Normalize `msg` in place; returns the number of strings changed."""

@@ -264,3 +264,68 @@ def test_text_without_digits_is_unchanged(text: str) -> None:
     # Every builtin id has a digit (UUIDs with none aside: no such UUID is ever generated in practice).
     if "-" not in text:
         assert _N(text) == text
+
+
+# -- item offsets (the wire path walks only the items holding a candidate) -----------------------
+
+def _multi_request(signal: Signal, seed: int) -> object:
+    import random
+
+    rng = random.Random(seed)
+    maker = {Signal.TRACES: make_traces, Signal.LOGS: make_logs, Signal.METRICS: make_metrics}[signal]
+    req = signal.request_type()
+    for r in range(3):
+        part = maker(rng.randrange(1, 6))
+        rfield = getattr(part, signal.resource_field)[0]
+        rfield.resource.attributes.append(kv("service.instance.id", str(uuid.UUID(int=rng.getrandbits(128)))))
+        getattr(req, signal.resource_field).append(rfield)
+        extra = getattr(getattr(req, signal.resource_field)[-1], signal.scope_field).add()
+        extra.scope.name = f"scope-{r}"
+    for rf in getattr(req, signal.resource_field):
+        for sf in getattr(rf, signal.scope_field):
+            for item in getattr(sf, signal.items_field):
+                values = [f"/a/{uuid.UUID(int=rng.getrandbits(128))}", "/b/42", "plain", uuid.uuid4().hex,
+                          "01ARZ3NDEKTSV4RRFFQ69G5FAV"]
+                if signal is Signal.METRICS:
+                    for dp in item.sum.data_points:
+                        dp.attributes.append(kv(rng.choice(["http.route", "other"]), rng.choice(values)))
+                else:
+                    item.attributes.append(kv(rng.choice(["http.route", "other"]), rng.choice(values)))
+                    if signal is Signal.TRACES and rng.random() < 0.3:
+                        item.name = rng.choice(values)
+    return req
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+def test_item_offsets_point_at_the_decoded_items(signal: Signal) -> None:
+    from processors.attrwalk import item_offsets
+
+    req = _multi_request(signal, 1)
+    raw = req.SerializeToString()  # type: ignore[attr-defined]
+    env = item_offsets(raw)
+    assert env is not None
+    starts, index = env
+    assert len(starts) == sum(len(getattr(sf, signal.items_field)) for rf in getattr(req, signal.resource_field)
+                              for sf in getattr(rf, signal.scope_field))
+    for start, (r, s, i) in zip(starts, index):
+        item = getattr(getattr(getattr(req, signal.resource_field)[r], signal.scope_field)[s], signal.items_field)[i]
+        b = item.SerializeToString()
+        assert raw[start:start + len(b)] == b
+
+
+def test_item_offsets_refuse_what_is_not_a_request() -> None:
+    from processors.attrwalk import item_offsets
+
+    assert item_offsets(b"\x0a\xff\xff\xff\x0f") is None
+    assert item_offsets(b"\x0b\x00") is None
+    assert item_offsets(b"") == ([], [])
+
+
+@pytest.mark.parametrize("signal", list(Signal))
+@pytest.mark.parametrize("seed", range(6))
+def test_wire_path_gives_the_same_result_as_the_full_walk(signal: Signal, seed: int) -> None:
+    cfg = UUIDNormalizeConfig(log_attributes=("http.route",))
+    raw = _multi_request(signal, seed).SerializeToString()  # type: ignore[attr-defined]
+    by_bytes = UUIDNormalize(cfg, signal)(Payload(signal, raw=raw))
+    by_walk = UUIDNormalize(cfg, signal)(Payload(signal, message=signal.request_type.FromString(raw)))
+    assert by_bytes.message == by_walk.message
