@@ -596,7 +596,9 @@ _ANCHORS: dict[str, tuple[bytes, ...]] = {
     "google_api_key": (rb"AIza",),
     "private_key": (rb"PRIVATE KEY",),
 }
-_TOKEN_ANCHORS = (rb"token(?!s(?:[^A-Za-z]|\Z))", rb"Token(?!s(?:[^A-Za-z]|\Z))", rb"TOKEN(?!S(?:[^A-Za-z]|\Z))")
+#: `token` as a key part, never `tokens`: in `tokens` + a non-capital the lower-case run goes on, so
+#: the part is `tokens...` and cannot be `token` (the byte after a value may be any tag byte).
+_TOKEN_ANCHORS = (rb"token(?!s(?![A-Z]))", rb"Token(?!s(?![A-Z]))", rb"TOKEN(?!S(?![a-z]))")
 
 
 def _digit_run_check() -> Callable[[bytes], bool]:
@@ -635,13 +637,29 @@ def term_anchors(keys: KeyMatcher) -> tuple[list[bytes], list[bytes]]:
     three possible part spellings with the plural excluded.
     """
     raw: list[bytes] = []
-    lower: list[bytes] = []
+    terms: list[tuple[str, ...]] = []
     for term in keys._terms:
         if term == ("token",):
             raw.extend(_TOKEN_ANCHORS)
-            continue
-        lower.append(b"[^a-z0-9]*".join(re.escape(p.encode()) for p in term))
-    return raw, sorted(set(lower), key=lower.index)
+        elif term not in terms:
+            terms.append(term)
+
+    def pattern(term: tuple[str, ...]) -> bytes:
+        return b"[^a-z0-9]*".join(re.escape(p.encode()) for p in term)
+
+    def covered(b: tuple[str, ...]) -> bool:
+        # Every match of b's pattern is also a match of another term's pattern: skip b.
+        for a in terms:
+            if a == b:
+                continue
+            if len(a) == 1 and any(a[0] in part for part in b) and a[0] != "".join(b):
+                return True
+            if len(b) == 1 and re.search(pattern(a), b[0].encode()) and len(a) > 1:
+                return True
+        return False
+
+    lower = [pattern(t) for t in terms if not covered(t)]
+    return raw, lower
 
 
 def gated_present(raw: bytes, enabled: frozenset[str]) -> frozenset[str]:
