@@ -171,7 +171,10 @@ class Detector:
 _T = r"A-Za-z0-9_\-"
 DETECTORS: tuple[Detector, ...] = (
     Detector("card_number", "0123456789",
-             r"(?<![0-9A-Za-z.][0-9])(?:[ \-]?[0-9]){12,18}(?![0-9A-Za-z]|\.[0-9])",
+             r"(?<![0-9A-Za-z.][0-9])(?:[0-9]{12,18}|[0-9]{3}(?:"
+             r" [0-9]{4} [0-9]{4} (?:[0-9]{4} [0-9]{1,3}|[0-9]{1,4})| [0-9]{6} [0-9]{4,5}|"
+             r"-[0-9]{4}-[0-9]{4}-(?:[0-9]{4}-[0-9]{1,3}|[0-9]{1,4})|-[0-9]{6}-[0-9]{4,5}))"
+             r"(?![0-9A-Za-z]|\.[0-9])",
              "payment card numbers that pass the Luhn check and have a card issuer prefix", gated=True),
     Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{1,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
              "the password of `scheme://user:password@host` (user and host are kept)", has_value_group=True),

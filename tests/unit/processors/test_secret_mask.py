@@ -495,3 +495,10 @@ def test_batch_and_single_string_masking_agree(texts: list[str]) -> None:
 
 def test_any_value_helper_used_in_tests_round_trips() -> None:
     assert any_value({"a": [1, "b"]}).kvlist_value.values[0].value.array_value.values[1] == AnyValue(string_value="b")
+
+
+@pytest.mark.parametrize("text", ["5150-5865-3498-4401 0", "x 4111 1111 1111 1111-5", "4111111111111111 22"])
+def test_card_followed_by_other_digits_is_still_masked(text: str) -> None:
+    # Found by hypothesis: a greedy digit run that swallowed a following number made the
+    # whole match fail validation and the card leaked.
+    assert "1111 1111" not in mask(text) and "5865-3498" not in mask(text) and "4111111111111111" not in mask(text)
