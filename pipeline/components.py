@@ -13,7 +13,15 @@ from pipeline.component import Factory, Kind
 
 def _factories() -> list[Factory]:
     from exporters import debug, file, otlp, otlphttp, prometheus
-    from processors import batch, cardinality_limit, memory_limiter, probabilistic_sampler, tail_sampling
+    from processors import (
+        batch,
+        cardinality_limit,
+        memory_limiter,
+        probabilistic_sampler,
+        secret_mask,
+        tail_sampling,
+        uuid_normalize,
+    )
     from receivers import otlp as otlp_receiver
 
     return [
@@ -23,6 +31,8 @@ def _factories() -> list[Factory]:
         cardinality_limit.FACTORY,
         probabilistic_sampler.FACTORY,
         tail_sampling.FACTORY,
+        secret_mask.FACTORY,
+        uuid_normalize.FACTORY,
         otlp.FACTORY,
         otlphttp.FACTORY,
         debug.FACTORY,
