@@ -23,9 +23,11 @@ def _factories() -> list[Factory]:
         uuid_normalize,
     )
     from receivers import otlp as otlp_receiver
+    from receivers import statsd as statsd_receiver
 
     return [
         otlp_receiver.FACTORY,
+        statsd_receiver.FACTORY,
         batch.FACTORY,
         memory_limiter.FACTORY,
         cardinality_limit.FACTORY,
