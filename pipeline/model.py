@@ -163,6 +163,14 @@ class Payload:
         """The wire bytes if they are known without encoding, else None (for cheap prefilters)."""
         return self._raw
 
+    def replace_raw(self, raw: bytes) -> None:
+        """Swap in new wire bytes for the same items (a stage that edited the bytes directly).
+
+        The decoded message, if any, is stale and dropped; it re-decodes lazily.
+        """
+        self._raw = raw
+        self._message = None
+
     def serialize(self) -> bytes:
         """The protobuf wire bytes; encodes at most once per change."""
         if self._raw is None:
