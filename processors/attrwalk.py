@@ -1,91 +1,264 @@
-"""Small helpers to find and rewrite strings in OTLP requests, shared by the privacy processors.
+"""Find and rewrite strings in OTLP requests: the machinery shared by the privacy processors.
 
-Two layers:
+Three layers:
 
-* Bytes prefilters (`BytesPrefilter`): a few compiled bytes regexes run over a
-  request's serialized form. Literal-prefixed patterns scan at memchr speed in
-  CPython's `re`, so a request without any candidate costs a few microseconds per
-  kilobyte and is handed on untouched (never decoded, never re-encoded).
-* Tree walkers: iterate the items of a decoded request and rewrite string leaves
-  of `AnyValue`/`KeyValue` trees in place. They do the least Python work per
-  attribute they can: one key lookup, one `string_value` read, and a function call
-  only for strings that may hold a match.
-
-Everything returns how many strings it changed, so callers call
-`payload.mutable()` (which only drops the cached wire bytes) exactly when
-something changed.
+* `AnchorScanner`: one pass over a request's wire bytes for every anchor of every
+  enabled rule (a literal or short pattern that each match of the rule contains),
+  giving the byte offsets of all occurrences. It uses hyperscan (one compiled
+  multi-pattern database, tens of microseconds per 67 KB request) when the
+  library is importable and otherwise CPython's `re`, one pattern at a time
+  (the same offsets, an order of magnitude slower). A request without any
+  occurrence is handed on untouched: never decoded, never re-encoded.
+* `WireRewriter`: walks the protobuf wire format, driven by a plan built from
+  the message descriptors, only into the sub-messages that hold an occurrence,
+  hands the few strings found there (with their context: which field, which
+  attribute key) to the rules, and writes the request back as it goes: every
+  unchanged byte range is copied as a slice and only the length prefixes of
+  the messages around a changed string are re-encoded. Nothing else is
+  decoded or encoded.
+* Decoded-message walkers (`rewrite_attributes`, `replace_whole_value`, ...):
+  the reference implementation of the same rules on a decoded request. The
+  processors use it for payloads that only exist decoded, for options the
+  wire path does not implement, and for bytes the wire walker refuses
+  (`WireFallback`); the tests use it as the oracle for the wire path.
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from opentelemetry.proto.common.v1.common_pb2 import (
+    AnyValue,
+    ArrayValue,
+    KeyValue,
+    KeyValueList,
+)
 
 from pipeline.model import ExportRequest, Signal
 
+_hyperscan: Any
+try:  # a native multi-pattern matcher; pyproject installs it on x86_64, where the wheels bundle the library
+    import hyperscan as _hyperscan
+except ImportError:  # pragma: no cover - depends on the platform
+    _hyperscan = None
+
 StrFn = Callable[[str], str]
 
+# --------------------------------------------------------------------------------------------
+# Anchor scanning
+# --------------------------------------------------------------------------------------------
 
-class BytesPrefilter:
-    """Says cheaply whether serialized bytes may contain a candidate at all.
 
-    `patterns` run on the raw bytes, `lower_patterns` on a lower-cased copy (made
-    only when needed), so case-insensitive keywords stay literal-prefixed and fast.
-    `always` makes every request a candidate (e.g. for user regexes that cannot
-    be checked on bytes).
+@dataclass(frozen=True, slots=True)
+class Anchor:
+    """Bytes that every match of a rule contains, inside the one string that holds the match.
+
+    `regex` is CPython `re` syntax (look-arounds allowed). hyperscan has no
+    look-arounds, so `hs` may give the same occurrences as plain expressions,
+    each with its `trail`: how many bytes of context the expression matches
+    after the anchor itself (`token[^s]` has a trail of 1). Without `hs`,
+    `regex` itself is compiled for hyperscan with a trail of 0. `tag` marks a
+    gate: the scan reports which tags occurred anywhere in the request. `info`
+    is the caller's own data about the anchor (the scanner only carries it).
     """
 
-    __slots__ = ("_patterns", "_lower", "_checks", "always")
-
-    def __init__(self, patterns: Iterable[bytes | re.Pattern[bytes]] = (),
-                 lower_patterns: Iterable[bytes | re.Pattern[bytes]] = (),
-                 checks: Iterable[Callable[[bytes], bool]] = (), *, always: bool = False) -> None:
-        self._patterns = tuple(p if isinstance(p, re.Pattern) else re.compile(p) for p in patterns)
-        self._lower = tuple(p if isinstance(p, re.Pattern) else re.compile(p) for p in lower_patterns)
-        self._checks = tuple(checks)
-        self.always = always
-
-    def hit(self, raw: bytes) -> bool:
-        if self.always:
-            return True
-        for p in self._patterns:
-            if p.search(raw) is not None:
-                return True
-        for check in self._checks:
-            if check(raw):
-                return True
-        if self._lower:
-            low = raw.lower()
-            for p in self._lower:
-                if p.search(low) is not None:
-                    return True
-        return False
+    regex: bytes
+    caseless: bool = False
+    hs: tuple[tuple[bytes, int], ...] = ()
+    tag: str | None = None
+    info: object = None
+    shape: tuple[bytes, bytes] | None = None  # (translate table, needle): see `shaped`
 
 
-def literal_any(needles: Iterable[bytes]) -> list[re.Pattern[bytes]]:
-    """One compiled literal pattern per needle (each scans at memchr speed)."""
-    return [re.compile(re.escape(n)) for n in needles]
+def shaped(regex: bytes, parts: Iterable[tuple[bytes, int]], **kw: Any) -> Anchor:
+    """An anchor made of byte classes only (`[0-9]{4}[ -][0-9]{4}...`), as (class, count) parts.
 
-
-def run_check(chars: bytes, length: int) -> Callable[[bytes], bool]:
-    """A check for a run of at least `length` bytes from `chars` (hex ids, ULIDs, card digits).
-
-    Such patterns have no literal to anchor on, and `re` would try a match at every
-    position; mapping the class to one byte with `bytes.translate` and searching
-    for the run as a literal keeps the scan in C at a few hundred MB/s.
+    `regex` is the same pattern, for hyperscan. CPython `re` has no literal to
+    skip ahead to in such a pattern and tries it at every byte, so the `re`
+    backend maps each class to one letter with `bytes.translate` and searches
+    the letters as a plain literal instead.
     """
+    parts = list(parts)
     table = bytearray(b"." * 256)
-    for c in chars:
-        table[c] = 0x61  # "a"
-    tbl = bytes(table)
-    needle = b"a" * length
+    letters: dict[bytes, int] = {}
+    needle = bytearray()
+    for chars, count in parts:
+        letter = letters.setdefault(chars, 0x61 + len(letters))
+        for c in chars:
+            if table[c] not in (0x2E, letter):
+                raise ValueError("byte classes of a shaped anchor must not overlap")
+            table[c] = letter
+        needle += bytes((letter,)) * count
+    return Anchor(regex, shape=(bytes(table), bytes(needle)), **kw)
 
-    def check(raw: bytes) -> bool:
-        return needle in raw.translate(tbl)
 
-    return check
+def _fixed_width(expr: bytes) -> int | None:
+    """The match length of a fixed-length expression (None if variable)."""
+    lo, hi = re._parser.parse(expr.decode("latin-1")).getwidth()  # type: ignore[attr-defined]
+    return lo if lo == hi else None
+
+
+class AnchorScanner:
+    """Offsets of every anchor occurrence in a request, in one pass.
+
+    `scan(raw)` returns (offsets, tags, ids): sorted byte offsets, one per
+    occurrence; the tags of the anchors that occurred; and, if asked with
+    `ids=True`, the index (in the `anchors` given) of each offset's anchor.
+    What is guaranteed is that every occurrence has an offset inside it (so
+    inside the string that holds it). For an anchor of fixed length the offset
+    is the occurrence's first byte with either backend; for a variable-length
+    one it is its last byte with hyperscan (which reports every end of every
+    match) and its first byte with `re` (each search restarts one byte after
+    the previous match start, so overlapping occurrences are all found); for a
+    run (`shaped`, one class) the `re` backend gives positions one run length
+    apart, which also puts one in every occurrence.
+
+    `backend` is "hyperscan" or "re" ("auto": hyperscan when it is installed
+    and works on this CPU); ask for "re" to force the fallback. One scan at a
+    time per scanner (hyperscan's scratch space belongs to the database).
+    """
+
+    __slots__ = ("_adj", "_anchor_of", "_db", "_gate_from", "_res", "_tag_of", "anchors", "backend")
+
+    def __init__(self, anchors: Iterable[Anchor], *, backend: str = "auto") -> None:
+        self.anchors = tuple(anchors)
+        if backend not in ("auto", "hyperscan", "re"):
+            raise ValueError(f"unknown scanner backend {backend!r}")
+        self._db: Any = None
+        if backend == "hyperscan" and _hyperscan is None:
+            raise RuntimeError("hyperscan is not installed")
+        if backend != "re" and _hyperscan is not None and self.anchors:
+            try:
+                self._compile_hyperscan()
+            except Exception:  # e.g. a CPU without the instructions the library needs
+                if backend == "hyperscan":
+                    raise
+                self._db = None
+        self.backend = "hyperscan" if self._db is not None else "re"
+        # The re backend; caseless anchors are written in lower case and searched in a lower-cased copy.
+        if any(a.caseless and a.regex != a.regex.lower() for a in self.anchors):
+            raise ValueError("caseless anchors must be written in lower case")
+        self._res = tuple(re.compile(a.regex) for a in self.anchors)
+
+    def _compile_hyperscan(self) -> None:
+        exprs: list[bytes] = []
+        flags: list[int] = []
+        adj: list[int] = []
+        tags: list[str | None] = []
+        anchor_of: list[int] = []
+        # Tagged (gate) expressions get the highest ids, so the match handler tells them apart with
+        # one comparison.
+        order = sorted(range(len(self.anchors)), key=lambda k: self.anchors[k].tag is not None)
+        for k in order:
+            a = self.anchors[k]
+            for expr, trail in a.hs or ((a.regex, 0),):
+                width = _fixed_width(expr)
+                exprs.append(expr)
+                flags.append(_hyperscan.HS_FLAG_CASELESS if a.caseless else 0)
+                # end offset -> the first byte (fixed length) or the last byte before the trail
+                adj.append(width if width is not None else 1 + trail)
+                tags.append(a.tag)
+                anchor_of.append(k)
+        if len(exprs) > 255:
+            raise ValueError("too many anchor expressions")
+        db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
+        self._db = db
+        self._adj = tuple(adj)
+        self._tag_of = tuple(tags)
+        self._anchor_of = tuple(anchor_of)
+        self._gate_from = next((i for i, t in enumerate(tags) if t is not None), len(tags))
+
+    def scan(self, raw: bytes, ids: bool = False) -> tuple[list[int], frozenset[str], list[int] | None]:
+        if self._db is not None:
+            return self._scan_hyperscan(raw, ids)
+        return self._scan_re(raw, ids)
+
+    def _scan_hyperscan(self, raw: bytes, ids: bool) -> tuple[list[int], frozenset[str], list[int] | None]:
+        found: list[int] = []
+        gates: list[int] = []
+        append = found.append
+        adj = self._adj
+        gate_from = self._gate_from
+        if ids:
+            def on_match(i: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+                append((end - adj[i]) << 8 | i)
+                if i >= gate_from:
+                    gates.append(i)
+        else:
+            def on_match(i: int, _start: int, end: int, _flags: int, _ctx: object) -> None:
+                append(end - adj[i])
+                if i >= gate_from:
+                    gates.append(i)
+
+        self._db.scan(raw, match_event_handler=on_match)
+        found.sort()
+        tag_of = self._tag_of
+        tags = frozenset(tag_of[i] for i in set(gates)) if gates else frozenset()
+        if not ids:
+            return found, tags, None  # type: ignore[return-value]
+        anchor_of = self._anchor_of
+        return [v >> 8 for v in found], tags, [anchor_of[v & 0xFF] for v in found]  # type: ignore[return-value]
+
+    def _scan_re(self, raw: bytes, ids: bool) -> tuple[list[int], frozenset[str], list[int] | None]:
+        # Literal-prefixed searches (CPython skips ahead to the literal), caseless ones on a
+        # lower-cased copy, shaped ones as literals on a translated copy; each restarts one byte
+        # after the previous match start, so overlapping occurrences are found too.
+        found: list[tuple[int, int]] = []
+        tags = set()
+        lowered: bytes | None = None
+        translated: dict[bytes, bytes] = {}
+        for k, (rx, a) in enumerate(zip(self._res, self.anchors)):
+            before = len(found)
+            if a.shape is not None:
+                table, needle = a.shape
+                tr = translated.get(table)
+                if tr is None:
+                    tr = translated[table] = raw.translate(table)
+                found.extend((p, k) for p in _shape_offsets(tr, needle))
+            else:
+                text = raw
+                if a.caseless:
+                    if lowered is None:
+                        lowered = raw.lower()
+                    text = lowered
+                m = rx.search(text)
+                while m is not None:
+                    found.append((m.start(), k))
+                    m = rx.search(text, m.start() + 1)
+            if a.tag is not None and len(found) > before:
+                tags.add(a.tag)
+        found.sort()
+        offsets = [o for o, _ in found]
+        return offsets, frozenset(tags), [k for _, k in found] if ids else None
+
+
+def _shape_offsets(tr: bytes, needle: bytes) -> Iterator[int]:
+    """Offsets covering every occurrence of `needle` in `tr`.
+
+    A needle of one repeated letter is a run: in a run of such letters every
+    window of the needle's length is an occurrence, so positions one needle
+    length apart across the whole run cover them all (each window holds one).
+    Other needles: every occurrence start.
+    """
+    n = len(needle)
+    if needle == needle[:1] * n:
+        other = re.compile(b"[^" + needle[:1] + b"]")
+        pos = tr.find(needle)
+        while pos >= 0:
+            m = other.search(tr, pos)  # the end of the run
+            end = len(tr) if m is None else m.start()
+            yield from range(pos, end, n)
+            pos = tr.find(needle, end)
+    else:
+        pos = tr.find(needle)
+        while pos >= 0:
+            yield pos
+            pos = tr.find(needle, pos + 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -189,8 +362,156 @@ def replace_whole_value(v: AnyValue, mask: StrFn) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# Item offsets on the wire
+# The wire walker
 # --------------------------------------------------------------------------------------------
+
+class WireFallback(Exception):
+    """Bytes the wire walker does not handle (malformed, groups, invalid UTF-8, a KeyValue or
+    AnyValue with a repeated key or value); the caller takes the decoded path, which treats
+    them exactly as before (re-encoding, or rejecting what does not decode)."""
+
+
+#: What a rule does with an attribute, by key.
+SKIP, TEXT, WHOLE = 0, 1, 2
+#: KeyRule: a mapping key -> SKIP/TEXT/WHOLE (`rule[key]`: a dict lookup in C for known keys, see
+#: `SelectedKeys` and `ClassifiedKeys`); None means TEXT for every key (the key is not decoded).
+KeyRule = Mapping[str, int] | None
+
+
+class SelectedKeys(dict):  # type: ignore[type-arg]
+    """KeyRule: TEXT for the given keys, SKIP for every other key."""
+
+    def __init__(self, keys: Iterable[str]) -> None:
+        super().__init__((k, TEXT) for k in keys)
+
+    def __missing__(self, key: str) -> int:
+        return SKIP
+
+
+class ClassifiedKeys(dict):  # type: ignore[type-arg]
+    """KeyRule computed by `fn` and remembered, for at most `limit` keys (keys of unbounded
+    cardinality cost a recomputation, never memory)."""
+
+    def __init__(self, fn: Callable[[str], int], limit: int = 8192) -> None:
+        super().__init__()
+        self._fn = fn
+        self._limit = limit
+
+    def __missing__(self, key: str) -> int:
+        action = self._fn(key)
+        if len(self) < self._limit:
+            self[key] = action
+        return action
+
+
+#: TextFn(text, start, end): the new text of a string that holds offsets (`start`/`end`: its bytes in
+#: the request); WholeFn(text): the new text of a string or bytes leaf (as hex) under a WHOLE key.
+TextFn = Callable[[str, int, int], str]
+WholeFn = Callable[[str], str]
+
+
+def _unchanged(text: str) -> str:
+    return text
+
+
+def _unchanged_text(text: str, _start: int, _end: int) -> str:
+    return text
+
+def _ld_tag(desc: Descriptor, name: str) -> int:
+    """The one-byte tag of a length-delimited field, as it appears on the wire."""
+    return desc.fields_by_name[name].number << 3 | 2
+
+
+_STRING_TAG = _ld_tag(AnyValue.DESCRIPTOR, "string_value")
+_VALUE_TAG = _ld_tag(KeyValue.DESCRIPTOR, "value")
+_ARRAY_TAG = _ld_tag(AnyValue.DESCRIPTOR, "array_value")
+_KVLIST_TAG = _ld_tag(AnyValue.DESCRIPTOR, "kvlist_value")
+_BYTES_TAG = _ld_tag(AnyValue.DESCRIPTOR, "bytes_value")
+_AV_NUMBERS = frozenset(f.number for f in AnyValue.DESCRIPTOR.fields)  # the `value` oneof's members
+# The fast paths below rely on these sharing one tag byte (field 1): a string value, a key, the
+# items of arrays and of maps.
+assert _STRING_TAG == _ld_tag(KeyValue.DESCRIPTOR, "key") == 0x0A
+assert _STRING_TAG == _ld_tag(ArrayValue.DESCRIPTOR, "values") == _ld_tag(KeyValueList.DESCRIPTOR, "values")
+assert {f.containing_oneof.name for f in AnyValue.DESCRIPTOR.fields if f.containing_oneof} == {"value"}
+
+_MSG, _STR, _ATTRS, _ANY = range(4)
+
+
+class Attrs:
+    """Plan leaf: a repeated KeyValue field. `rule` decides per key; `nested` is the rule for the
+    keys of maps inside the values (None: every leaf of a selected value is a string to check)."""
+
+    __slots__ = ("nested", "rule")
+
+    def __init__(self, rule: KeyRule, nested: KeyRule = None) -> None:
+        self.rule = rule
+        self.nested = nested
+
+
+class AnyText:
+    """Plan leaf: an AnyValue field (a log body) whose strings are all checked; `nested` as in `Attrs`."""
+
+    __slots__ = ("nested",)
+
+    def __init__(self, nested: KeyRule = None) -> None:
+        self.nested = nested
+
+
+#: Plan leaf: a string field.
+STRING = "string"
+
+PlanSpec = Mapping[str, Any]  # field name -> nested PlanSpec, STRING, Attrs or AnyText
+Plan = dict[int, tuple[int, Any]]
+
+
+class _KV:
+    __slots__ = ("inner", "rule")
+
+    def __init__(self, rule: KeyRule, inner: _AnySpec) -> None:
+        self.rule = rule
+        self.inner = inner
+
+
+class _AnySpec:
+    """How to walk an AnyValue's arrays and maps: sub-plans for ArrayValue and KeyValueList."""
+
+    __slots__ = ("array", "kvlist")
+
+    def __init__(self, nested: KeyRule) -> None:
+        self.array: Plan = {_STRING_TAG: (_ANY, self)}  # ArrayValue.values
+        self.kvlist: Plan = {_STRING_TAG: (_ATTRS, _KV(nested, self))}  # KeyValueList.values
+
+
+def wire_plan(desc: Descriptor, spec: PlanSpec) -> Plan:
+    """A walk plan for messages of type `desc`, from field names (checked against the descriptors).
+
+    `spec` maps a field name to a nested spec (a sub-message to walk into), `STRING`
+    (a string leaf), `Attrs(...)` (a repeated KeyValue field) or `AnyText(...)`. Fields
+    not named are skipped without looking at them.
+    """
+    plan: Plan = {}
+    for name, sub in spec.items():
+        f = desc.fields_by_name[name]
+        tag = f.number << 3 | 2
+        if sub == STRING:
+            if f.type != FieldDescriptor.TYPE_STRING:
+                raise TypeError(f"{desc.full_name}.{name} is not a string")
+            plan[tag] = (_STR, None)
+            continue
+        if f.type != FieldDescriptor.TYPE_MESSAGE:
+            raise TypeError(f"{desc.full_name}.{name} is not a message")
+        if isinstance(sub, Attrs):
+            if f.message_type is None or f.message_type.full_name != KeyValue.DESCRIPTOR.full_name:
+                raise TypeError(f"{desc.full_name}.{name} is not a KeyValue list")
+            plan[tag] = (_ATTRS, _KV(sub.rule, _AnySpec(sub.nested)))
+        elif isinstance(sub, AnyText):
+            if f.message_type is None or f.message_type.full_name != AnyValue.DESCRIPTOR.full_name:
+                raise TypeError(f"{desc.full_name}.{name} is not an AnyValue")
+            plan[tag] = (_ANY, _AnySpec(sub.nested))
+        else:
+            plan[tag] = (_MSG, wire_plan(f.message_type, sub))  # type: ignore[arg-type]
+    return plan
+
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
     b = buf[i]
@@ -207,98 +528,411 @@ def _varint(buf: bytes, i: int) -> tuple[int, int]:
             return result, i
         shift += 7
         if shift > 63:
-            raise ValueError("varint too long")
+            raise WireFallback("varint too long")
 
 
-def _fields(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of every length-delimited field in buf[start:end]; skips the others."""
-    i = start
-    while i < end:
+_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
+
+
+def _varint_bytes(n: int) -> bytes:
+    if n < 0x80:
+        return _ONE_BYTE[n]
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def _skip(buf: bytes, i: int, wt: int) -> int:
+    """The offset after a non-length-delimited field's value."""
+    if wt == 0:
+        while buf[i] & 0x80:
+            i += 1
+        return i + 1
+    if wt == 1:
+        return i + 8
+    if wt == 5:
+        return i + 4
+    raise WireFallback(f"unsupported wire type {wt}")
+
+
+def _ld_fields(buf: bytes, s: int, e: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(tag, field start, length-prefix start, content start, end) of every length-delimited field."""
+    i = s
+    while i < e:
+        f = i
         tag, i = _varint(buf, i)
         wt = tag & 7
         if wt == 2:
-            n, i = _varint(buf, i)
-            if i + n > end:
-                raise ValueError("truncated field")
-            yield tag >> 3, i, i + n
-            i += n
-        elif wt == 0:
-            _, i = _varint(buf, i)
-        elif wt == 1:
-            i += 8
-        elif wt == 5:
-            i += 4
+            lp = i
+            n, cs = _varint(buf, i)
+            i = cs + n
+            if i > e:
+                raise WireFallback("field overruns its message")
+            yield tag, f, lp, cs, i
         else:
-            raise ValueError(f"unsupported wire type {wt}")
-    if i != end:
-        raise ValueError("field overruns its message")
+            i = _skip(buf, i, wt)
+    if i != e:
+        raise WireFallback("field overruns its message")
 
 
-def item_offsets(raw: bytes) -> tuple[list[int], list[tuple[int, int, int]]] | None:
-    """Where each item (span, log record or metric) of a serialized request starts.
+class WireRewriter:
+    """Applies string rules to a serialized request in one pass over the parts that matter.
 
-    All three requests share the shape request.1 → resource.2 → scope.2 → item, so
-    one envelope walk (a few hundred nanoseconds per item, item contents skipped)
-    gives `starts` (sorted byte offsets) and `index` ((resource, scope, item)
-    positions in the decoded message, in the same order). With them, match offsets
-    from a bytes scan map to the few items worth decoding and walking. Returns
-    None if the bytes do not parse as that shape (the caller then walks everything).
+    `rewrite(raw, offsets, text_fn, whole_fn)` walks `plan` from the request
+    message, entering a length-delimited field only when an offset falls inside
+    its content, and stops reading a message once no offset is left in it.
+    Attribute keys are decoded only for KeyValues that hold an offset (in the
+    key or the value), and the plan's rule for that key decides: SKIP, TEXT
+    (each string of the value that holds an offset goes through `text_fn`) or
+    WHOLE (every string and bytes leaf of the value goes through `whole_fn`,
+    offsets or not; a bytes leaf becomes a string).
+
+    The new request is written as the walk goes: unchanged byte ranges are
+    copied as slices, a changed string is written with its new length, and
+    every message around it gets its length prefix re-encoded when the walk
+    leaves it (a prefix that changes size grows the message around it too).
+    The messages entered are kept on a stack and only written out (the bytes
+    before them, a slot for their length prefix) once something inside them
+    changes, so entering a message in which nothing changes costs nothing in
+    the output.
+
+    One rewrite at a time per instance (the walk's state lives in attributes,
+    which is faster than passing it down).
     """
-    starts: list[int] = []
-    index: list[tuple[int, int, int]] = []
-    try:
-        ri = 0
-        for f, rs, re_ in _fields(raw, 0, len(raw)):
-            if f != 1:
-                continue
-            si = 0
-            for f2, ss, se in _fields(raw, rs, re_):
-                if f2 != 2:
+
+    __slots__ = (
+        "_buf",
+        "_last",
+        "_n",
+        "_offs",
+        "_pieces",
+        "_stack",
+        "_text",
+        "_view",
+        "_whole",
+        "_written",
+        "plan",
+    )
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self._reset()
+
+    def _reset(self) -> None:
+        self._buf = b""
+        self._view = memoryview(b"")
+        self._offs: list[int] = []
+        self._n = 0
+        self._pieces: list[Any] = []
+        self._last = 0
+        self._stack: list[list[int]] = []  # [length-prefix start, content start, end, prefix slot, growth]
+        self._written = 0  # how many frames of the stack (from the bottom) have a prefix slot
+        self._text: TextFn = _unchanged_text
+        self._whole: WholeFn = _unchanged
+
+    def rewrite(self, raw: bytes, offsets: list[int], text_fn: TextFn, whole_fn: WholeFn = _unchanged
+                ) -> bytes | None:
+        """The new bytes, or None when no string changed. `offsets` must be sorted.
+
+        Raises WireFallback on bytes it does not handle; `text_fn` and `whole_fn`
+        may then have been called for some strings already.
+        """
+        self._buf = raw
+        self._view = memoryview(raw)
+        self._offs = offsets
+        self._n = len(offsets)
+        pieces: list[Any] = []
+        self._pieces = pieces
+        self._last = 0
+        self._stack = []
+        self._written = 0
+        self._text = text_fn
+        self._whole = whole_fn
+        try:
+            self._msg(0, len(raw), self.plan)
+            if not pieces:
+                return None
+            pieces.append(self._view[self._last:])
+            return b"".join(pieces)
+        except (IndexError, ValueError) as e:  # truncated bytes, invalid UTF-8 (UnicodeDecodeError)
+            raise WireFallback(str(e)) from e
+        finally:
+            self._reset()
+
+    # -- output --------------------------------------------------------------------------------
+
+    def _put(self, f: int, ce: int, field: bytes) -> None:
+        """Write `field` in place of the bytes [f, ce)."""
+        pieces = self._pieces
+        view = self._view
+        stack = self._stack
+        k = self._written
+        if k < len(stack):  # the first change inside these messages: give them prefix slots
+            while k < len(stack):
+                frame = stack[k]
+                pieces.append(view[self._last:frame[0]])
+                frame[3] = len(pieces)
+                pieces.append(None)
+                self._last = frame[1]
+                k += 1
+            self._written = k
+        pieces.append(view[self._last:f])
+        pieces.append(field)
+        self._last = ce
+        if stack:
+            stack[-1][4] += len(field) - (ce - f)
+
+    def _leave(self) -> None:
+        """Leave the innermost message entered (with `self._stack.append([lp, cs, ce, -1, 0])`)."""
+        frame = self._stack.pop()
+        if frame[3] >= 0:
+            self._finish(frame)
+
+    def _finish(self, frame: list[int]) -> None:
+        """Write the length prefix of a message left after something inside it changed."""
+        stack = self._stack
+        lp, cs, ce, slot, grown = frame
+        self._written -= 1
+        if not grown:
+            self._pieces[slot] = self._view[lp:cs]
+            return
+        prefix = _varint_bytes(ce - cs + grown)
+        self._pieces[slot] = prefix
+        if stack:
+            stack[-1][4] += grown + len(prefix) - (cs - lp)
+
+    # -- walking -----------------------------------------------------------------------------
+
+    def _msg(self, s: int, e: int, plan: Plan) -> None:
+        # The hot loop. For the next offset, skip to the field holding it (an inner loop that only
+        # reads tags and lengths), enter that field if the plan names it, then go on from its end.
+        buf = self._buf
+        offs = self._offs
+        n = self._n
+        ci = bisect_left(offs, s)
+        i = s
+        while ci < n:
+            c = offs[ci]
+            if c >= e:
+                return  # nothing more to find in this message
+            while True:
+                f = i
+                tag = buf[i]
+                if tag & 0x87 == 2:  # a one-byte tag of a length-delimited field: the common case
+                    lp = i + 1
+                    ln = buf[lp]
+                    if ln < 0x80:
+                        cs = i + 2
+                    elif buf[i + 2] < 0x80:
+                        ln = (ln & 0x7F) | buf[i + 2] << 7
+                        cs = i + 3
+                    else:
+                        ln, cs = _varint(buf, lp)
+                    i = cs + ln
+                elif tag & 0x87 == 1:  # a one-byte tag of a fixed64 (timestamps)
+                    cs = i = i + 9
+                else:
+                    if tag < 0x80:
+                        i += 1
+                    else:
+                        tag, i = _varint(buf, i)
+                    if tag & 7 == 2:
+                        lp = i
+                        ln, cs = _varint(buf, i)
+                        i = cs + ln
+                    else:
+                        cs = i = _skip(buf, i, tag & 7)
+                if i > c:
+                    break
+            ce = i
+            if ce > e:
+                raise WireFallback("field overruns its message")
+            if c < cs:  # the offset is in this field's tag or length (or a number): look past it
+                ci = bisect_left(offs, cs, ci)
+                if ci >= n or offs[ci] >= ce:
                     continue
-                ii = 0
-                for f3, it, _ in _fields(raw, ss, se):
-                    if f3 == 2:
-                        starts.append(it)
-                        index.append((ri, si, ii))
-                        ii += 1
-                si += 1
-            ri += 1
-    except (ValueError, IndexError):
-        return None
-    return starts, index
+            step = plan.get(tag)
+            if step is not None:
+                kind, arg = step
+                if kind == _ATTRS:
+                    self._kv(f, lp, cs, ce, arg)
+                elif kind == _MSG:
+                    stack = self._stack
+                    stack.append([lp, cs, ce, -1, 0])
+                    self._msg(cs, ce, arg)
+                    frame = stack.pop()
+                    if frame[3] >= 0:
+                        self._finish(frame)
+                elif kind == _STR:
+                    text = buf[cs:ce].decode()
+                    new = self._text(text, cs, ce)
+                    if new != text:
+                        self._put(f, ce, _string_field(buf[f:lp], new))
+                else:
+                    self._stack.append([lp, cs, ce, -1, 0])
+                    self._any_text(cs, ce, arg)
+                    self._leave()
+            ci = bisect_left(offs, ce, ci)
+
+    def _has_offset(self, s: int, e: int) -> bool:
+        k = bisect_left(self._offs, s)
+        return k < self._n and self._offs[k] < e
+
+    def _kv_parts(self, s: int, e: int) -> tuple[int, int, tuple[int, int, int] | None]:
+        """(key start, key end, value (length-prefix start, content start, end) or None) of a KeyValue."""
+        ks = ke = -1
+        value = None
+        for tag, _f, lp, cs, ce in _ld_fields(self._buf, s, e):
+            if tag == _STRING_TAG:
+                if ks >= 0:
+                    raise WireFallback("KeyValue with two keys")
+                ks, ke = cs, ce
+            elif tag == _VALUE_TAG:
+                if value is not None:
+                    raise WireFallback("KeyValue with two values")
+                value = (lp, cs, ce)
+        return ks, ke, value
+
+    def _kv(self, f: int, lp: int, s: int, e: int, spec: _KV) -> None:
+        """A KeyValue field: [f, lp) its tag, [lp, s) its length, [s, e) the KeyValue."""
+        buf = self._buf
+        # Fast path: `key` then `value` and nothing else, a short key (how every SDK writes
+        # attributes), and a value that is one string: rewritten as one piece.
+        if buf[s] == _STRING_TAG and buf[s + 1] < 0x80:
+            ke = s + 2 + buf[s + 1]
+            if ke < e and buf[ke] == _VALUE_TAG:
+                vl = buf[ke + 1]
+                if vl < 0x80:
+                    vcs = ke + 2
+                else:
+                    vl, vcs = _varint(buf, ke + 1)
+                if vcs + vl == e and vcs < e and buf[vcs] == _STRING_TAG:
+                    ln = buf[vcs + 1]
+                    if ln < 0x80:
+                        scs = vcs + 2
+                    else:
+                        ln, scs = _varint(buf, vcs + 1)
+                    if scs + ln == e:
+                        rule = spec.rule
+                        action = TEXT if rule is None else rule[buf[s + 2:ke].decode()]
+                        if action == TEXT:
+                            k = bisect_left(self._offs, scs)
+                            if k >= self._n or self._offs[k] >= e:
+                                return
+                            text = buf[scs:e].decode()
+                            new = self._text(text, scs, e)
+                        elif action == SKIP:
+                            return
+                        else:
+                            text = buf[scs:e].decode()
+                            new = self._whole(text)
+                        if new != text:
+                            field = _string_field(b"\n", new)
+                            kv = b"".join((buf[s:ke], b"\x12", _varint_bytes(len(field)), field))
+                            self._put(f, e, b"".join((buf[f:lp], _varint_bytes(len(kv)), kv)))
+                        return
+        ks, ke, value = self._kv_parts(s, e)
+        if value is None:
+            return
+        rule = spec.rule
+        action = TEXT if rule is None else rule[buf[ks:ke].decode() if ks >= 0 else ""]
+        if action == SKIP:
+            return
+        vlp, vcs, vce = value
+        if action == TEXT and not self._has_offset(vcs, vce):
+            return
+        stack = self._stack
+        stack.append([lp, s, e, -1, 0])
+        stack.append([vlp, vcs, vce, -1, 0])
+        if action == WHOLE:
+            self._any_whole(vcs, vce)
+        else:
+            self._any_text(vcs, vce, spec.inner)
+        self._leave()
+        self._leave()
+
+    def _any_field(self, s: int, e: int) -> tuple[int, int, int, int, int] | None:
+        """The length-delimited value field of an AnyValue (None for numbers, booleans, empty)."""
+        buf = self._buf
+        found = None
+        seen = 0
+        i = s
+        while i < e:
+            f = i
+            tag, i = _varint(buf, i)
+            wt = tag & 7
+            if tag >> 3 in _AV_NUMBERS:
+                seen += 1
+                if seen > 1:
+                    raise WireFallback("AnyValue with two values")
+            if wt == 2:
+                lp = i
+                ln, cs = _varint(buf, i)
+                i = cs + ln
+                if i > e:
+                    raise WireFallback("field overruns its message")
+                if tag >> 3 in _AV_NUMBERS:
+                    found = (tag, f, lp, cs, i)
+            else:
+                i = _skip(buf, i, wt)
+        if i != e:
+            raise WireFallback("field overruns its message")
+        return found
+
+    def _any_text(self, s: int, e: int, spec: _AnySpec) -> None:
+        v = self._any_field(s, e)
+        if v is None:
+            return
+        tag, f, lp, cs, ce = v
+        if tag == _STRING_TAG:
+            if self._has_offset(cs, ce):
+                text = self._buf[cs:ce].decode()
+                new = self._text(text, cs, ce)
+                if new != text:
+                    self._put(f, ce, _string_field(b"\n", new))
+        elif tag == _ARRAY_TAG or tag == _KVLIST_TAG:
+            self._stack.append([lp, cs, ce, -1, 0])
+            self._msg(cs, ce, spec.array if tag == _ARRAY_TAG else spec.kvlist)
+            self._leave()
+
+    def _any_whole(self, s: int, e: int) -> None:
+        v = self._any_field(s, e)
+        if v is None:
+            return
+        tag, f, lp, cs, ce = v
+        buf = self._buf
+        if tag == _STRING_TAG:
+            text = buf[cs:ce].decode()
+            new = self._whole(text)
+            if new != text:
+                self._put(f, ce, _string_field(b"\n", new))
+        elif tag == _BYTES_TAG:  # becomes a string: the mask of its hex
+            self._put(f, ce, _string_field(b"\n", self._whole(buf[cs:ce].hex())))
+        elif tag == _ARRAY_TAG or tag == _KVLIST_TAG:
+            stack = self._stack
+            stack.append([lp, cs, ce, -1, 0])
+            for t2, _f2, lp2, cs2, ce2 in _ld_fields(buf, cs, ce):
+                if t2 != _STRING_TAG:
+                    continue
+                stack.append([lp2, cs2, ce2, -1, 0])
+                if tag == _ARRAY_TAG:
+                    self._any_whole(cs2, ce2)
+                else:
+                    value = self._kv_parts(cs2, ce2)[2]
+                    if value is not None:
+                        vlp, vcs, vce = value
+                        stack.append([vlp, vcs, vce, -1, 0])
+                        self._any_whole(vcs, vce)
+                        self._leave()
+                self._leave()
+            self._leave()
 
 
-def items_at(offsets: Iterable[int], starts: list[int]) -> set[int]:
-    """Indices (into `starts`) of the items holding the given byte offsets (offsets before the
-    first item, e.g. in a resource, map to nothing)."""
-    import bisect
-
-    out = set()
-    for off in offsets:
-        k = bisect.bisect_right(starts, off) - 1
-        if k >= 0:
-            out.add(k)
-    return out
-
-
-def run_finder(chars: bytes, length: int) -> Callable[[bytes], list[int]]:
-    """Like `run_check`, but returns where every run of at least `length` bytes from `chars` starts."""
-    table = bytearray(b"." * 256)
-    for c in chars:
-        table[c] = 0x61
-    tbl = bytes(table)
-    needle = b"a" * length
-
-    def find(raw: bytes) -> list[int]:
-        tr = raw.translate(tbl)
-        out = []
-        pos = tr.find(needle)
-        while pos >= 0:
-            out.append(pos)
-            end = tr.find(b".", pos + length)
-            if end < 0:
-                break
-            pos = tr.find(needle, end)
-        return out
-
-    return find
+def _string_field(head: bytes, text: str) -> bytes:
+    content = text.encode("utf-8")
+    return b"".join((head, _varint_bytes(len(content)), content))

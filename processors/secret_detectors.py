@@ -33,6 +33,8 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
+from processors.attrwalk import Anchor, shaped
+
 # --------------------------------------------------------------------------------------------
 # Key names
 # --------------------------------------------------------------------------------------------
@@ -224,7 +226,7 @@ _PAIR_STOPWORDS = frozenset({
     "empty", "redacted", "masked", "hidden", "n/a", "na", "set", "unset", "yes", "no", "ok", "present",
 })
 
-_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+_KEY_CHARS_STR = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 
 
 def luhn_ok(digits: str) -> bool:
@@ -395,6 +397,11 @@ _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01
 _SEP = "\x00"
 
 
+#: From a key term's occurrence to the separator of a `key=value` pair whose key holds it:
+#: the rest of the key, an optional closing quote and blanks (as `Masker._pair_ok` reads back).
+PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*[\"']?[ \t]*(?=[:=])")
+
+
 class Masker:
     """Masks secrets inside strings and whole values under sensitive keys.
 
@@ -437,9 +444,12 @@ class Masker:
 
     # -- strings -------------------------------------------------------------------------------
 
-    def mask_text(self, s: str) -> str:
-        """`s` with every detected secret replaced (the same object when nothing matched)."""
-        rx = self._rx
+    def mask_text(self, s: str, gated: frozenset[str] | None = None) -> str:
+        """`s` with every detected secret replaced (the same object when nothing matched).
+
+        `gated`: the gated detectors to compile in (see `mask_many`); all of them by default.
+        """
+        rx = self._rx if gated is None else self._regex(gated)
         if rx is not None:
             m = rx.search(s)
             if m is not None:
@@ -484,46 +494,103 @@ class Masker:
                     out[i] = new
         return out
 
+    def mask_at(self, s: str, starts: list[int], gated: frozenset[str] = GATED) -> str:
+        """`mask_text(s)`, with the detectors tried only where a match may start.
+
+        Exact when `starts` holds every position where `mask_text` would accept a
+        match (the wire path derives them from the anchor occurrences in `s`, see
+        `_ANCHORS`): `mask_text` visits positions left to right and only an
+        accepted match changes anything (text, counts, where the next search
+        starts); at a position it rejects, or where nothing matches, it just
+        moves on. Visiting a subset of positions that keeps every accepted one,
+        in the same order and with the same test at each, accepts the same
+        matches. (A position where some detector is rejected may hide another
+        detector that would match there; `mask_text` never tries that one
+        either, since a match at a position is the first alternative that
+        matches there, in both loops.)
+        """
+        rx = self._regex(gated)
+        if rx is not None and starts:
+            s = self._apply_at(rx, s, sorted(set(starts)) if len(starts) > 1 else starts)
+        if self._user:
+            s = self._apply_user(s)
+        return s
+
     def _apply(self, rx: re.Pattern[str], s: str, m: re.Match[str] | None, starts: list[int] | None) -> str:
         out: list[str] = []
         last = 0
-        is_mask = self.replacer.is_mask
-        validators = self._validators
-        counts = self.counts
-        groups = self._groups
+        decide = self._decide
         while m is not None:
-            group = m.lastgroup
-            assert group is not None
-            name, vgroup = groups[group]
-            check = validators.get(name)
-            if vgroup is not None:
-                start, end = m.span(vgroup)
-            else:
-                back = _BACK[name]
-                start = m.start()
-                if back < 0:
-                    while start > last and s[start - 1] in _TOKEN_CHARS:
-                        start -= 1
-                else:
-                    start = max(start - back, last)
-                end = m.end()
-            secret = s[start:end]
-            if (check is not None and not check(s, m)) or is_mask(secret):
+            span = decide(s, m, last)
+            if span is None:
                 # Not a secret after all: look again one character further, so a real
                 # secret inside the rejected match is still found.
                 m = rx.search(s, m.start() + 1)
                 continue
+            start, end = span
             out.append(s[last:start])
-            out.append(self.replacer(secret))
+            out.append(self.replacer(s[start:end]))
             if starts is not None:
                 starts.append(start)
             last = end
-            counts[name] = counts.get(name, 0) + 1
             m = rx.search(s, max(m.end(), m.start() + 1))
         if not out:
             return s
         out.append(s[last:])
         return "".join(out)
+
+    def _apply_at(self, rx: re.Pattern[str], s: str, at: list[int]) -> str:
+        """`_apply` trying only the sorted positions `at` (see `mask_at`): the same loop, in which
+        `rx.search(s, pos)` becomes the first `rx.match` at a position of `at` that is >= pos."""
+        out: list[str] = []
+        last = 0
+        pos = 0
+        n = len(s)
+        decide = self._decide
+        match = rx.match
+        for p in at:
+            if p < pos:
+                continue
+            if p >= n:
+                break
+            m = match(s, p)
+            if m is None:
+                continue
+            span = decide(s, m, last)
+            if span is None:
+                pos = p + 1
+                continue
+            start, end = span
+            out.append(s[last:start])
+            out.append(self.replacer(s[start:end]))
+            last = end
+            pos = max(m.end(), p + 1)
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _decide(self, s: str, m: re.Match[str], last: int) -> tuple[int, int] | None:
+        """The span of `s` to mask for match `m` (counted under its detector), or None when the
+        match is not a secret after all (a validator says no, or it already is a mask). `last`:
+        where the previous mask ended (a secret never reaches back over it)."""
+        name, vgroup = self._groups[m.lastgroup]  # type: ignore[index]
+        if vgroup is not None:
+            start, end = m.span(vgroup)
+        else:
+            back = _BACK[name]
+            start = m.start()
+            if back < 0:
+                while start > last and s[start - 1] in _TOKEN_CHARS:
+                    start -= 1
+            else:
+                start = max(start - back, last)
+            end = m.end()
+        check = self._validators.get(name)
+        if (check is not None and not check(s, m)) or self.replacer.is_mask(s[start:end]):
+            return None
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return start, end
 
     def _apply_user(self, s: str) -> str:
         for rx in self._user:
@@ -551,15 +618,11 @@ class Masker:
     def _pair_ok(self, s: str, m: re.Match[str]) -> bool:
         # The match starts at the separator; the key is the run of key characters before
         # it (after an optional closing quote and spaces) and must pass the key-name rule.
-        end = m.start()
-        while end > 0 and s[end - 1] in " \t":
-            end -= 1
-        if end > 0 and s[end - 1] in "\"'":
-            end -= 1
-        start = end
-        while start > 0 and s[start - 1] in _KEY_CHARS:
-            start -= 1
-        if start == end or self.keys.classify(s[start:end]) != SENSITIVE:
+        head = s[:m.start()].rstrip(" \t")
+        if head.endswith(("\"", "'")):
+            head = head[:-1]
+        key = head[len(head.rstrip(_KEY_CHARS_STR)):]
+        if not key or self.keys.classify(key) != SENSITIVE:
             return False
         return m.group(self._groups[m.lastgroup][1]).lower() not in _PAIR_STOPWORDS  # type: ignore[index]
 
@@ -579,71 +642,68 @@ class Masker:
 
 
 # --------------------------------------------------------------------------------------------
-# Bytes anchors (for the whole-request prefilter)
+# Bytes anchors (for the request scan)
 # --------------------------------------------------------------------------------------------
 
-#: Literal-prefixed bytes patterns that every match of a detector contains. Ordered so the
-#: common ones come first: a request with a candidate usually stops at the first search.
-_ANCHORS: dict[str, tuple[bytes, ...]] = {
-    "openai_key": (rb"sk-",),
-    "anthropic_key": (rb"sk-",),
-    "jwt": (rb"eyJ",),
-    "bearer": (rb"earer[ \t]", rb"EARER[ \t]"),
-    "aws_access_key_id": (rb"AKIA", rb"ASIA", rb"ABIA", rb"ACCA"),
-    "aws_secret_key": (rb"AKIA", rb"ASIA"),
-    "url_password": (rb"://[^\s/:@?#'\"<>]{1,256}:[^\s/@?#'\"<>]{1,256}@",),
-    "basic": (rb"asic[ \t]", rb"ASIC[ \t]"),
-    "github_token": (rb"gh[pousr]_", rb"github_pat_"),
-    "slack_token": (rb"xox[abposre]-", rb"xapp-"),
-    "stripe_key": (rb"k_live_", rb"k_test_"),
-    "google_api_key": (rb"AIza",),
-    "private_key": (rb"PRIVATE KEY",),
+#: Where, relative to an anchor occurrence's first byte, a match of its detector can start (see
+#: `Masker.mask_at`): an offset; FULL when it cannot be told cheaply (the string is scanned whole);
+#: PAIR for a key term (a `key=value` match starts at the separator after the key holding it).
+FULL = "full"
+PAIR = "pair"
+
+#: Bytes patterns that every match of a detector contains, inside the string holding the match,
+#: each with where the detector's match starts relative to it.
+_ANCHORS: dict[str, tuple[tuple[bytes, int | str], ...]] = {
+    "openai_key": ((rb"sk-", 1),),  # the match starts at the `k` (it looks behind at the `s`)
+    "anthropic_key": ((rb"sk-", 1),),
+    "jwt": ((rb"eyJ", 2),),
+    "bearer": ((rb"earer[ \t]", -1), (rb"EARER[ \t]", -1)),
+    "aws_access_key_id": ((rb"AKIA", 0), (rb"ASIA", 0), (rb"ABIA", 0), (rb"ACCA", 0)),
+    "aws_secret_key": ((rb"AKIA", 0), (rb"ASIA", 0)),
+    "url_password": ((rb"://[^\s/:@?#'\"<>]{1,256}:[^\s/@?#'\"<>]{1,256}@", FULL),),
+    "basic": ((rb"asic[ \t]", -1), (rb"ASIC[ \t]", -1)),
+    "github_token": ((rb"gh[pousr]_", 3), (rb"github_pat_", 10)),
+    "slack_token": ((rb"xox[abposre]-", 0), (rb"xapp-", 0)),
+    "stripe_key": ((rb"k_live_", 1), (rb"k_test_", 1)),
+    "google_api_key": ((rb"AIza", 0),),
+    "private_key": ((rb"PRIVATE KEY", FULL),),
 }
 #: `token` as a key part, never `tokens`: in `tokens` + a non-capital the lower-case run goes on, so
 #: the part is `tokens...` and cannot be `token` (the byte after a value may be any tag byte).
-_TOKEN_ANCHORS = (rb"token(?!s(?![A-Z]))", rb"Token(?!s(?![A-Z]))", rb"TOKEN(?!S(?![a-z]))")
+#: Each with the same occurrences written without look-aheads, for hyperscan: (expression, bytes
+#: matched after the anchor's last byte).
+_TOKEN_ANCHORS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
+    (rb"token(?!s(?![A-Z]))", ((rb"token[^s]", 1), (rb"tokens[A-Z]", 2), (rb"token$", 0))),
+    (rb"Token(?!s(?![A-Z]))", ((rb"Token[^s]", 1), (rb"Tokens[A-Z]", 2), (rb"Token$", 0))),
+    (rb"TOKEN(?!S(?![a-z]))", ((rb"TOKEN[^S]", 1), (rb"TOKENS[a-z]", 2), (rb"TOKEN$", 0))),
+)
+#: Digit runs in the card detector's shapes: 13 digits in a row, or 4-4-4-1 / 4-6-4 groups (space or
+#: `-` between them). No boundary conditions: on the wire a string sits next to length and tag bytes
+#: that may look like digits, so a pattern that looked at neighbours could miss a card at the start or
+#: end of a value.
+_D, _S = b"0123456789", b" -"
+_CARD_ANCHORS = (
+    (rb"[0-9]{13}", ((_D, 13),)),
+    (rb"[0-9]{4}[ \-][0-9]{4}[ \-][0-9]{4}[ \-][0-9]", ((_D, 4), (_S, 1), (_D, 4), (_S, 1), (_D, 4), (_S, 1), (_D, 1))),
+    (rb"[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4}", ((_D, 4), (_S, 1), (_D, 6), (_S, 1), (_D, 4))),
+)
 
 
-def _digit_run_check() -> Callable[[bytes], bool]:
-    """Whether the bytes hold a digit run in one of the card detector's shapes.
-
-    Digits map to `a`, space and `-` to `s`, then the shapes are plain literal
-    searches: 13 digits in a row, 4-4-4-1 or 4-6-4 groups. No boundary conditions:
-    on the wire a string sits next to length and tag bytes that may look like
-    digits or letters, so a check that looked at neighbours could miss a card at
-    the start or end of a value.
-    """
-    table = bytearray(b"." * 256)
-    for c in b"0123456789":
-        table[c] = 0x61  # a
-    table[0x20] = table[0x2D] = 0x73  # space and '-' -> s
-    tbl = bytes(table)
-    needles = (b"a" * 13, b"aaaasaaaasaaaasa", b"aaaasaaaaaasaaaa")
-
-    def check(raw: bytes) -> bool:
-        tr = raw.translate(tbl)
-        return any(n in tr for n in needles)
-
-    return check
-
-
-_CARD_RUN = _digit_run_check()
-
-
-def term_anchors(keys: KeyMatcher) -> tuple[list[bytes], list[bytes]]:
-    """(raw, lower-case) bytes patterns found in every key, or `key=value` pair, that a term matches.
+def term_anchors(keys: KeyMatcher) -> tuple[list[tuple[bytes, tuple[tuple[bytes, int], ...]]], list[bytes]]:
+    """(case-sensitive, case-insensitive) bytes patterns found in every key, or `key=value` pair, that a
+    term matches; the case-sensitive ones with their look-ahead-free forms (see `_TOKEN_ANCHORS`).
 
     Between two parts of a term a key may have any non-alphanumeric separators or
-    none (camelCase), hence `api[^a-z0-9]*key` on the lower-cased bytes. `token`
+    none (camelCase), hence `api[^a-z0-9]*key`, searched case-insensitively. `token`
     is special: its plural is everywhere in LLM telemetry (`max_tokens`,
     `input_tokens`, prompt text) and is not a credential, so it is searched in its
     three possible part spellings with the plural excluded.
     """
-    raw: list[bytes] = []
+    raw: list[tuple[bytes, tuple[tuple[bytes, int], ...]]] = []
     terms: list[tuple[str, ...]] = []
     for term in keys._terms:
         if term == ("token",):
-            raw.extend(_TOKEN_ANCHORS)
+            raw.extend(a for a in _TOKEN_ANCHORS if a not in raw)
         elif term not in terms:
             terms.append(term)
 
@@ -665,34 +725,27 @@ def term_anchors(keys: KeyMatcher) -> tuple[list[bytes], list[bytes]]:
     return raw, lower
 
 
-def gated_present(raw: bytes, enabled: frozenset[str]) -> frozenset[str]:
-    """The gated detectors whose anchor occurs in `raw` (so they must be compiled in)."""
-    present = []
-    if "private_key" in enabled and b"PRIVATE KEY" in raw:
-        present.append("private_key")
-    if "card_number" in enabled and _CARD_RUN(raw):
-        present.append("card_number")
-    return frozenset(present)
+def anchors(enabled: Iterable[str], keys: KeyMatcher, key_names: bool = True) -> list[Anchor]:
+    """The anchors of every enabled rule, for `AnchorScanner`.
 
-
-def bytes_prefilter_parts(enabled: Iterable[str], keys: KeyMatcher, key_names: bool = True
-                          ) -> tuple[list[bytes], list[bytes], list[Callable[[bytes], bool]]]:
-    """The anchors a request must contain for any enabled rule to possibly match.
-
-    A request without any of them cannot contain a detected secret nor a
-    sensitive key, and is handed on without decoding.
+    A string without any of them cannot contain a detected secret nor be a
+    sensitive key, so a request without any is handed on untouched and, in one
+    with some, only the strings holding one are looked at. The gated detectors'
+    anchors are tagged with the detector's name (see `Masker`).
     """
     enabled = set(enabled)
-    raw: list[bytes] = []
-    lower: list[bytes] = []
-    checks: list[Callable[[bytes], bool]] = []
-    for name, anchors in _ANCHORS.items():
+    seen: set[bytes] = set()
+    out: list[Anchor] = []
+    for name, pats in _ANCHORS.items():
         if name in enabled:
-            raw.extend(a for a in anchors if a not in raw)
+            for p, start in pats:
+                if p not in seen:
+                    seen.add(p)
+                    out.append(Anchor(p, tag=name if name in GATED else None, info=start))
     if keys._terms and ("credential_pair" in enabled or key_names):
-        r, lw = term_anchors(keys)
-        raw.extend(a for a in r if a not in raw)
-        lower.extend(a for a in lw if a not in lower)
+        raw, lower = term_anchors(keys)
+        out.extend(Anchor(p, hs=hs, info=PAIR) for p, hs in raw)
+        out.extend(Anchor(p, caseless=True, info=PAIR) for p in lower)
     if "card_number" in enabled:
-        checks.append(_CARD_RUN)
-    return raw, lower, checks
+        out.extend(shaped(p, parts, tag="card_number", info=FULL) for p, parts in _CARD_ANCHORS)
+    return out

@@ -22,14 +22,21 @@ stay correlatable (`[REDACTED:3f9a1c2b0d4e]`). The key is required: a random
 per-process key would break correlation across restarts and replicas, and an
 unkeyed hash of a short password can be reversed by brute force.
 
-Cost model: a request whose serialized bytes contain no anchor of any enabled
-rule is handed on untouched (not decoded, not re-encoded). Otherwise strings are
-checked with one compiled regex each, and the request is re-encoded only when
-something was actually masked.
+Cost model: one hyperscan pass over the request's wire bytes finds every anchor
+of every enabled rule (`processors.attrwalk.AnchorScanner`; CPython `re` where
+hyperscan is not installed). A request without any is handed on untouched (not
+decoded, not re-encoded). Otherwise the wire walker visits only the messages
+holding an anchor, the rules run on the few strings found there (the same
+`Masker` as always), and the masks are spliced into the bytes: unchanged ranges
+are copied, only the length prefixes around a changed string are re-encoded.
+The decoded-message walk (`SecretMask.rewrite`) remains for payloads that only
+exist decoded, `blocked_values` and `summary_attributes` (which need every
+string, or new attributes), and bytes the wire walker refuses.
 """
 from __future__ import annotations
 
 import re
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -39,18 +46,34 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.configtypes import Secret
 from pipeline.model import ExportRequest, Payload, Signal
-from processors.attrwalk import BytesPrefilter, iter_data_point_attributes, replace_whole_value
+from processors.attrwalk import (
+    SKIP,
+    STRING,
+    TEXT,
+    WHOLE,
+    AnchorScanner,
+    AnyText,
+    Attrs,
+    ClassifiedKeys,
+    WireFallback,
+    WireRewriter,
+    iter_data_point_attributes,
+    replace_whole_value,
+    wire_plan,
+)
 from processors.secret_detectors import (
+    ALLOWED,
     DEFAULT_BLOCKED_KEYS,
     DETECTOR_NAMES,
     GATED,
     NOT_SENSITIVE,
+    PAIR,
+    PAIR_TAIL,
     SENSITIVE,
     KeyMatcher,
     Masker,
     Replacer,
-    bytes_prefilter_parts,
-    gated_present,
+    anchors,
 )
 
 SUMMARY_COUNT_KEY = "otelpipe.masked.count"
@@ -129,30 +152,88 @@ def make_masker(cfg: SecretMaskConfig) -> Masker:
 class SecretMask:
     """The pure payload function (see module docstring)."""
 
-    def __init__(self, cfg: SecretMaskConfig, signal: Signal) -> None:
+    def __init__(self, cfg: SecretMaskConfig, signal: Signal, *, scanner_backend: str = "auto") -> None:
         self.cfg = cfg
         self.signal = signal
         self.masker = make_masker(cfg)
         self.key_matching = cfg.key_matching and bool(cfg.blocked_keys)
         self.min_len = 1 if cfg.blocked_values else _MIN_SECRET_LEN
-        raw, lower, checks = bytes_prefilter_parts(self.masker.enabled, self.masker.keys, self.key_matching)
-        self.prefilter = BytesPrefilter(raw, lower, checks, always=bool(cfg.blocked_values))
+        self.scanner = AnchorScanner(anchors(self.masker.enabled, self.masker.keys, self.key_matching),
+                                     backend=scanner_backend)
+        self._anchor_info = tuple(a.info for a in self.scanner.anchors)
         self.nothing_enabled = not self.key_matching and not self.masker.enabled and not cfg.blocked_values
         self._summary = cfg.summary_attributes
         # classifications whose values get value detection (sensitive ones too when key matching is off)
         self._plain = frozenset({NOT_SENSITIVE} if self.key_matching else {NOT_SENSITIVE, SENSITIVE})
+        # user regexes cannot be anchored (every string must be checked) and summary attributes add
+        # attributes: both take the decoded walk
+        actions = {NOT_SENSITIVE: TEXT, SENSITIVE: WHOLE if self.key_matching else TEXT, ALLOWED: SKIP}
+        keys = self.masker.keys
+        self._key_rule = ClassifiedKeys(lambda key: actions[keys.classify(key)])
+        self.wire = None if cfg.blocked_values or self._summary else WireRewriter(_wire_plan(signal, self._key_rule))
+        self._scan: tuple[list[int], list[int], frozenset[str]] | None = None
 
     def __call__(self, payload: Payload) -> Payload:
         if self.nothing_enabled:
             return payload
         raw = payload.raw_cached
-        gated = GATED
-        if raw is not None:
-            if not self.prefilter.hit(raw):
-                return payload
-            gated = gated_present(raw, self.masker.enabled)
+        if raw is None:
+            return self._decoded(payload, GATED)
+        offsets, gated, ids = self.scanner.scan(raw, ids=self.wire is not None)
+        if self.cfg.blocked_values:
+            return self._decoded(payload, gated)  # user regexes: every string, whatever the anchors
+        if not offsets:
+            return payload  # no anchor anywhere: not decoded, bytes kept
+        if self.wire is None:
+            return self._decoded(payload, gated)
+        assert ids is not None
+        counts = dict(self.masker.counts)
+        self._scan = (offsets, ids, gated)
+        try:
+            new = self.wire.rewrite(raw, offsets, self._wire_text, self.masker.mask_value)
+        except WireFallback:
+            self.masker.counts = counts  # forget what the abandoned walk counted
+            return self._decoded(payload, gated)
+        finally:
+            self._scan = None
+        if new is not None:
+            payload.replace_raw(new)
+        return payload
+
+    def _wire_text(self, text: str, start: int, end: int) -> str:
+        """Value detection on one string of the request (its bytes are raw[start:end]).
+
+        The detectors are tried only where the anchor occurrences inside the string
+        say a match can start (`Masker.mask_at`); over the whole string for anchors
+        marked FULL and for non-ASCII strings (whose byte offsets are not character
+        offsets).
+        """
+        offsets, ids, gated = self._scan  # type: ignore[misc]
+        if not text.isascii():
+            return self.masker.mask_text(text, gated)
+        info = self._anchor_info
+        starts: list[int] = []
+        j = bisect_left(offsets, start)
+        n = len(offsets)
+        while j < n:
+            q = offsets[j] - start
+            if q >= len(text):
+                break
+            rule = info[ids[j]]
+            if rule.__class__ is int:
+                starts.append(q + rule)  # type: ignore[operator]
+            elif rule == PAIR:
+                m = PAIR_TAIL.match(text, q)
+                if m is not None:
+                    starts.append(m.end())
+            else:  # FULL
+                return self.masker.mask_text(text, gated)
+            j += 1
+        return self.masker.mask_at(text, starts, gated)
+
+    def _decoded(self, payload: Payload, gated: frozenset[str]) -> Payload:
         if self.rewrite(payload.message, gated):
-            payload.mutable()  # drop the stale wire bytes; the message was changed in place above
+            payload.mutable()  # drop the stale wire bytes; the message was changed in place
         return payload
 
     # -- collecting ------------------------------------------------------------------------------
@@ -277,6 +358,25 @@ def _add_count(attrs: Any, n: int) -> None:
             kv.value.int_value = kv.value.int_value + n
             return
     attrs.add(key=SUMMARY_COUNT_KEY, value=AnyValue(int_value=n))
+
+
+def _wire_plan(signal: Signal, rule: object) -> dict:
+    """Where secret_mask looks on the wire: the same places as `SecretMask.rewrite`."""
+    attrs = Attrs(rule, rule)  # type: ignore[arg-type]
+    resource = {"resource": {"attributes": attrs}}
+    if signal is Signal.TRACES:
+        span = {"name": STRING, "attributes": attrs, "events": {"attributes": attrs},
+                "links": {"attributes": attrs}, "status": {"message": STRING}}
+        spec = {"resource_spans": {**resource, "scope_spans": {"spans": span}}}
+    elif signal is Signal.LOGS:
+        record = {"attributes": attrs, "body": AnyText(rule)}  # type: ignore[arg-type]
+        spec = {"resource_logs": {**resource, "scope_logs": {"log_records": record}}}
+    else:
+        with_exemplars = {"data_points": {"attributes": attrs, "exemplars": {"filtered_attributes": attrs}}}
+        metric = {"gauge": with_exemplars, "sum": with_exemplars, "histogram": with_exemplars,
+                  "exponential_histogram": with_exemplars, "summary": {"data_points": {"attributes": attrs}}}
+        spec = {"resource_metrics": {**resource, "scope_metrics": {"metrics": metric}}}
+    return wire_plan(signal.request_type.DESCRIPTOR, spec)
 
 
 def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object):  # type: ignore[no-untyped-def]

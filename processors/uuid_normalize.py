@@ -8,13 +8,15 @@ grouping happens: span names, selected span/log attributes and metric data
 point attributes. Trace and span ids, resource attributes (service.instance.id
 is an identity, not noise) and unselected attributes are never touched.
 
-Cost model: one scan of the serialized request finds where candidates are
-(`-hhhh-hhhh-hhhh-` UUID cores and `/digit` path segments with literal-prefixed
-regexes, hex and ULID runs with `bytes.translate` + `find`). A request without
-any is handed on untouched, never decoded. Otherwise a walk of the wire envelope
-maps the candidates to the spans (log records, metrics) that hold them, and only
-those items are decoded-walked; the request is marked changed only if a string
-actually changed.
+Cost model: one hyperscan pass over the serialized request finds every place an
+id may be (`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments, hex and ULID
+runs; CPython `re` where hyperscan is not installed). A request without any is
+handed on untouched, never decoded. Otherwise the wire walker visits only the
+messages holding a candidate, normalizes the selected strings found there, and
+splices the results into the bytes (no decode, no re-encode of the request).
+The decoded-message walk (`UUIDNormalize.rewrite`) remains for payloads that
+only exist decoded, for user `patterns` (which cannot be anchored on bytes) and
+for bytes the wire walker refuses.
 """
 from __future__ import annotations
 
@@ -24,11 +26,17 @@ from dataclasses import dataclass
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
 from processors.attrwalk import (
+    STRING,
+    Anchor,
+    AnchorScanner,
+    Attrs,
+    SelectedKeys,
+    WireFallback,
+    WireRewriter,
     iter_data_point_attributes,
-    item_offsets,
-    items_at,
     rewrite_attributes,
-    run_finder,
+    shaped,
+    wire_plan,
 )
 
 DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
@@ -52,10 +60,15 @@ NUMERIC_SEGMENT_PATTERN = r"(?<=/)[0-9]+(?=[/?#;]|$|\s)"
 _UUID_HINT = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
 _NUM_HINT = re.compile(r"/[0-9]")
 _RUN_HINT = re.compile(r"[0-9A-Za-z]{16}")
-_UUID_BYTES = re.compile(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
-_NUMSEG_BYTES = re.compile(rb"/[0-9]")
 _HEX_CHARS = b"0123456789abcdefABCDEF"
 _ULID_CHARS = b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
+#: Bytes every match of a builtin detector contains (inside the string holding it). Runs are
+#: plain windows (no boundary conditions: next to a string are tag and length bytes that may
+#: look like hex digits); the ULID window takes either case, a superset of the detector.
+UUID_ANCHOR = Anchor(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+NUMERIC_SEGMENT_ANCHOR = Anchor(rb"/[0-9]")
+HEX_ANCHOR = shaped(rb"[0-9a-fA-F]{16}", [(_HEX_CHARS, 16)])
+ULID_ANCHOR = shaped(rb"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}", [(_ULID_CHARS, 26)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -157,6 +170,12 @@ class Normalizer:
                 s = new
         return s
 
+    def normalize_candidate(self, s: str, _start: int = 0, _end: int = 0) -> str:
+        """`self(s)` for a string known to hold a candidate, without the cheap hints (for the wire
+        path, only when there are no user patterns). The hints are necessary conditions of a
+        builtin match, so skipping them changes nothing."""
+        return self._rx.sub(self._sub, s)
+
     def take_counts(self) -> dict[str, int]:
         c = self.counts
         self.counts = {}
@@ -166,79 +185,70 @@ class Normalizer:
 class UUIDNormalize:
     """The pure payload function (see module docstring)."""
 
-    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal) -> None:
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, scanner_backend: str = "auto") -> None:
         self.cfg = cfg
         self.signal = signal
         self.fn = Normalizer(cfg)
         self._span_keys = frozenset(cfg.span_attributes)
         self._log_keys = frozenset(cfg.log_attributes)
         self._metric_keys = None if cfg.metric_attributes is None else frozenset(cfg.metric_attributes)
-        self._finders = [run_finder(_HEX_CHARS, 16)] if cfg.hex_ids else []
+        anchors = [UUID_ANCHOR]
+        if cfg.numeric_path_segments:
+            anchors.append(NUMERIC_SEGMENT_ANCHOR)
+        if cfg.hex_ids:
+            anchors.append(HEX_ANCHOR)
         if cfg.ulids:
-            self._finders.append(run_finder(_ULID_CHARS, 26))
-        self._patterns = [_UUID_BYTES] + ([_NUMSEG_BYTES] if cfg.numeric_path_segments else [])
+            anchors.append(ULID_ANCHOR)
+        self.scanner = AnchorScanner(anchors, backend=scanner_backend)
         self._always = bool(cfg.patterns)  # user regexes cannot be checked on bytes: walk everything
+        self.wire = None if self._always else WireRewriter(self._wire_plan())
         self.nothing_selected = (
             (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
             or (signal is Signal.LOGS and not self._log_keys)
             or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
         )
 
-    def candidate_offsets(self, raw: bytes) -> list[int]:
-        """Byte offsets in `raw` where an id may start (UUID cores, /digits, hex and ULID runs)."""
-        offsets = [m.start() for p in self._patterns for m in p.finditer(raw)]
-        for find in self._finders:
-            offsets.extend(find(raw))
-        return offsets
+    def _wire_plan(self) -> dict:
+        """Where uuid_normalize looks on the wire: the same places as `rewrite`."""
+        def selected(keys: frozenset[str] | None) -> Attrs:
+            return Attrs(None if keys is None else SelectedKeys(keys))
+
+        if self.signal is Signal.TRACES:
+            span: dict[str, object] = {"attributes": selected(self._span_keys)}
+            if self.cfg.span_names:
+                span["name"] = STRING
+            spec: dict[str, object] = {"resource_spans": {"scope_spans": {"spans": span}}}
+        elif self.signal is Signal.LOGS:
+            spec = {"resource_logs": {"scope_logs": {"log_records": {"attributes": selected(self._log_keys)}}}}
+        else:
+            points = {"data_points": {"attributes": selected(self._metric_keys)}}
+            metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary")}
+            spec = {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
+        return wire_plan(self.signal.request_type.DESCRIPTOR, spec)  # type: ignore[arg-type]
 
     def __call__(self, payload: Payload) -> Payload:
         if self.nothing_selected:
             return payload
         raw = payload.raw_cached
-        if raw is None or self._always:
-            n = self.rewrite(payload.message)
-        else:
-            offsets = self.candidate_offsets(raw)
-            if not offsets:
-                return payload  # no candidate anywhere: not decoded, bytes kept
-            env = item_offsets(raw)
-            if env is None:
-                n = self.rewrite(payload.message)
-            else:
-                starts, index = env
-                n = self.rewrite_items(payload.message, [index[k] for k in sorted(items_at(offsets, starts))])
-        if n:
-            payload.mutable()  # drop the stale wire bytes; the message was changed in place above
+        if raw is None or self.wire is None:
+            return self._decoded(payload)
+        offsets = self.scanner.scan(raw)[0]
+        if not offsets:
+            return payload  # no candidate anywhere: not decoded, bytes kept
+        counts = dict(self.fn.counts)
+        try:
+            new = self.wire.rewrite(raw, offsets, self.fn.normalize_candidate)
+        except WireFallback:
+            self.fn.counts = counts  # forget what the abandoned walk counted
+            return self._decoded(payload)
+        if new is not None:
+            payload.replace_raw(new)
         return payload
 
-    def rewrite_items(self, msg: ExportRequest, items: list[tuple[int, int, int]]) -> int:
-        """Normalize only the given (resource, scope, item) positions: those whose bytes hold a candidate."""
-        fn = self.fn
-        n = 0
-        if self.signal is Signal.TRACES:
-            names, keys = self.cfg.span_names, self._span_keys
-            for r, s, i in items:
-                sp = msg.resource_spans[r].scope_spans[s].spans[i]  # type: ignore[union-attr]
-                if names:
-                    name = sp.name
-                    new = fn(name)
-                    if new != name:
-                        sp.name = new
-                        n += 1
-                if keys:
-                    n += rewrite_attributes(sp.attributes, fn, keys)
-        elif self.signal is Signal.LOGS:
-            for r, s, i in items:
-                lr = msg.resource_logs[r].scope_logs[s].log_records[i]  # type: ignore[union-attr]
-                n += rewrite_attributes(lr.attributes, fn, self._log_keys)
-        else:
-            for r, s, i in items:
-                m = msg.resource_metrics[r].scope_metrics[s].metrics[i]  # type: ignore[union-attr]
-                kind = m.WhichOneof("data")
-                if kind is not None:
-                    for dp in getattr(m, kind).data_points:
-                        n += rewrite_attributes(dp.attributes, fn, self._metric_keys)
-        return n
+    def _decoded(self, payload: Payload) -> Payload:
+        if self.rewrite(payload.message):
+            payload.mutable()  # drop the stale wire bytes; the message was changed in place
+        return payload
 
     def rewrite(self, msg: ExportRequest) -> int:
         """Normalize `msg` in place; returns the number of strings changed."""

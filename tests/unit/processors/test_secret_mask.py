@@ -17,9 +17,23 @@ from pipeline.config import load_text
 from pipeline.configtypes import Secret, decode_dataclass
 from pipeline.errors import ConfigError
 from pipeline.model import Payload, Signal
-from pipeline.testing import TracesSink, any_value, kv, make_logs, make_metrics, make_traces, nop_settings
+from pipeline.testing import (
+    TracesSink,
+    any_value,
+    kv,
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_settings,
+)
 from processors import secret_detectors as sd
-from processors.secret_mask import FACTORY, SUMMARY_COUNT_KEY, SecretMask, SecretMaskConfig, make_masker
+from processors.secret_mask import (
+    FACTORY,
+    SUMMARY_COUNT_KEY,
+    SecretMask,
+    SecretMaskConfig,
+    make_masker,
+)
 
 from .secret_corpus import NON_SECRETS, PLAIN_KEYS, SECRETS, SENSITIVE_KEYS
 
@@ -59,17 +73,23 @@ def test_corpus_secret_is_masked(kind: str, text: str, secret: str) -> None:
     assert m.mask_many([text]) == {0: out}  # the batch path agrees with the single-string path
 
 
+@pytest.mark.parametrize("backend", ["hyperscan", "re"])
 @pytest.mark.parametrize("kind,text,secret", SECRETS, ids=[f"{k}-{i}" for i, (k, _, _) in enumerate(SECRETS)])
-def test_corpus_secret_is_masked_through_the_processor_bytes_path(kind: str, text: str, secret: str) -> None:
-    """The bytes prefilter and gating must never hide a secret: run each one through the wire path."""
+def test_corpus_secret_is_masked_through_the_processor_bytes_path(kind: str, text: str, secret: str,
+                                                                  backend: str) -> None:
+    """The anchor scan, gating and windowed detection must never hide a secret: run each one through
+    the wire path (with either scanner), and check it agrees with the decoded-message path."""
     msg = make_traces(1, attrs={"tool.output": text})
     msg.resource_spans[0].scope_spans[0].spans[0].status.message = text
     raw = Payload(Signal.TRACES, message=msg).serialize()
-    out = SecretMask(SecretMaskConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
-    assert out.raw_cached is None
+    proc = SecretMask(SecretMaskConfig(), Signal.TRACES, scanner_backend=backend)
+    out = proc(Payload(Signal.TRACES, raw=raw))
+    assert out.raw_cached is not None and out.raw_cached != raw  # new wire bytes, spliced
     span = out.message.resource_spans[0].scope_spans[0].spans[0]
     assert secret not in attrs_of(span)["tool.output"]
     assert secret not in span.status.message
+    reference = SecretMask(SecretMaskConfig(), Signal.TRACES)
+    assert out.message == reference._decoded(Payload(Signal.TRACES, raw=raw), proc.scanner.scan(raw)[1]).message
 
 
 @pytest.mark.parametrize("text", NON_SECRETS)
@@ -399,26 +419,41 @@ def test_candidate_without_a_change_keeps_its_wire_bytes() -> None:
     assert out.raw_cached is raw  # decoded and walked, nothing masked: no re-encode
 
 
-def test_changed_request_is_re_encoded_with_the_masks() -> None:
+def test_changed_request_gets_new_wire_bytes_with_the_masks() -> None:
     raw = Payload(Signal.TRACES, message=make_traces(3, attrs={"token": "abc"})).serialize()
-    out = SecretMask(SecretMaskConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
-    assert out.raw_cached is None
+    p = Payload(Signal.TRACES, raw=raw)
+    out = SecretMask(SecretMaskConfig(), Signal.TRACES)(p)
+    assert out is p and p._message is None  # edited on the wire: never decoded
+    assert out.raw_cached is not None and out.raw_cached != raw
+    assert out.serialize() is out.raw_cached  # the exporter sends the spliced bytes as they are
     decoded = Signal.TRACES.request_type.FromString(out.serialize())
     assert all(attrs_of(s)["token"] == R for s in decoded.resource_spans[0].scope_spans[0].spans)
 
 
-def test_prefilter_anchors_cover_the_detectors() -> None:
-    raw, lower, checks = sd.bytes_prefilter_parts(sd.DETECTOR_NAMES, sd.KeyMatcher())
-    pf = __import__("processors.attrwalk", fromlist=["BytesPrefilter"]).BytesPrefilter(raw, lower, checks)
-    assert not pf.hit(b"gen_ai.usage.input_tokens max_tokens=4096 chat gpt-4o refund policy")
+@pytest.mark.parametrize("backend", ["hyperscan", "re"])
+def test_scan_anchors_cover_the_detectors(backend: str) -> None:
+    from processors.attrwalk import AnchorScanner
+
+    scanner = AnchorScanner(sd.anchors(sd.DETECTOR_NAMES, sd.KeyMatcher()), backend=backend)
+    assert scanner.backend == backend
+    assert scanner.scan(b"gen_ai.usage.input_tokens max_tokens=4096 chat gpt-4o refund policy")[0] == []
     for text in ("Token=x", "TOKEN: y", "x.apiKey", "AUTHORIZATION", "4111 1111 1111 1111", "PRIVATE KEY",
-                 "u://a:b@h", "sk-x", "AKIA", "tokenSig"):
-        assert pf.hit(text.encode()), text
+                 "u://a:b@h", "sk-x", "AKIA", "tokenSig", "token", "x_token\n"):
+        assert scanner.scan(text.encode())[0], text
+    for text in ("tokens", "input_tokens\x12", "TOKENS", "Tokens"):  # the plural is not the term
+        assert scanner.scan(text.encode())[0] == [], text
 
 
-def test_card_gate_ignores_uuids_but_not_cards() -> None:
-    assert not sd._CARD_RUN(b"/users/47d58fa3-c550-1830-0372-555fd235f118/x")
-    assert sd._CARD_RUN(b"\x344111111111111111\x12")  # a length byte that looks like a digit right before
+@pytest.mark.parametrize("backend", ["hyperscan", "re"])
+def test_card_gate_ignores_uuids_but_not_cards(backend: str) -> None:
+    from processors.attrwalk import AnchorScanner
+
+    scanner = AnchorScanner(sd.anchors(sd.DETECTOR_NAMES, sd.KeyMatcher()), backend=backend)
+    assert "card_number" not in scanner.scan(b"/users/47d58fa3-c550-1830-0372-555fd235f118/x")[1]
+    # a length byte that looks like a digit right before
+    assert scanner.scan(b"\x344111111111111111\x12")[1] == {"card_number"}
+    assert scanner.scan(b"x 4111-1111-1111-1111 y")[1] == {"card_number"}
+    assert scanner.scan(b"x 3782 822463 10005 y")[1] == {"card_number"}
 
 
 async def test_factory_creates_a_processor_and_counts_per_detector() -> None:

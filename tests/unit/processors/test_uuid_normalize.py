@@ -13,8 +13,20 @@ from pipeline.config import load_text
 from pipeline.configtypes import decode_dataclass
 from pipeline.errors import ConfigError
 from pipeline.model import Payload, Signal
-from pipeline.testing import MetricsSink, kv, make_logs, make_metrics, make_traces, nop_settings
-from processors.uuid_normalize import FACTORY, Normalizer, UUIDNormalize, UUIDNormalizeConfig
+from pipeline.testing import (
+    MetricsSink,
+    kv,
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_settings,
+)
+from processors.uuid_normalize import (
+    FACTORY,
+    Normalizer,
+    UUIDNormalize,
+    UUIDNormalizeConfig,
+)
 
 U = "f50ae695-14da-8c65-9ce2-b10cccdaebf9"
 
@@ -158,18 +170,22 @@ def test_candidate_in_an_unselected_place_keeps_the_bytes() -> None:
     assert out.raw_cached is raw
 
 
-def test_changed_request_is_re_encoded() -> None:
+def test_changed_request_gets_new_wire_bytes() -> None:
     raw = Payload(Signal.TRACES, message=make_traces(3, attrs={"http.route": f"/a/{U}"})).serialize()
-    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
-    assert out.raw_cached is None
+    p = Payload(Signal.TRACES, raw=raw)
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(p)
+    assert out is p and p._message is None  # edited on the wire: never decoded
+    assert out.raw_cached is not None and out.raw_cached != raw
     decoded = Signal.TRACES.request_type.FromString(out.serialize())
     assert {attrs_of(s)["http.route"] for s in decoded.resource_spans[0].scope_spans[0].spans} == {"/a/{uuid}"}
 
 
-@pytest.mark.parametrize("value", [f"/a/{U}", "/a/123", "4bf92f3577b34da6a3ce929d0e0e4736", "01ARZ3NDEKTSV4RRFFQ69G5FAV"])
-def test_bytes_prefilter_lets_every_detector_through(value: str) -> None:
+@pytest.mark.parametrize("backend", ["hyperscan", "re"])
+@pytest.mark.parametrize("value", [f"/a/{U}", "/a/123", "4bf92f3577b34da6a3ce929d0e0e4736", "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+                                   "4bf92f3577b34da6a3ce929d0e0e4736" * 3, f"urn:uuid:{U}", f"{{{U}}}"])
+def test_bytes_prefilter_lets_every_detector_through(value: str, backend: str) -> None:
     raw = Payload(Signal.TRACES, message=make_traces(1, attrs={"http.route": value})).serialize()
-    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=raw))
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES, scanner_backend=backend)(Payload(Signal.TRACES, raw=raw))
     assert attrs_of(out.message.resource_spans[0].scope_spans[0].spans[0])["http.route"] != value
 
 
@@ -266,7 +282,7 @@ def test_text_without_digits_is_unchanged(text: str) -> None:
         assert _N(text) == text
 
 
-# -- item offsets (the wire path walks only the items holding a candidate) -----------------------
+# -- the wire path against the decoded walk ---------------------------------------------------------
 
 def _multi_request(signal: Signal, seed: int) -> object:
     import random
@@ -297,35 +313,14 @@ def _multi_request(signal: Signal, seed: int) -> object:
 
 
 @pytest.mark.parametrize("signal", list(Signal))
-def test_item_offsets_point_at_the_decoded_items(signal: Signal) -> None:
-    from processors.attrwalk import item_offsets
-
-    req = _multi_request(signal, 1)
-    raw = req.SerializeToString()  # type: ignore[attr-defined]
-    env = item_offsets(raw)
-    assert env is not None
-    starts, index = env
-    assert len(starts) == sum(len(getattr(sf, signal.items_field)) for rf in getattr(req, signal.resource_field)
-                              for sf in getattr(rf, signal.scope_field))
-    for start, (r, s, i) in zip(starts, index):
-        item = getattr(getattr(getattr(req, signal.resource_field)[r], signal.scope_field)[s], signal.items_field)[i]
-        b = item.SerializeToString()
-        assert raw[start:start + len(b)] == b
-
-
-def test_item_offsets_refuse_what_is_not_a_request() -> None:
-    from processors.attrwalk import item_offsets
-
-    assert item_offsets(b"\x0a\xff\xff\xff\x0f") is None
-    assert item_offsets(b"\x0b\x00") is None
-    assert item_offsets(b"") == ([], [])
-
-
-@pytest.mark.parametrize("signal", list(Signal))
 @pytest.mark.parametrize("seed", range(6))
-def test_wire_path_gives_the_same_result_as_the_full_walk(signal: Signal, seed: int) -> None:
+@pytest.mark.parametrize("backend", ["hyperscan", "re"])
+def test_wire_path_gives_the_same_result_as_the_full_walk(signal: Signal, seed: int, backend: str) -> None:
     cfg = UUIDNormalizeConfig(log_attributes=("http.route",))
     raw = _multi_request(signal, seed).SerializeToString()  # type: ignore[attr-defined]
-    by_bytes = UUIDNormalize(cfg, signal)(Payload(signal, raw=raw))
-    by_walk = UUIDNormalize(cfg, signal)(Payload(signal, message=signal.request_type.FromString(raw)))
+    wire = UUIDNormalize(cfg, signal, scanner_backend=backend)
+    by_bytes = wire(Payload(signal, raw=raw))
+    walk = UUIDNormalize(cfg, signal)
+    by_walk = walk(Payload(signal, message=signal.request_type.FromString(raw)))
     assert by_bytes.message == by_walk.message
+    assert wire.fn.counts == walk.fn.counts
