@@ -12,8 +12,10 @@ whenever a processor causes them:
   both            secret_mask then uuid_normalize (the order of DESIGN.md's traces pipeline)
 
 `--clean` also runs the cases on requests holding only the load's LLM `chat`
-spans (and no resource attributes): agent spans with nothing to mask or normalize. CPU time is `time.process_time()`; the figure
-is the median of `--reps` loops of `--seconds` each.
+spans (and no resource attributes): agent spans with nothing to mask or normalize.
+`--scanner re` forces the CPython `re` anchor scanner (the fallback where hyperscan
+is not installed) instead of hyperscan. CPU time is `time.process_time()`; the
+figure is the median of `--reps` loops of `--seconds` each.
 
   python bench/processors_bench.py --signal traces --items-per-request 100
 """
@@ -85,6 +87,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--clean", action="store_true", help="also measure requests with nothing to mask")
+    ap.add_argument("--scanner", default="auto", choices=["auto", "hyperscan", "re"],
+                    help="anchor scanner of both processors (auto: hyperscan when installed)")
     args = ap.parse_args()
     from google.protobuf.internal import api_implementation
 
@@ -100,13 +104,15 @@ def main() -> None:
     for label, bs in sets:
         counts = [payloads.count_items(args.signal, b) for b in bs]
         per_request = sum(counts) / len(counts)
+        sc = args.scanner
         cases: dict[str, list[Callable[[Payload], Payload]]] = {
             "passthrough": [],
-            "uuid_normalize": [UUIDNormalize(UUIDNormalizeConfig(), signal)],
-            "secret_mask": [SecretMask(SecretMaskConfig(), signal)],
-            "both": [SecretMask(SecretMaskConfig(), signal), UUIDNormalize(UUIDNormalizeConfig(), signal)],
+            "uuid_normalize": [UUIDNormalize(UUIDNormalizeConfig(), signal, scanner_backend=sc)],
+            "secret_mask": [SecretMask(SecretMaskConfig(), signal, scanner_backend=sc)],
+            "both": [SecretMask(SecretMaskConfig(), signal, scanner_backend=sc),
+                     UUIDNormalize(UUIDNormalizeConfig(), signal, scanner_backend=sc)],
         }
-        print(f"\n{label}:")
+        print(f"\n{label} (scanner: {cases['secret_mask'][0].scanner.backend}):")  # type: ignore[attr-defined]
         for name, procs in cases.items():
             rates = [run_case(signal, bs, counts, procs, args.seconds) for _ in range(args.reps)]
             med = statistics.median(rates)
