@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-deps bench lint clean docker
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py processors/_wirewalk.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'

@@ -40,6 +40,12 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 
 from pipeline.model import ExportRequest, Signal
 
+_wirewalk: Any
+try:  # the walker in C (processors/_wirewalk.c); optional at install time, same output as `WireRewriter`'s Python
+    from processors import _wirewalk
+except ImportError:  # pragma: no cover - built by setup.py wherever a C compiler is available
+    _wirewalk = None
+
 _hyperscan: Any
 try:  # a native multi-pattern matcher; pyproject installs it on x86_64, where the wheels bundle the library
     import hyperscan as _hyperscan
@@ -475,9 +481,10 @@ class _KV:
 class _AnySpec:
     """How to walk an AnyValue's arrays and maps: sub-plans for ArrayValue and KeyValueList."""
 
-    __slots__ = ("array", "kvlist")
+    __slots__ = ("array", "kvlist", "nested")
 
     def __init__(self, nested: KeyRule) -> None:
+        self.nested = nested
         self.array: Plan = {_STRING_TAG: (_ANY, self)}  # ArrayValue.values
         self.kvlist: Plan = {_STRING_TAG: (_ATTRS, _KV(nested, self))}  # KeyValueList.values
 
@@ -603,6 +610,12 @@ class WireRewriter:
 
     One rewrite at a time per instance (the walk's state lives in attributes,
     which is faster than passing it down).
+
+    Where the C extension `processors._wirewalk` is built (setup.py; it is
+    optional), `rewrite` runs the same walk in C and only calls back into
+    Python for the rules, which writes byte-for-byte the same request (the
+    tests run both against each other and against the decoded path).
+    `native=False` forces the Python walk. `rewrite_all` exists only natively.
     """
 
     __slots__ = (
@@ -616,11 +629,16 @@ class WireRewriter:
         "_view",
         "_whole",
         "_written",
+        "native",
         "plan",
     )
 
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, *, native: bool | None = None) -> None:
         self.plan = plan
+        if native and _wirewalk is None:
+            raise RuntimeError("the C wire walker (processors._wirewalk) is not built")
+        use = _wirewalk is not None if native is None else native
+        self.native = _wirewalk.Walker(native_nodes(plan), WireFallback) if use else None
         self._reset()
 
     def _reset(self) -> None:
@@ -642,6 +660,8 @@ class WireRewriter:
         Raises WireFallback on bytes it does not handle; `text_fn` and `whole_fn`
         may then have been called for some strings already.
         """
+        if self.native is not None:
+            return self.native.rewrite(raw, offsets, text_fn, None if whole_fn is _unchanged else whole_fn)  # type: ignore[no-any-return]
         self._buf = raw
         self._view = memoryview(raw)
         self._offs = offsets
@@ -663,6 +683,14 @@ class WireRewriter:
             raise WireFallback(str(e)) from e
         finally:
             self._reset()
+
+    def rewrite_all(self, raw: bytes, text_fn: TextFn, prefilter: int) -> bytes | None:
+        """`rewrite` without an anchor scan: every string the plan names is a candidate if it holds
+        one of the anchors selected by `prefilter` (`PF_*` flags: the uuid_normalize anchors,
+        checked in C while walking). Only with the C walker (see `native`)."""
+        if self.native is None:
+            raise RuntimeError("rewrite_all needs the C wire walker")
+        return self.native.rewrite(raw, None, text_fn, None, prefilter)  # type: ignore[no-any-return]
 
     # -- output --------------------------------------------------------------------------------
 
@@ -931,6 +959,53 @@ class WireRewriter:
                         self._leave()
                 self._leave()
             self._leave()
+
+
+#: Prefilter flags for `WireRewriter.rewrite_all` (the uuid_normalize anchors): a UUID core
+#: `-hhhh-hhhh-hhhh-`, `/digit`, 16 hex characters in a row, 26 ULID characters in a row.
+PF_UUID, PF_NUM, PF_HEX, PF_ULID = 1, 2, 4, 8
+if _wirewalk is not None:
+    assert (PF_UUID, PF_NUM, PF_HEX, PF_ULID) == (_wirewalk.PF_UUID, _wirewalk.PF_NUM, _wirewalk.PF_HEX,
+                                                  _wirewalk.PF_ULID)
+
+
+def native_rule(rule: KeyRule) -> object:
+    """A KeyRule as the C walker takes it: selected keys as a tuple of their UTF-8 bytes (compared
+    in C, no str made per key), anything else as the mapping itself."""
+    if rule is None:
+        return None
+    if isinstance(rule, SelectedKeys):
+        return tuple(k.encode("utf-8") for k in rule)
+    return rule
+
+
+def native_nodes(plan: Plan) -> list[list[tuple[int, int, int, object, object]]]:
+    """A plan as the C walker takes it: node 0 is the request; each node a list of
+    (tag, kind, sub-node, rule, nested rule) steps. AnyValue arrays and maps need no node (the C
+    walker knows their shape); their `nested` rule travels with the step."""
+    nodes: list[list[tuple[int, int, int, object, object]]] = []
+    index: dict[int, int] = {}
+
+    def add(p: Plan) -> int:
+        k = index.get(id(p))
+        if k is not None:
+            return k
+        k = index[id(p)] = len(nodes)
+        steps: list[tuple[int, int, int, object, object]] = []
+        nodes.append(steps)
+        for tag, (kind, arg) in p.items():
+            if kind == _MSG:
+                steps.append((tag, kind, add(arg), None, None))
+            elif kind == _STR:
+                steps.append((tag, kind, 0, None, None))
+            elif kind == _ATTRS:
+                steps.append((tag, kind, 0, native_rule(arg.rule), native_rule(arg.inner.nested)))
+            else:
+                steps.append((tag, kind, 0, None, native_rule(arg.nested)))
+        return k
+
+    add(plan)
+    return nodes
 
 
 def _string_field(head: bytes, text: str) -> bytes:

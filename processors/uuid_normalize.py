@@ -26,6 +26,10 @@ from dataclasses import dataclass
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
 from processors.attrwalk import (
+    PF_HEX,
+    PF_NUM,
+    PF_ULID,
+    PF_UUID,
     STRING,
     Anchor,
     AnchorScanner,
@@ -185,7 +189,8 @@ class Normalizer:
 class UUIDNormalize:
     """The pure payload function (see module docstring)."""
 
-    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, scanner_backend: str = "auto") -> None:
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, scanner_backend: str = "auto",
+                 native: bool | None = None) -> None:
         self.cfg = cfg
         self.signal = signal
         self.fn = Normalizer(cfg)
@@ -201,7 +206,10 @@ class UUIDNormalize:
             anchors.append(ULID_ANCHOR)
         self.scanner = AnchorScanner(anchors, backend=scanner_backend)
         self._always = bool(cfg.patterns)  # user regexes cannot be checked on bytes: walk everything
-        self.wire = None if self._always else WireRewriter(self._wire_plan())
+        self.wire = None if self._always else WireRewriter(self._wire_plan(), native=native)
+        # the same anchors as the scanner's, for the C walker's own check (`rewrite_all`)
+        self._prefilter = (PF_UUID | (PF_NUM if cfg.numeric_path_segments else 0) | (PF_HEX if cfg.hex_ids else 0)
+                           | (PF_ULID if cfg.ulids else 0))
         self.nothing_selected = (
             (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
             or (signal is Signal.LOGS and not self._log_keys)
@@ -232,12 +240,17 @@ class UUIDNormalize:
         raw = payload.raw_cached
         if raw is None or self.wire is None:
             return self._decoded(payload)
-        offsets = self.scanner.scan(raw)[0]
-        if not offsets:
-            return payload  # no candidate anywhere: not decoded, bytes kept
         counts = dict(self.fn.counts)
         try:
-            new = self.wire.rewrite(raw, offsets, self.fn.normalize_candidate)
+            if self.wire.native is not None:
+                # The C walker checks the anchors itself, on the selected strings only: no scan of
+                # the whole request (most of which, unselected attributes, is never looked at).
+                new = self.wire.rewrite_all(raw, self.fn.normalize_candidate, self._prefilter)
+            else:
+                offsets = self.scanner.scan(raw)[0]
+                if not offsets:
+                    return payload  # no candidate anywhere: not decoded, bytes kept
+                new = self.wire.rewrite(raw, offsets, self.fn.normalize_candidate)
         except WireFallback:
             self.fn.counts = counts  # forget what the abandoned walk counted
             return self._decoded(payload)

@@ -40,7 +40,16 @@ from processors.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig
 
 from .secret_corpus import NON_SECRETS, PLAIN_KEYS, SECRETS, SENSITIVE_KEYS
 
-BACKENDS = ["hyperscan", "re"]
+#: scanner backend + wire walker: hyperscan with the C walker (what runs where both are installed), and
+#: the pure-Python fallbacks (CPython `re` scanner, Python walker).
+BACKENDS = ["hyperscan+c", "re+python"]
+SCANNERS = ["hyperscan", "re"]
+WALKERS = {"c": True, "python": False, "": None}  # "": whichever is installed
+
+
+def _kw(backend: str) -> dict[str, object]:
+    scanner, _, walker = backend.partition("+")
+    return {"scanner_backend": scanner, "native": WALKERS[walker]}
 U = "f50ae695-14da-8c65-9ce2-b10cccdaebf9"
 
 SECRET_CONFIGS = {
@@ -68,14 +77,14 @@ def _cached(kind: type, cfg: object, signal: Signal, backend: str, role: str = "
     # Compiling a hyperscan database takes tens of milliseconds: one processor per configuration.
     key = (kind, id(cfg), signal, backend, role)
     if key not in _PROCESSORS:
-        _PROCESSORS[key] = kind(cfg, signal, scanner_backend=backend)
+        _PROCESSORS[key] = kind(cfg, signal, **_kw(backend))
     return _PROCESSORS[key]
 
 
 def secret_both_ways(cfg: SecretMaskConfig, signal: Signal, raw: bytes, backend: str, *, wire_path: bool = True
                      ) -> None:
     wire: SecretMask = _cached(SecretMask, cfg, signal, backend)  # type: ignore[assignment]
-    ref: SecretMask = _cached(SecretMask, cfg, signal, "re", "reference")  # type: ignore[assignment]
+    ref: SecretMask = _cached(SecretMask, cfg, signal, "re+python", "reference")  # type: ignore[assignment]
     wire.masker.take_counts()
     ref.masker.take_counts()
     out = wire(Payload(signal, raw=raw))
@@ -89,7 +98,7 @@ def secret_both_ways(cfg: SecretMaskConfig, signal: Signal, raw: bytes, backend:
 
 def uuid_both_ways(cfg: UUIDNormalizeConfig, signal: Signal, raw: bytes, backend: str) -> None:
     wire: UUIDNormalize = _cached(UUIDNormalize, cfg, signal, backend)  # type: ignore[assignment]
-    ref: UUIDNormalize = _cached(UUIDNormalize, cfg, signal, "re", "reference")  # type: ignore[assignment]
+    ref: UUIDNormalize = _cached(UUIDNormalize, cfg, signal, "re+python", "reference")  # type: ignore[assignment]
     wire.fn.take_counts()
     ref.fn.take_counts()
     out = wire(Payload(signal, raw=raw))
@@ -281,7 +290,7 @@ def test_shared_benchmark_load_gives_the_decoded_result(signal: Signal, backend:
         secret_both_ways(SecretMaskConfig(), signal, raw, backend)
         uuid_both_ways(UUIDNormalizeConfig(log_attributes=("http.route",)), signal, raw, backend)
         # and chained, as in the traces pipeline: uuid_normalize gets secret_mask's spliced bytes
-        masked = SecretMask(SecretMaskConfig(), signal, scanner_backend=backend)(Payload(signal, raw=raw))
+        masked = SecretMask(SecretMaskConfig(), signal, **_kw(backend))(Payload(signal, raw=raw))
         assert masked.raw_cached is not None and masked.raw_cached != raw
         uuid_both_ways(UUIDNormalizeConfig(), signal, masked.raw_cached, backend)
 
@@ -346,7 +355,7 @@ def test_a_keyvalue_with_two_keys_takes_the_decoded_path_and_counts_once() -> No
     assert out.raw_cached is None  # changed through the decoded message
     assert out.message.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.string_value == "[REDACTED]"
     assert proc.masker.counts == {"openai_key": 1}  # the abandoned wire walk counted nothing
-    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "hyperscan", wire_path=False)
+    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "hyperscan+c", wire_path=False)
 
 
 def test_bytes_that_do_not_decode_are_refused_as_before() -> None:
@@ -360,10 +369,12 @@ def test_bytes_that_do_not_decode_are_refused_as_before() -> None:
         SecretMask(SecretMaskConfig(), Signal.TRACES)(Payload(Signal.TRACES, raw=truncated, items=2))
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
 @pytest.mark.parametrize("raw", [b"\x0a\xff\xff\xff\x0f", b"\x0b\x00", b"\x0a\x05\x12\x10abc", b"\x0f"])
-def test_malformed_bytes_raise_wire_fallback(raw: bytes) -> None:
+def test_malformed_bytes_raise_wire_fallback(raw: bytes, native: bool) -> None:
     walker = WireRewriter(attrwalk.wire_plan(Signal.TRACES.request_type.DESCRIPTOR,
-                                             {"resource_spans": {"scope_spans": {"spans": {"name": attrwalk.STRING}}}}))
+                                             {"resource_spans": {"scope_spans": {"spans": {"name": attrwalk.STRING}}}}),
+                          native=native)
     with pytest.raises(WireFallback):
         walker.rewrite(raw, list(range(len(raw))), lambda t, s, e: t + "!")
 
@@ -404,7 +415,7 @@ _pieces = st.one_of(st.binary(max_size=12), _text.map(lambda s: s.encode()), st.
     b"://u:p@h", b"API-Key", b"sk-", U.encode(), b"01ARZ3NDEKTSV4RRFFQ69G5FAV"]))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", SCANNERS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(parts=st.lists(_pieces, max_size=8))
 def test_every_anchor_occurrence_gets_an_offset_inside_it(backend: str, parts: list[bytes]) -> None:
@@ -455,7 +466,7 @@ def test_hyperscan_is_used_where_it_is_installed() -> None:
 def test_shaped_anchor_runs_are_covered_in_long_runs() -> None:
     hexrun = shaped(rb"[0-9a-f]{4}", [(b"0123456789abcdef", 4)])
     data = b"zz" + b"a" * 11 + b"-" + b"0123456789" + b"q"
-    for backend in BACKENDS:
+    for backend in SCANNERS:
         offsets = AnchorScanner([hexrun], backend=backend).scan(data)[0]
         for start, end in _occurrences(hexrun, data):
             assert any(start <= o < end for o in offsets)
@@ -465,7 +476,8 @@ def test_shaped_anchor_runs_are_covered_in_long_runs() -> None:
 
 # -- the rewriter -------------------------------------------------------------------------------
 
-def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries() -> None:
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries(native: bool) -> None:
     short, long_ = "x" * 10, "y" * 300
     msg = make_traces(3, attrs={"http.route": long_, "other": "z"})
     msg.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value = short
@@ -474,12 +486,12 @@ def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries()
                               {"resource_spans": {"scope_spans": {"spans": {"attributes": Attrs(SelectedKeys(["http.route"]))}}}})
     offsets = [m.start() for m in re.finditer(rb"[xy]{10}", raw)]
     swap = {long_: short, short: long_}
-    out = WireRewriter(plan).rewrite(raw, offsets, lambda t, s, e: swap[t])
+    out = WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: swap[t])
     assert out is not None
     spans = Signal.TRACES.request_type.FromString(out).resource_spans[0].scope_spans[0].spans
     assert [s.attributes[0].value.string_value for s in spans] == [short, long_, short]
     assert all(s.attributes[1].value.string_value == "z" for s in spans)
-    assert WireRewriter(plan).rewrite(raw, offsets, lambda t, s, e: t) is None  # nothing changed: no new bytes
+    assert WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: t) is None  # nothing changed: no new bytes
 
 
 def test_wire_plan_checks_field_types_against_the_descriptors() -> None:
