@@ -78,8 +78,10 @@ typedef struct {
     Py_ssize_t len;
     Py_ssize_t *offs; /* NULL: every planned string is a candidate */
     Py_ssize_t noffs;
+    Py_ssize_t ci; /* has_off's cursor: offs[:ci] are all before the last position asked about */
     int prefilter;
     PyObject *text_fn, *whole_fn;
+    PyObject *res; /* the output bytes object, NULL until something changes */
     uint8_t *out;
     Py_ssize_t olen, ocap;
     Py_ssize_t last; /* input consumed up to here */
@@ -97,7 +99,20 @@ static int fail(St *st, const char *why) {
 
 /* -- reading ------------------------------------------------------------------------------- */
 
-static int rd_varint(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *v) {
+static int rd_varint_slow(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *v);
+
+/* Most tags and lengths are one byte: that case inline, the rest out of line. */
+static inline int rd_varint(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *v) {
+    Py_ssize_t k = *i;
+    if (k < end && st->buf[k] < 0x80) {
+        *v = st->buf[k];
+        *i = k + 1;
+        return 0;
+    }
+    return rd_varint_slow(st, i, end, v);
+}
+
+static int rd_varint_slow(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *v) {
     uint64_t r = 0;
     int shift = 0;
     Py_ssize_t k = *i;
@@ -140,7 +155,7 @@ static int skip_value(St *st, Py_ssize_t *i, Py_ssize_t end, int wt) {
 
 /* The next field of [*i, end): its tag, and for length-delimited fields where its length prefix
  * and content are. Returns 1 for a length-delimited field, 0 for another, -1 on error. */
-static int next_field(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *tag, Py_ssize_t *lp, Py_ssize_t *cs,
+static inline int next_field(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *tag, Py_ssize_t *lp, Py_ssize_t *cs,
                       Py_ssize_t *ce) {
     if (rd_varint(st, i, end, tag) < 0)
         return -1;
@@ -162,19 +177,29 @@ static int next_field(St *st, Py_ssize_t *i, Py_ssize_t end, uint64_t *tag, Py_s
     return 1;
 }
 
-/* Whether an offset lies in [a, b) (always true without offsets). */
+/* Whether an offset lies in [a, b) (always true without offsets). The walk asks in input order
+ * (each `a` at or after the previous one), so a cursor that only moves forward answers in
+ * amortised constant time; a query behind it (not made by this walk, but cheap to allow)
+ * restarts it with a binary search. */
 static int has_off(St *st, Py_ssize_t a, Py_ssize_t b) {
     if (st->offs == NULL)
         return 1;
-    Py_ssize_t lo = 0, hi = st->noffs;
-    while (lo < hi) {
-        Py_ssize_t mid = (lo + hi) >> 1;
-        if (st->offs[mid] < a)
-            lo = mid + 1;
-        else
-            hi = mid;
+    Py_ssize_t k = st->ci;
+    if (k > 0 && st->offs[k - 1] >= a) {
+        Py_ssize_t lo = 0, hi = k;
+        while (lo < hi) {
+            Py_ssize_t mid = (lo + hi) >> 1;
+            if (st->offs[mid] < a)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        k = lo;
     }
-    return lo < st->noffs && st->offs[lo] < b;
+    while (k < st->noffs && st->offs[k] < a)
+        k++;
+    st->ci = k;
+    return k < st->noffs && st->offs[k] < b;
 }
 
 /* -- the id prefilter ------------------------------------------------------------------------ */
@@ -223,18 +248,23 @@ static int prefilter_ok(St *st, Py_ssize_t s, Py_ssize_t e) {
 
 /* -- writing ------------------------------------------------------------------------------- */
 
+/* Make room for `extra` more output bytes. The output is written straight into the bytes object
+ * that is returned (allocated at the first change, about the input's size, resized at the end),
+ * so a rewrite makes one allocation of the request's size and no extra copy. */
 static int reserve(St *st, Py_ssize_t extra) {
     if (st->olen + extra <= st->ocap)
         return 0;
-    Py_ssize_t cap = st->ocap * 2;
+    Py_ssize_t cap = st->res == NULL ? st->len + st->len / 16 + 256 : st->ocap * 2;
     if (cap < st->olen + extra)
         cap = st->olen + extra + 256;
-    uint8_t *p = PyMem_Realloc(st->out, (size_t)cap);
-    if (p == NULL) {
-        PyErr_NoMemory();
+    if (st->res == NULL) {
+        st->res = PyBytes_FromStringAndSize(NULL, cap);
+        if (st->res == NULL)
+            return -1;
+    } else if (_PyBytes_Resize(&st->res, cap) < 0) { /* frees the old object and sets res to NULL */
         return -1;
     }
-    st->out = p;
+    st->out = (uint8_t *)PyBytes_AS_STRING(st->res);
     st->ocap = cap;
     return 0;
 }
@@ -821,25 +851,20 @@ static PyObject *walker_rewrite(Walker *self, PyObject *args, PyObject *kwds) {
             }
         }
     }
-    st->ocap = raw.len + 256;
-    st->out = PyMem_Malloc((size_t)st->ocap);
-    if (st->out == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
     if (walk_msg(st, 0, raw.len, 0) < 0)
         goto done;
     if (!st->changed) {
         res = Py_NewRef(Py_None);
         goto done;
     }
-    if (copy_to(st, raw.len) < 0)
+    if (copy_to(st, raw.len) < 0 || _PyBytes_Resize(&st->res, st->olen) < 0)
         goto done;
-    res = PyBytes_FromStringAndSize((const char *)st->out, st->olen);
+    res = st->res;
+    st->res = NULL;
 done:
     if (st != NULL) {
         PyMem_Free(st->offs);
-        PyMem_Free(st->out);
+        Py_XDECREF(st->res);
         PyMem_Free(st);
     }
     Py_XDECREF(fast);
