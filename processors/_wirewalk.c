@@ -20,7 +20,8 @@
  *   Walker.rewrite(raw, offsets, text_fn, whole_fn=None, prefilter=0) -> bytes | None
  *   With `offsets` (sorted ints) only fields holding an offset are entered and only strings
  *   holding one go to text_fn(text, start, end). With offsets=None every planned string is a
- *   candidate if it passes `prefilter` (bit flags, the uuid_normalize anchors: 1 a UUID core
+ *   candidate if it holds an anchor selected by `prefilter`, and goes to text_fn(text, found)
+ *   with the anchors it holds (bit flags, the uuid_normalize anchors: 1 a UUID core
  *   `-hhhh-hhhh-hhhh-`, 2 `/digit`, 4 sixteen hex characters in a row, 8 twenty-six ULID
  *   characters in a row; 0 passes everything), which replaces the anchor scan for rules whose
  *   anchors are this simple. Under a WHOLE key every string leaf goes to whole_fn(text) and
@@ -204,46 +205,57 @@ static int has_off(St *st, Py_ssize_t a, Py_ssize_t b) {
 
 /* -- the id prefilter ------------------------------------------------------------------------ */
 
-static int is_hex(uint8_t c) {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
+/* Byte classes for the prefilter, one table lookup per byte. */
+enum { C_HEX = 1, C_ULID = 2, C_DIGIT = 4, C_DASH = 8, C_SLASH = 16 };
+static uint8_t byte_class[256];
 
-static int is_ulid(uint8_t c) {
-    if (c >= '0' && c <= '9')
-        return 1;
-    c |= 0x20; /* one case */
-    return c >= 'a' && c <= 'z' && c != 'i' && c != 'l' && c != 'o' && c != 'u';
-}
-
-static int hex4(const uint8_t *p) { return is_hex(p[0]) && is_hex(p[1]) && is_hex(p[2]) && is_hex(p[3]); }
-
-/* Whether [s, e) contains one of the enabled anchors (every match of the matching detector
- * contains its anchor, so a string without one is left alone). */
-static int prefilter_ok(St *st, Py_ssize_t s, Py_ssize_t e) {
-    int pf = st->prefilter;
-    if (pf == 0)
-        return 1;
-    const uint8_t *b = st->buf;
-    Py_ssize_t hexrun = 0, ulidrun = 0;
-    for (Py_ssize_t i = s; i < e; i++) {
-        uint8_t c = b[i];
-        if (pf & PF_HEX) {
-            hexrun = is_hex(c) ? hexrun + 1 : 0;
-            if (hexrun >= 16)
-                return 1;
-        }
-        if (pf & PF_ULID) {
-            ulidrun = is_ulid(c) ? ulidrun + 1 : 0;
-            if (ulidrun >= 26)
-                return 1;
-        }
-        if (c == '-' && (pf & PF_UUID) && e - i >= 16 && hex4(b + i + 1) && b[i + 5] == '-' && hex4(b + i + 6) &&
-            b[i + 10] == '-' && hex4(b + i + 11) && b[i + 15] == '-')
-            return 1;
-        if (c == '/' && (pf & PF_NUM) && i + 1 < e && b[i + 1] >= '0' && b[i + 1] <= '9')
-            return 1;
+static void init_byte_class(void) {
+    for (int c = 0; c < 256; c++) {
+        uint8_t k = 0;
+        int low = c | 0x20;
+        if (c >= '0' && c <= '9')
+            k |= C_HEX | C_ULID | C_DIGIT;
+        if (low >= 'a' && low <= 'f')
+            k |= C_HEX;
+        if (low >= 'a' && low <= 'z' && low != 'i' && low != 'l' && low != 'o' && low != 'u')
+            k |= C_ULID; /* Crockford base32, either case */
+        if (c == '-')
+            k |= C_DASH;
+        if (c == '/')
+            k |= C_SLASH;
+        byte_class[c] = k;
     }
-    return 0;
+}
+
+static int hex4(const uint8_t *p) {
+    return byte_class[p[0]] & byte_class[p[1]] & byte_class[p[2]] & byte_class[p[3]] & C_HEX;
+}
+
+/* Which of the enabled anchors [s, e) contains (PF_* flags; every match of a detector contains
+ * its anchor, so a string without any is left alone, and the rule can skip detectors whose
+ * anchor is missing). */
+static int prefilter_flags(int pf, const uint8_t *b, Py_ssize_t s, Py_ssize_t e) {
+    int found = 0;
+    Py_ssize_t hexrun = 0, ulidrun = 0;
+    for (Py_ssize_t i = s; i < e && found != pf; i++) {
+        uint8_t k = byte_class[b[i]];
+        hexrun = k & C_HEX ? hexrun + 1 : 0;
+        ulidrun = k & C_ULID ? ulidrun + 1 : 0;
+        if (k & (C_DASH | C_SLASH)) {
+            if (k & C_DASH) {
+                if (e - i >= 16 && hex4(b + i + 1) && b[i + 5] == '-' && hex4(b + i + 6) && b[i + 10] == '-' &&
+                    hex4(b + i + 11) && b[i + 15] == '-')
+                    found |= PF_UUID & pf;
+            } else if (i + 1 < e && (byte_class[b[i + 1]] & C_DIGIT)) {
+                found |= PF_NUM & pf;
+            }
+        }
+        if (hexrun >= 16)
+            found |= PF_HEX & pf;
+        if (ulidrun >= 26)
+            found |= PF_ULID & pf;
+    }
+    return found;
 }
 
 /* -- writing ------------------------------------------------------------------------------- */
@@ -407,21 +419,38 @@ static int apply(St *st, PyObject *text, PyObject *result, Py_ssize_t f, Py_ssiz
     return rc;
 }
 
-/* text_fn on the string [cs, ce) (field start f, tag bytes `head`). */
+/* text_fn on the string [cs, ce) (field start f, tag bytes `head`): text_fn(text, start, end)
+ * with offsets; without, text_fn(text, found) with the prefilter's anchors found in it. */
 static int text_rule(St *st, Py_ssize_t f, Py_ssize_t cs, Py_ssize_t ce, const uint8_t *head, Py_ssize_t hlen) {
-    if (st->offs == NULL ? !prefilter_ok(st, cs, ce) : !has_off(st, cs, ce))
-        return 0;
+    int found = 0;
+    if (st->offs != NULL) {
+        if (!has_off(st, cs, ce))
+            return 0;
+    } else if (st->prefilter) {
+        found = prefilter_flags(st->prefilter, st->buf, cs, ce);
+        if (!found)
+            return 0;
+    }
     PyObject *text = decode(st, cs, ce);
     if (text == NULL)
         return -1;
-    PyObject *a = PyLong_FromSsize_t(cs), *b = PyLong_FromSsize_t(ce);
     PyObject *result = NULL;
-    if (a != NULL && b != NULL) {
-        PyObject *args[3] = {text, a, b};
-        result = PyObject_Vectorcall(st->text_fn, args, 3, NULL);
+    if (st->offs == NULL) {
+        PyObject *a = PyLong_FromLong(found);
+        if (a != NULL) {
+            PyObject *args[2] = {text, a};
+            result = PyObject_Vectorcall(st->text_fn, args, 2, NULL);
+            Py_DECREF(a);
+        }
+    } else {
+        PyObject *a = PyLong_FromSsize_t(cs), *b = PyLong_FromSsize_t(ce);
+        if (a != NULL && b != NULL) {
+            PyObject *args[3] = {text, a, b};
+            result = PyObject_Vectorcall(st->text_fn, args, 3, NULL);
+        }
+        Py_XDECREF(a);
+        Py_XDECREF(b);
     }
-    Py_XDECREF(a);
-    Py_XDECREF(b);
     int rc = apply(st, text, result, f, ce, head, hlen);
     Py_DECREF(text);
     return rc;
@@ -877,13 +906,9 @@ static PyObject *py_prefilter(PyObject *mod, PyObject *args) {
     int flags;
     if (!PyArg_ParseTuple(args, "y*i", &b, &flags))
         return NULL;
-    St st;
-    memset(&st, 0, sizeof st);
-    st.buf = b.buf;
-    st.prefilter = flags;
-    int r = prefilter_ok(&st, 0, b.len);
+    int r = prefilter_flags(flags, b.buf, 0, b.len);
     PyBuffer_Release(&b);
-    return PyBool_FromLong(r);
+    return PyLong_FromLong(r);
 }
 
 static PyMethodDef walker_methods[] = {
@@ -906,7 +931,7 @@ static PyTypeObject WalkerType = {
 };
 
 static PyMethodDef module_methods[] = {
-    {"prefilter", py_prefilter, METH_VARARGS, "prefilter(data, flags) -> bool: whether data holds an enabled id anchor"},
+    {"prefilter", py_prefilter, METH_VARARGS, "prefilter(data, flags) -> int: the enabled id anchors (PF_* flags) data holds"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -915,6 +940,7 @@ static struct PyModuleDef moduledef = {
 };
 
 PyMODINIT_FUNC PyInit__wirewalk(void) {
+    init_byte_class();
     if (PyType_Ready(&WalkerType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&moduledef);

@@ -684,10 +684,12 @@ class WireRewriter:
         finally:
             self._reset()
 
-    def rewrite_all(self, raw: bytes, text_fn: TextFn, prefilter: int) -> bytes | None:
+    def rewrite_all(self, raw: bytes, text_fn: Callable[[str, int], str], prefilter: int) -> bytes | None:
         """`rewrite` without an anchor scan: every string the plan names is a candidate if it holds
         one of the anchors selected by `prefilter` (`PF_*` flags: the uuid_normalize anchors,
-        checked in C while walking). Only with the C walker (see `native`)."""
+        checked in C while walking), and goes to `text_fn(text, found)` with the flags of the
+        anchors it holds (0 passes every string, with found 0). Only with the C walker (see
+        `native`)."""
         if self.native is None:
             raise RuntimeError("rewrite_all needs the C wire walker")
         return self.native.rewrite(raw, None, text_fn, None, prefilter)  # type: ignore[no-any-return]

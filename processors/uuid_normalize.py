@@ -64,6 +64,8 @@ NUMERIC_SEGMENT_PATTERN = r"(?<=/)[0-9]+(?=[/?#;]|$|\s)"
 _UUID_HINT = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
 _NUM_HINT = re.compile(r"/[0-9]")
 _RUN_HINT = re.compile(r"[0-9A-Za-z]{16}")
+#: Where NUMERIC_SEGMENT_PATTERN matches, led by the `/` it looks behind at (so `re` skips to it).
+_NUM_SEGMENT = re.compile(r"/[0-9]+(?=[/?#;]|$|\s)")
 _HEX_CHARS = b"0123456789abcdefABCDEF"
 _ULID_CHARS = b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
 #: Bytes every match of a builtin detector contains (inside the string holding it). Runs are
@@ -141,6 +143,9 @@ class Normalizer:
         self._placeholders = {**_PLACEHOLDERS, "uuid": cfg.replacement}
         self._user = tuple((re.compile(p.regex), p.replacement) for p in cfg.patterns)
         self.counts: dict[str, int] = {}
+        # The fast path of `normalize_candidate`: UUIDs alone, replaced by a template (no callback).
+        self._uuid_rx = re.compile(UUID_PATTERN)
+        self._uuid_template = cfg.replacement.replace("\\", "\\\\")
 
     def _sub(self, m: re.Match[str]) -> str:
         kind = m.lastgroup
@@ -179,6 +184,25 @@ class Normalizer:
         path, only when there are no user patterns). The hints are necessary conditions of a
         builtin match, so skipping them changes nothing."""
         return self._rx.sub(self._sub, s)
+
+    def normalize_found(self, s: str, found: int) -> str:
+        """`normalize_candidate(s)` for a string in which the C walker found the anchors `found`
+        (`PF_*` flags, see `WireRewriter.rewrite_all`).
+
+        Ids in agent telemetry are nearly all UUIDs, and the joint regex (four look-behind-led
+        alternatives tried at every character) costs 2.5x a UUID-only one. `re.sub` matches
+        against the original string, so where no other detector can match anywhere in it, the
+        joint regex finds exactly the UUID-only regex's matches: then a template substitution
+        does the work, without a Python call per match. Every ULID or hex match holds its anchor,
+        and a numeric segment is checked directly (`/1f55...`, a UUID after a slash, holds the
+        `/digit` anchor without being one).
+        """
+        if found & (PF_HEX | PF_ULID) or (found & PF_NUM and _NUM_SEGMENT.search(s) is not None):
+            return self._rx.sub(self._sub, s)
+        new, n = self._uuid_rx.subn(self._uuid_template, s)
+        if n:
+            self.counts["uuid"] = self.counts.get("uuid", 0) + n
+        return new
 
     def take_counts(self) -> dict[str, int]:
         c = self.counts
@@ -245,7 +269,7 @@ class UUIDNormalize:
             if self.wire.native is not None:
                 # The C walker checks the anchors itself, on the selected strings only: no scan of
                 # the whole request (most of which, unselected attributes, is never looked at).
-                new = self.wire.rewrite_all(raw, self.fn.normalize_candidate, self._prefilter)
+                new = self.wire.rewrite_all(raw, self.fn.normalize_found, self._prefilter)
             else:
                 offsets = self.scanner.scan(raw)[0]
                 if not offsets:

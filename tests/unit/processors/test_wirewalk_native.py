@@ -28,7 +28,15 @@ from processors.attrwalk import (
     WireRewriter,
     wire_plan,
 )
-from processors.uuid_normalize import HEX_ANCHOR, NUMERIC_SEGMENT_ANCHOR, ULID_ANCHOR, UUID_ANCHOR
+from processors.uuid_normalize import (
+    HEX_ANCHOR,
+    NUMERIC_SEGMENT_ANCHOR,
+    ULID_ANCHOR,
+    UUID_ANCHOR,
+    Normalizer,
+    UUIDNormalize,
+    UUIDNormalizeConfig,
+)
 
 from .test_privacy_wire_path import REQUESTS
 
@@ -199,5 +207,30 @@ _pieces = st.one_of(
 @given(parts=st.lists(_pieces, max_size=10), flags=st.integers(0, 15))
 def test_prefilter_is_exactly_the_anchor_scan(parts: list[bytes], flags: int) -> None:
     data = b"".join(parts)
-    expected = flags == 0 or any(re.search(a.regex, data) for f, a in _FLAGS.items() if flags & f)
-    assert _wirewalk.prefilter(data, flags) is expected
+    expected = sum(f for f, a in _FLAGS.items() if flags & f and re.search(a.regex, data))
+    assert _wirewalk.prefilter(data, flags) == expected
+
+
+_id_pieces = st.one_of(
+    _pieces.map(lambda b: b.decode("latin-1")),
+    st.sampled_from(["/", "/12", "/12/", "?", "#", ";", " ", "\n", "{", "}", "urn:uuid:", "URN:UUID:", "\\1", "$"]),
+    st.uuids().map(str), st.uuids().map(lambda u: str(u).upper()), st.text(max_size=6),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(parts=st.lists(_id_pieces, max_size=10), cfg=st.sampled_from([
+    UUIDNormalizeConfig(), UUIDNormalizeConfig(hex_ids=False, ulids=False),
+    UUIDNormalizeConfig(numeric_path_segments=False, replacement="\\g<0>-<\\1>"),
+    UUIDNormalizeConfig(hex_ids=False, numeric_path_segments=False, replacement="X"),
+]))
+def test_normalize_found_equals_the_joint_regex(parts: list[str], cfg: UUIDNormalizeConfig) -> None:
+    # The wire path's UUID-only shortcut must give the joint regex's text and counts exactly.
+    text = "".join(parts)
+    proc = UUIDNormalize(cfg, Signal.TRACES)
+    ref = Normalizer(cfg)
+    found = _wirewalk.prefilter(text.encode("utf-8"), proc._prefilter)
+    expected = ref.normalize_candidate(text) if found else text
+    got = proc.fn.normalize_found(text, found) if found else text
+    assert got == expected
+    assert proc.fn.take_counts() == ref.take_counts()
