@@ -9,8 +9,10 @@ Three layers:
   library is importable and otherwise CPython's `re`, one pattern at a time
   (the same offsets, an order of magnitude slower). A request without any
   occurrence is handed on untouched: never decoded, never re-encoded.
-* `WireRewriter`: walks the protobuf wire format, driven by a plan built from
-  the message descriptors, only into the sub-messages that hold an occurrence,
+* `WireRewriter`: walks the protobuf wire format (in C, `processors/_wirewalk.c`,
+  where it is built; the Python walk here is the fallback and the reference),
+  driven by a plan built from the message descriptors, only into the
+  sub-messages that hold an occurrence,
   hands the few strings found there (with their context: which field, which
   attribute key) to the rules, and writes the request back as it goes: every
   unchanged byte range is copied as a slice and only the length prefixes of

@@ -8,15 +8,18 @@ grouping happens: span names, selected span/log attributes and metric data
 point attributes. Trace and span ids, resource attributes (service.instance.id
 is an identity, not noise) and unselected attributes are never touched.
 
-Cost model: one hyperscan pass over the serialized request finds every place an
-id may be (`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments, hex and ULID
-runs; CPython `re` where hyperscan is not installed). A request without any is
-handed on untouched, never decoded. Otherwise the wire walker visits only the
-messages holding a candidate, normalizes the selected strings found there, and
-splices the results into the bytes (no decode, no re-encode of the request).
-The decoded-message walk (`UUIDNormalize.rewrite`) remains for payloads that
-only exist decoded, for user `patterns` (which cannot be anchored on bytes) and
-for bytes the wire walker refuses.
+Cost model: the request is never decoded or re-encoded. With the C wire walker
+(`processors/_wirewalk.c`) the walk visits the span names and selected
+attributes only, checks each for the anchors an id must contain
+(`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments, hex and ULID runs) in
+C, hands the few strings holding one to the normalizer (a template
+substitution when only UUIDs can match) and splices the results into the
+bytes. Without it, one hyperscan pass (CPython `re` where hyperscan is not
+installed) over the whole request finds the anchors, a request without any is
+handed on untouched, and the Python walker does the rest, with the same
+result. The decoded-message walk (`UUIDNormalize.rewrite`) remains for
+payloads that only exist decoded, for user `patterns` (which cannot be anchored
+on bytes) and for bytes the wire walker refuses.
 """
 from __future__ import annotations
 
