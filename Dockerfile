@@ -1,7 +1,9 @@
 # otelpipe: small image, non-root, the default config embedded; mount your own with -c.
 FROM python:3.11-slim AS build
+# a C compiler for processors/_wirewalk.c (the privacy processors' wire walker; only the build stage has it)
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY pipeline ./pipeline
 COPY receivers ./receivers
 COPY processors ./processors
@@ -12,7 +14,8 @@ RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home /nonexistent --shell /usr/sbin/nologin otelpipe
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+ && python -c "import processors._wirewalk"
 USER 10001
 # OTLP gRPC, OTLP HTTP, StatsD (udp), Prometheus exporter, admin (/metrics /healthz /readyz /status)
 EXPOSE 4317 4318 8125/udp 8889 8888
