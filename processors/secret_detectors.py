@@ -30,8 +30,9 @@ import hashlib
 import hmac
 import itertools
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from processors.attrwalk import Anchor, shaped
 
@@ -378,28 +379,110 @@ def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern
     return re.compile("|".join(branches))
 
 
-def _group_names(rx: re.Pattern[str] | None) -> dict[str, tuple[str, str | None]]:
-    """group name -> (detector name, name of its secret-part group or None)."""
-    if rx is None:
-        return {}
-    out: dict[str, tuple[str, str | None]] = {}
-    for g in rx.groupindex:
-        if g.endswith("__v"):
-            continue
-        name = g.rsplit("__", 1)[0]
-        out[g] = (name, g + "__v" if g + "__v" in rx.groupindex else None)
-    return out
-
-
 _BACK = {d.name: d.back for d in DETECTORS}
 GATED: frozenset[str] = frozenset(d.name for d in DETECTORS if d.gated)
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KEY_CHARS = frozenset(_KEY_CHARS_STR)
 _SEP = "\x00"
+#: No stopword is longer than this, and lower-casing never shortens a string: a longer value
+#: is not a stopword without being lower-cased and looked up.
+_STOPWORD_MAX = max(map(len, _PAIR_STOPWORDS))
 
 
 #: From a key term's occurrence to the separator of a `key=value` pair whose key holds it:
 #: the rest of the key, an optional closing quote and blanks (as `Masker._pair_ok` reads back).
 PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*[\"']?[ \t]*(?=[:=])")
+#: `PAIR_TAIL` from the start of the key, with groups for the whole tail (`tail`: it ends at the
+#: separator) and the key (`key`), to be followed by a detector regex (see `_compile`). The
+#: quantifiers are possessive, which changes nothing: a shorter run of key characters, no quote
+#: or fewer blanks would leave a key character, quote or blank before the separator.
+_PAIR_HEAD = r"(?P<tail>(?P<key>[A-Za-z0-9_.\-]*+)[\"']?+[ \t]*+)(?=[:=])"
+#: A class of everything but what `\s` matches in ASCII text, left open (see `_for_ascii`).
+_ASCII_NOT_SPACE = "[^" + "".join(f"\\x{ord(c):02x}" for c in map(chr, range(128)) if c.isspace())
+_NEG_SPACE_CLASS = re.compile(r"(?<!\\)\[\^\\s")  # `[^\s` opening a class (not `\[^\s`)
+
+
+def _for_ascii(pattern: str) -> str:
+    r"""`pattern` for ASCII text only: `[^\s...]` spelled out as `[^\x09...\x20...]`.
+
+    The same matches on ASCII text, found faster: `re` tests `\s` on every
+    character as a Unicode category, a spelled-out class as one bitmap lookup,
+    and the secret values that the detectors run over are long. Left as it is if
+    `\s` occurs anywhere else.
+    """
+    out = _NEG_SPACE_CLASS.sub(lambda _: _ASCII_NOT_SPACE, pattern)
+    return pattern if "\\s" in out else out
+
+
+#: A validator: is a match a secret after all? Called as check(s, m, p, start, end): `p` is where
+#: the detector's match starts in `s` (not always `m.start()`, see `_compile`), the match ends at
+#: `m.end()`, and s[start:end] is the secret part to mask.
+_Check = Callable[[str, re.Match[str], int, int, int], bool]
+#: What the masking loops need to know about a match, by the number of the detector group that
+#: matched (`m.lastindex`: the detector's group encloses its secret-part group, so it is always the
+#: last group to close): (detector name, number of the secret-part group or 0 when the secret is
+#: the whole match, `Detector.back`, validator or None). Precomputed per compiled regex so a match
+#: costs one tuple index instead of a group-name lookup, a dict of `back`s and a dict of validators.
+_Rule = tuple[str, int, int, "_Check | None"]
+_Rules = tuple["_Rule | None", ...]
+#: The detectors whose match starts at a `key=value` separator.
+_AT_SEPARATOR = frozenset(d.name for d in DETECTORS if set(d.first) & {":", "="})
+_NEVER = re.compile(r"(?!)")
+
+
+class _Compiled(NamedTuple):
+    """A detector regex for one set of detectors, with what `Masker` needs to run it (see `_compile`)."""
+
+    rx: re.Pattern[str]
+    rules: _Rules
+    #: `rx.match` (bound once: the wire path calls it for nearly every string)
+    match: Callable[[str, int], re.Match[str] | None]
+    #: `match` of `_PAIR_HEAD` + the detectors that start at a separator, and its rules
+    pair_match: Callable[[str, int], re.Match[str] | None]
+    pair_rules: _Rules
+
+
+def _rules(rx: re.Pattern[str], validators: Mapping[str, _Check]) -> _Rules:
+    """The `_Rule` of every detector group of `rx` (named as `build_detector_regex` names them),
+    by group number; other groups (`_PAIR_HEAD`'s, the secret parts) get None."""
+    index = rx.groupindex
+    rules: list[_Rule | None] = [None] * (rx.groups + 1)
+    for g, i in index.items():
+        name, sep, _ = g.rpartition("__")
+        if sep and name in _BACK:  # `<detector>__<n>`, not `<detector>__<n>__v`
+            rules[i] = (name, index.get(g + "__v", 0), _BACK[name], validators.get(name))
+    return tuple(rules)
+
+
+# Validators (see `_Check`).
+
+def _bearer_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return looks_random(s[start:end])
+
+
+def _basic_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return basic_credential_ok(s[start:end])
+
+
+def _openai_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return looks_random(s[p + 1:m.end()], 20, 1 << 30)  # the match starts at the `k` of `sk-`
+
+
+def _card_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return card_number_ok(s[p:m.end()])
+
+
+def _aws_secret_key_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return _aws_secret_ok(s[p:m.end()][-40:])
+
+
+_VALIDATORS: dict[str, _Check] = {
+    "bearer": _bearer_ok,
+    "basic": _basic_ok,
+    "openai_key": _openai_ok,
+    "card_number": _card_ok,
+    "aws_secret_key": _aws_secret_key_ok,
+}
 
 
 class Masker:
@@ -419,28 +502,64 @@ class Masker:
         self.keys = keys
         self.replacer = replacer
         self.enabled = frozenset(enabled)
-        self._rx = build_detector_regex(self.enabled, keys)
-        self._groups = _group_names(self._rx)
-        self._variants: dict[frozenset[str], re.Pattern[str] | None] = {self.enabled & GATED: self._rx}
         self._user = tuple(re.compile(p) for p in blocked_values)
         self.counts: dict[str, int] = {}
-        self._validators: Mapping[str, Callable[[str, re.Match[str]], bool]] = {
-            "bearer": lambda s, m: looks_random(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
-            "basic": lambda s, m: basic_credential_ok(m.group(self._groups[m.lastgroup][1])),  # type: ignore[index]
-            "openai_key": lambda s, m: looks_random(m.group()[1:], 20, 1 << 30),
-            "card_number": lambda s, m: card_number_ok(m.group()),
-            "aws_secret_key": lambda s, m: _aws_secret_ok(m.group()[-40:]),
-            "credential_pair": self._pair_ok,
-        }
+        self._validators: Mapping[str, _Check] = {**_VALIDATORS, "credential_pair": self._pair_ok}
+        #: credential_pair's validator after the pair regex (see `_compile`), bound once so that
+        #: `mask_anchored`, which has it written out, can tell it by identity
+        self._pair_key_check = self._pair_key_ok
+        #: the mask in replace mode, where every mask is the same text (None in hash mode)
+        self._fixed = replacer.replacement if replacer._key is None else None
+        self._all = self._compile(self.enabled)
+        self._rx = None if self._all is None else self._all.rx
+        self._variants: dict[frozenset[str], _Compiled | None] = {self.enabled & GATED: self._all}
+        self._next = 0  # see mask_anchored
 
-    def _regex(self, gated: frozenset[str]) -> re.Pattern[str] | None:
-        gated = gated & self.enabled
-        rx = self._variants.get(gated, False)
-        if rx is False:
-            rx = build_detector_regex((self.enabled - GATED) | gated, self.keys)
-            self._groups.update(_group_names(rx))
-            self._variants[gated] = rx
-        return rx  # type: ignore[return-value]
+    def _compile(self, enabled: frozenset[str]) -> _Compiled | None:
+        """The regex of the detectors `enabled`, with its rules, and the regex `mask_anchored`
+        runs from a key holding a key term.
+
+        The latter is `_PAIR_HEAD` followed by the regex of the enabled detectors that can
+        start at a separator, so one call finds the separator of a `key=value` pair and
+        matches the detectors there, as `rx.match` at the separator would: at a `:` or `=`
+        the only alternatives `rx` can take are those detectors, in the same order. (Its
+        groups are numbered differently and `m.start()` is at the key, hence its own rules;
+        its credential_pair validator reads the key from the `key` group instead of back
+        from the separator.) It only ever runs on ASCII strings, hence `_for_ascii`.
+        """
+        rx = build_detector_regex(enabled, self.keys)
+        if rx is None:
+            return None
+        sep_rx = build_detector_regex(enabled & _AT_SEPARATOR, self.keys)
+        pair_rules: _Rules = ()
+        if sep_rx is None:
+            pair_match = _NEVER.match
+        else:
+            pair = re.compile(_for_ascii(f"{_PAIR_HEAD}(?:{sep_rx.pattern})"))
+            assert pair.groupindex["tail"] == 1 and pair.groupindex["key"] == 2  # see mask_anchored
+            pair_match = pair.match
+            pair_rules = _rules(pair, {**self._validators, "credential_pair": self._pair_key_check})
+            assert all(r is None or r[1] for r in pair_rules)  # each has a secret part (see mask_anchored)
+        return _Compiled(rx, _rules(rx, self._validators), rx.match, pair_match, pair_rules)
+
+    def _regex(self, gated: frozenset[str]) -> _Compiled | None:
+        """The detector regexes (with their rules) for a request whose gated anchors are `gated`.
+
+        Looked up first under `gated` itself: the wire path asks once per string with the
+        same set, and intersecting it with `enabled` first would build a new frozenset
+        (and hash it) every time. Only subsets of GATED are kept under their own key, so
+        the cache stays bounded whatever callers pass.
+        """
+        variants = self._variants
+        if gated in variants:
+            return variants[gated]
+        key = gated & self.enabled
+        if key not in variants:
+            variants[key] = self._compile((self.enabled - GATED) | key)
+        c = variants[key]
+        if gated <= GATED:
+            variants[gated] = c
+        return c
 
     # -- strings -------------------------------------------------------------------------------
 
@@ -449,11 +568,11 @@ class Masker:
 
         `gated`: the gated detectors to compile in (see `mask_many`); all of them by default.
         """
-        rx = self._rx if gated is None else self._regex(gated)
-        if rx is not None:
-            m = rx.search(s)
+        c = self._all if gated is None else self._regex(gated)
+        if c is not None:
+            m = c.rx.search(s)
             if m is not None:
-                s = self._apply(rx, s, m, None)
+                s = self._apply(c, s, m, None)
         if self._user:
             s = self._apply_user(s)
         return s
@@ -467,8 +586,8 @@ class Masker:
         out: dict[int, str] = {}
         if not texts:
             return out
-        rx = self._regex(gated)
-        if rx is not None:
+        c = self._regex(gated)
+        if c is not None:
             joined = _SEP.join(texts)
             if joined.count(_SEP) != len(texts) - 1:  # a NUL inside a value: one by one
                 for i, t in enumerate(texts):
@@ -476,10 +595,10 @@ class Masker:
                     if new is not t:
                         out[i] = new
                 return out
-            m = rx.search(joined)
+            m = c.rx.search(joined)
             if m is not None:
                 starts: list[int] = []
-                masked = self._apply(rx, joined, m, starts)
+                masked = self._apply(c, joined, m, starts)
                 if starts:
                     pieces = masked.split(_SEP)
                     bounds = list(itertools.accumulate(len(t) + 1 for t in texts))
@@ -509,19 +628,187 @@ class Masker:
         either, since a match at a position is the first alternative that
         matches there, in both loops.)
         """
-        rx = self._regex(gated)
-        if rx is not None and starts:
-            s = self._apply_at(rx, s, sorted(set(starts)) if len(starts) > 1 else starts)
+        c = self._regex(gated)
+        if c is not None and starts:
+            s = self._apply_at(c, s, sorted(set(starts)) if len(starts) > 1 else starts)
         if self._user:
             s = self._apply_user(s)
         return s
 
-    def _apply(self, rx: re.Pattern[str], s: str, m: re.Match[str] | None, starts: list[int] | None) -> str:
+    def mask_anchored(self, s: str, base: int, scan: tuple[list[int], list[int], frozenset[str]],
+                      info: Sequence[object]) -> str:
+        """`mask_text(s, gated)` for a string of a request, from the request's anchor occurrences.
+
+        `s` was decoded from the bytes at `base` of a request whose scan found
+        `scan = (offsets, ids, gated)`: anchors (see `anchors`) at the sorted byte
+        offsets `offsets`, `ids[i]` being the index of the anchor at offsets[i], whose
+        `info` is info[ids[i]]: a position relative to the occurrence where its
+        detector's match starts, PAIR or FULL. Detectors are tried only at those
+        positions (`mask_at`); over the whole of `s` when one of its anchors is FULL,
+        and when `s` is not ASCII (byte offsets are then not character offsets).
+
+        This is the wire path's loop, run once for every string that holds an anchor,
+        so it is `mask_at` and `_apply_at` in one pass, without building, sorting or
+        deduplicating a list of positions: the anchors come in offset order, so the
+        positions they give usually do too, and each is handled as it comes. Only
+        positions where something may happen need to be in order (one past the end
+        matches nothing anywhere; one that is skipped, being inside the previous mask,
+        stays skipped wherever it sorts after the last position that was tried; a
+        repeated one is, at its second visit, either past `pos` or a position that
+        matched nothing), so when a later anchor gives an earlier position than the
+        last one tried, or one before the string (rare), the string is done again by
+        `_mask_anchored_sorted`, which sorts. Counts are added at the end for that
+        reason. A key term (PAIR) is matched from the start of its key with the
+        pair regex of `_compile`, in one call instead of `PAIR_TAIL` and `rx`. The
+        steps of `_decide`, and credential_pair's check of the key, are written out
+        inline. The first anchor of `s` is usually the one after the previous
+        string's last one (the walker goes through the request in order), so that
+        index is kept as a hint, and checked, before bisecting.
+        """
+        offsets, ids, gated = scan
+        if not s.isascii():
+            return self.mask_text(s, gated)
+        c = self._variants.get(gated, False)
+        if c is False:
+            c = self._regex(gated)
+        if c is None:
+            return self._apply_user(s) if self._user else s
+        _, rules, match, pair_match, pair_rules = c  # type: ignore[misc]
+        n = len(s)
+        j = self._next
+        if not (j < len(offsets) and offsets[j] >= base and (j == 0 or offsets[j - 1] < base)):
+            j = bisect.bisect_left(offsets, base)
+        out: list[str] | None = None  # the pieces of the new text, from the second mask on
+        first: str | None = None  # the detector of the first mask (most strings have one) ...
+        more: list[str] | None = None  # ... and of the others
+        last = pos = prev = 0
+        for j in range(j, len(offsets)):  # noqa: B020 (j: the first anchor of `s`, then each in turn)
+            q = offsets[j] - base
+            if q >= n:
+                break
+            a = info[ids[j]]
+            if a.__class__ is int:
+                p = q + a  # type: ignore[operator]
+                if p < prev:  # also a position before the string (prev starts at 0): rare
+                    return self._mask_anchored_sorted(s, base, scan, info)
+                if p < pos:
+                    continue
+                prev = p
+                m = match(s, p)  # None past the end of `s`
+                if m is None:
+                    continue
+                name, vgroup, back, check = rules[m.lastindex]  # type: ignore[index, misc]
+                if vgroup:
+                    start, end = m.span(vgroup)
+                else:
+                    end = m.end()
+                    if back >= 0:
+                        start = p - back
+                        if start < last:  # noqa: PLR1730 (max() is a call)
+                            start = last
+                    else:
+                        start = p
+                        while start > last and s[start - 1] in _TOKEN_CHARS:
+                            start -= 1
+                if check is not None and not check(s, m, p, start, end):
+                    pos = p + 1
+                    continue
+            elif a == PAIR:
+                if q and s[q - 1] in _KEY_CHARS:
+                    q = len(s[:q].rstrip(_KEY_CHARS_STR))  # the start of the key holding the term
+                m = pair_match(s, q)
+                if m is None:
+                    continue
+                p = m.end(1)  # the separator
+                if p < prev:
+                    return self._mask_anchored_sorted(s, base, scan, info)
+                if p < pos:
+                    continue
+                prev = p
+                name, vgroup, back, check = pair_rules[m.lastindex]  # type: ignore[index, misc]
+                start, end = m.span(vgroup)  # every detector starting at a separator has a secret part
+                if check is self._pair_key_check:  # `_pair_key_ok`, written out
+                    key = m.group(2)
+                    k = self.keys._cache.get(key)  # `KeyMatcher.classify` once the key is cached
+                    if k is None:
+                        k = self.keys.classify(key) if key else NOT_SENSITIVE
+                    if k != SENSITIVE or (end - start <= _STOPWORD_MAX and s[start:end].lower() in _PAIR_STOPWORDS):
+                        pos = p + 1
+                        continue
+                elif check is not None and not check(s, m, p, start, end):
+                    pos = p + 1
+                    continue
+            else:  # FULL
+                return self.mask_text(s, gated)
+            fixed = self._fixed
+            if fixed is not None:
+                # is_mask(s[start:end]) in replace mode, without the slice
+                if end - start == len(fixed) and s.startswith(fixed, start):
+                    pos = p + 1
+                    continue
+                mask = fixed
+            else:
+                secret = s[start:end]
+                if self.replacer.is_mask(secret):
+                    pos = p + 1
+                    continue
+                mask = self.replacer(secret)
+            if first is None:
+                first = name
+                first_start, first_mask = start, mask
+            else:
+                if out is None:
+                    out = [s[:first_start], first_mask]
+                    more = []
+                out.append(s[last:start])
+                out.append(mask)
+                more.append(name)  # type: ignore[union-attr]
+            last = end
+            e = m.end()
+            pos = e if e > p else p + 1
+        self._next = j
+        if first is not None:
+            counts = self.counts
+            counts[first] = counts.get(first, 0) + 1
+            if out is None:
+                s = "".join((s[:first_start], first_mask, s[last:]))
+            else:
+                for name in more:  # type: ignore[union-attr]
+                    counts[name] = counts.get(name, 0) + 1
+                out.append(s[last:])
+                s = "".join(out)
+        if self._user:
+            s = self._apply_user(s)
+        return s
+
+    def _mask_anchored_sorted(self, s: str, base: int, scan: tuple[list[int], list[int], frozenset[str]],
+                              info: Sequence[object]) -> str:
+        """`mask_anchored` for an ASCII string whose positions are not in order: all of them, sorted."""
+        offsets, ids, gated = scan
+        starts: list[int] = []
+        n = len(s)
+        for j in range(bisect.bisect_left(offsets, base), len(offsets)):
+            q = offsets[j] - base
+            if q >= n:
+                break
+            a = info[ids[j]]
+            if a.__class__ is int:
+                starts.append(q + a)  # type: ignore[operator]
+            elif a == PAIR:
+                m = PAIR_TAIL.match(s, q)
+                if m is not None:
+                    starts.append(m.end())
+            else:  # FULL
+                return self.mask_text(s, gated)
+        return self.mask_at(s, starts, gated)
+
+    def _apply(self, c: _Compiled, s: str, m: re.Match[str] | None, starts: list[int] | None) -> str:
+        rx, rules = c.rx, c.rules
         out: list[str] = []
         last = 0
         decide = self._decide
         while m is not None:
-            span = decide(s, m, last)
+            span = decide(rules, s, m, m.start(), last)
             if span is None:
                 # Not a secret after all: look again one character further, so a real
                 # secret inside the rejected match is still found.
@@ -539,9 +826,10 @@ class Masker:
         out.append(s[last:])
         return "".join(out)
 
-    def _apply_at(self, rx: re.Pattern[str], s: str, at: list[int]) -> str:
+    def _apply_at(self, c: _Compiled, s: str, at: list[int]) -> str:
         """`_apply` trying only the sorted positions `at` (see `mask_at`): the same loop, in which
         `rx.search(s, pos)` becomes the first `rx.match` at a position of `at` that is >= pos."""
+        rx, rules = c.rx, c.rules
         out: list[str] = []
         last = 0
         pos = 0
@@ -556,7 +844,7 @@ class Masker:
             m = match(s, p)
             if m is None:
                 continue
-            span = decide(s, m, last)
+            span = decide(rules, s, m, p, last)
             if span is None:
                 pos = p + 1
                 continue
@@ -570,24 +858,23 @@ class Masker:
         out.append(s[last:])
         return "".join(out)
 
-    def _decide(self, s: str, m: re.Match[str], last: int) -> tuple[int, int] | None:
-        """The span of `s` to mask for match `m` (counted under its detector), or None when the
-        match is not a secret after all (a validator says no, or it already is a mask). `last`:
-        where the previous mask ended (a secret never reaches back over it)."""
-        name, vgroup = self._groups[m.lastgroup]  # type: ignore[index]
-        if vgroup is not None:
+    def _decide(self, rules: _Rules, s: str, m: re.Match[str], p: int, last: int) -> tuple[int, int] | None:
+        """The span of `s` to mask for match `m` starting at `p` (counted under its detector), or
+        None when the match is not a secret after all (a validator says no, or it already is a
+        mask). `last`: where the previous mask ended (a secret never reaches back over it).
+        `mask_anchored` has the same steps inline."""
+        name, vgroup, back, check = rules[m.lastindex]  # type: ignore[index, misc]
+        if vgroup:
             start, end = m.span(vgroup)
         else:
-            back = _BACK[name]
-            start = m.start()
+            start = p
             if back < 0:
                 while start > last and s[start - 1] in _TOKEN_CHARS:
                     start -= 1
             else:
                 start = max(start - back, last)
             end = m.end()
-        check = self._validators.get(name)
-        if (check is not None and not check(s, m)) or self.replacer.is_mask(s[start:end]):
+        if (check is not None and not check(s, m, p, start, end)) or self.replacer.is_mask(s[start:end]):
             return None
         self.counts[name] = self.counts.get(name, 0) + 1
         return start, end
@@ -615,16 +902,31 @@ class Masker:
                 s = "".join(out)
         return s
 
-    def _pair_ok(self, s: str, m: re.Match[str]) -> bool:
+    def _pair_ok(self, s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
         # The match starts at the separator; the key is the run of key characters before
         # it (after an optional closing quote and spaces) and must pass the key-name rule.
-        head = s[:m.start()].rstrip(" \t")
+        head = s[:p].rstrip(" \t")
         if head.endswith(("\"", "'")):
             head = head[:-1]
         key = head[len(head.rstrip(_KEY_CHARS_STR)):]
         if not key or self.keys.classify(key) != SENSITIVE:
             return False
-        return m.group(self._groups[m.lastgroup][1]).lower() not in _PAIR_STOPWORDS  # type: ignore[index]
+        return s[start:end].lower() not in _PAIR_STOPWORDS
+
+    def _pair_key_ok(self, s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+        # `_pair_ok` for a match of the pair regex (see `_compile`; `mask_anchored` has it written
+        # out): the key is its `key` group (the same run of key characters, read forwards from
+        # its start), and the cached classification comes first.
+        key = m.group(2)
+        if not key:
+            return False
+        keys = self.keys
+        c = keys._cache.get(key)  # `KeyMatcher.classify` without the call once the key is cached
+        if c is None:
+            c = keys.classify(key)
+        if c != SENSITIVE:
+            return False
+        return end - start > _STOPWORD_MAX or s[start:end].lower() not in _PAIR_STOPWORDS
 
     # -- whole values ----------------------------------------------------------------------------
 

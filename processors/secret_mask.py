@@ -36,7 +36,6 @@ string, or new attributes), and bytes the wire walker refuses.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -67,8 +66,6 @@ from processors.secret_detectors import (
     DETECTOR_NAMES,
     GATED,
     NOT_SENSITIVE,
-    PAIR,
-    PAIR_TAIL,
     SENSITIVE,
     KeyMatcher,
     Masker,
@@ -152,7 +149,8 @@ def make_masker(cfg: SecretMaskConfig) -> Masker:
 class SecretMask:
     """The pure payload function (see module docstring)."""
 
-    def __init__(self, cfg: SecretMaskConfig, signal: Signal, *, scanner_backend: str = "auto") -> None:
+    def __init__(self, cfg: SecretMaskConfig, signal: Signal, *, scanner_backend: str = "auto",
+                 native: bool | None = None) -> None:
         self.cfg = cfg
         self.signal = signal
         self.masker = make_masker(cfg)
@@ -170,7 +168,8 @@ class SecretMask:
         actions = {NOT_SENSITIVE: TEXT, SENSITIVE: WHOLE if self.key_matching else TEXT, ALLOWED: SKIP}
         keys = self.masker.keys
         self._key_rule = ClassifiedKeys(lambda key: actions[keys.classify(key)])
-        self.wire = None if cfg.blocked_values or self._summary else WireRewriter(_wire_plan(signal, self._key_rule))
+        self.wire = None if cfg.blocked_values or self._summary else WireRewriter(_wire_plan(signal, self._key_rule),
+                                                                                 native=native)
         self._scan: tuple[list[int], list[int], frozenset[str]] | None = None
 
     def __call__(self, payload: Payload) -> Payload:
@@ -204,32 +203,12 @@ class SecretMask:
         """Value detection on one string of the request (its bytes are raw[start:end]).
 
         The detectors are tried only where the anchor occurrences inside the string
-        say a match can start (`Masker.mask_at`); over the whole string for anchors
-        marked FULL and for non-ASCII strings (whose byte offsets are not character
-        offsets).
+        say a match can start; over the whole string for anchors marked FULL and for
+        non-ASCII strings (whose byte offsets are not character offsets). All of it
+        is `Masker.mask_anchored`, in one call: this runs once per string holding an
+        anchor, and every call layer shows in the per-request cost.
         """
-        offsets, ids, gated = self._scan  # type: ignore[misc]
-        if not text.isascii():
-            return self.masker.mask_text(text, gated)
-        info = self._anchor_info
-        starts: list[int] = []
-        j = bisect_left(offsets, start)
-        n = len(offsets)
-        while j < n:
-            q = offsets[j] - start
-            if q >= len(text):
-                break
-            rule = info[ids[j]]
-            if rule.__class__ is int:
-                starts.append(q + rule)  # type: ignore[operator]
-            elif rule == PAIR:
-                m = PAIR_TAIL.match(text, q)
-                if m is not None:
-                    starts.append(m.end())
-            else:  # FULL
-                return self.masker.mask_text(text, gated)
-            j += 1
-        return self.masker.mask_at(text, starts, gated)
+        return self.masker.mask_anchored(text, start, self._scan, self._anchor_info)  # type: ignore[arg-type]
 
     def _decoded(self, payload: Payload, gated: frozenset[str]) -> Payload:
         if self.rewrite(payload.message, gated):
