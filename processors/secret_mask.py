@@ -45,6 +45,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.configtypes import Secret
 from pipeline.model import ExportRequest, Payload, Signal
+from pipeline.telemetry import CountsByLabel
 from processors.attrwalk import (
     SKIP,
     STRING,
@@ -364,14 +365,13 @@ def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object):  #
     counter = settings.telemetry.counter(
         "processor_masked_values", "Values masked by secret_mask, by detector ('key' for key-name matches).",
         ("processor", "pipeline", "detector"))
-    pid, pipe = str(settings.id), settings.pipeline
+    counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
     masker = proc.masker
 
     def process(payload: Payload) -> Payload:
         out = proc(payload)
         if masker.counts:
-            for detector, n in masker.take_counts().items():
-                counter.labels(pid, pipe, detector).inc(n)
+            counts.add(masker.take_counts())
         return out
 
     return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]

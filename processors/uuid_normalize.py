@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
+from pipeline.telemetry import CountsByLabel
 from processors.attrwalk import (
     PF_HEX,
     PF_NUM,
@@ -326,13 +327,12 @@ def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):
     counter = settings.telemetry.counter(
         "processor_normalized_values", "Identifiers replaced by placeholders, by detector.",
         ("processor", "pipeline", "detector"))
-    pid, pipe = str(settings.id), settings.pipeline
+    counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
 
     def process(payload: Payload) -> Payload:
         out = proc(payload)
         if proc.fn.counts:
-            for detector, n in proc.fn.take_counts().items():
-                counter.labels(pid, pipe, detector).inc(n)
+            counts.add(proc.fn.take_counts())
         return out
 
     return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]
