@@ -126,14 +126,20 @@ class AnchorScanner:
     apart, which also puts one in every occurrence.
 
     `backend` is "hyperscan" or "re" ("auto": hyperscan when it is installed
-    and works on this CPU); ask for "re" to force the fallback. One scan at a
+    and works on this CPU); ask for "re" to force the fallback. hyperscan calls
+    back into Python for every match; where the C extension is built, the
+    callback is its `Collector` (`native_collector=False`: a Python closure,
+    the same result). One scan at a
     time per scanner (hyperscan's scratch space belongs to the database).
     """
 
-    __slots__ = ("_adj", "_anchor_of", "_db", "_gate_from", "_res", "_tag_of", "anchors", "backend")
+    __slots__ = ("_adj", "_anchor_of", "_collector", "_db", "_gate_from", "_res", "_tag_of", "anchors", "backend",
+                 "native_collector")
 
-    def __init__(self, anchors: Iterable[Anchor], *, backend: str = "auto") -> None:
+    def __init__(self, anchors: Iterable[Anchor], *, backend: str = "auto", native_collector: bool = True) -> None:
         self.anchors = tuple(anchors)
+        self.native_collector = native_collector
+        self._collector: Any = None
         if backend not in ("auto", "hyperscan", "re"):
             raise ValueError(f"unknown scanner backend {backend!r}")
         self._db: Any = None
@@ -180,6 +186,8 @@ class AnchorScanner:
         self._tag_of = tuple(tags)
         self._anchor_of = tuple(anchor_of)
         self._gate_from = next((i for i, t in enumerate(tags) if t is not None), len(tags))
+        self._collector = (None if _wirewalk is None or not self.native_collector
+                           else _wirewalk.Collector(self._adj, self._anchor_of, self._gate_from))
 
     def scan(self, raw: bytes, ids: bool = False) -> tuple[list[int], frozenset[str], list[int] | None]:
         if self._db is not None:
@@ -187,6 +195,15 @@ class AnchorScanner:
         return self._scan_re(raw, ids)
 
     def _scan_hyperscan(self, raw: bytes, ids: bool) -> tuple[list[int], frozenset[str], list[int] | None]:
+        collector = self._collector
+        if collector is not None:  # the same bookkeeping in C (processors/_wirewalk.c Collector)
+            try:
+                self._db.scan(raw, match_event_handler=collector)
+            finally:
+                offsets, anchor_ids, gate_ids = collector.take()
+            tag_of = self._tag_of
+            tags = frozenset(tag_of[i] for i in gate_ids) if gate_ids else frozenset()
+            return offsets, tags, anchor_ids if ids else None
         found: list[int] = []
         gates: list[int] = []
         append = found.append

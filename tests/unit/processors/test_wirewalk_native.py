@@ -28,6 +28,7 @@ from processors.attrwalk import (
     WireRewriter,
     wire_plan,
 )
+from processors.secret_detectors import DETECTOR_NAMES
 from processors.uuid_normalize import (
     HEX_ANCHOR,
     NUMERIC_SEGMENT_ANCHOR,
@@ -234,3 +235,20 @@ def test_normalize_found_equals_the_joint_regex(parts: list[str], cfg: UUIDNorma
     got = proc.fn.normalize_found(text, found) if found else text
     assert got == expected
     assert proc.fn.take_counts() == ref.take_counts()
+
+
+@pytest.mark.skipif(attrwalk._hyperscan is None, reason="hyperscan is not installed on this platform")
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
+                                                          b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))
+def test_the_c_match_collector_collects_what_the_python_one_does(parts: list[bytes]) -> None:
+    from processors.secret_detectors import KeyMatcher
+    from processors.secret_detectors import anchors as secret_anchors
+
+    data = b"".join(parts)
+    for anchors in (secret_anchors(DETECTOR_NAMES, KeyMatcher()), [UUID_ANCHOR, NUMERIC_SEGMENT_ANCHOR, HEX_ANCHOR]):
+        c = attrwalk.AnchorScanner(anchors, backend="hyperscan")
+        py = attrwalk.AnchorScanner(anchors, backend="hyperscan", native_collector=False)
+        assert c._collector is not None and py._collector is None
+        for ids in (True, False):
+            assert c.scan(data, ids=ids) == py.scan(data, ids=ids)
