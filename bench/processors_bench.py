@@ -14,7 +14,8 @@ whenever a processor causes them:
 `--clean` also runs the cases on requests holding only the load's LLM `chat`
 spans (and no resource attributes): agent spans with nothing to mask or normalize.
 `--scanner re` forces the CPython `re` anchor scanner (the fallback where hyperscan
-is not installed) instead of hyperscan. CPU time is `time.process_time()`; the
+is not installed) instead of hyperscan; `--walker python` the pure-Python wire walker
+(the fallback where the C extension processors/_wirewalk.c is not built). CPU time is `time.process_time()`; the
 figure is the median of `--reps` loops of `--seconds` each.
 
   python bench/processors_bench.py --signal traces --items-per-request 100
@@ -89,6 +90,8 @@ def main() -> None:
     ap.add_argument("--clean", action="store_true", help="also measure requests with nothing to mask")
     ap.add_argument("--scanner", default="auto", choices=["auto", "hyperscan", "re"],
                     help="anchor scanner of both processors (auto: hyperscan when installed)")
+    ap.add_argument("--walker", default="auto", choices=["auto", "c", "python"],
+                    help="wire walker of both processors (auto: the C one when built)")
     args = ap.parse_args()
     from google.protobuf.internal import api_implementation
 
@@ -105,14 +108,16 @@ def main() -> None:
         counts = [payloads.count_items(args.signal, b) for b in bs]
         per_request = sum(counts) / len(counts)
         sc = args.scanner
+        kw = {"scanner_backend": sc, "native": {"auto": None, "c": True, "python": False}[args.walker]}
         cases: dict[str, list[Callable[[Payload], Payload]]] = {
             "passthrough": [],
-            "uuid_normalize": [UUIDNormalize(UUIDNormalizeConfig(), signal, scanner_backend=sc)],
-            "secret_mask": [SecretMask(SecretMaskConfig(), signal, scanner_backend=sc)],
-            "both": [SecretMask(SecretMaskConfig(), signal, scanner_backend=sc),
-                     UUIDNormalize(UUIDNormalizeConfig(), signal, scanner_backend=sc)],
+            "uuid_normalize": [UUIDNormalize(UUIDNormalizeConfig(), signal, **kw)],
+            "secret_mask": [SecretMask(SecretMaskConfig(), signal, **kw)],
+            "both": [SecretMask(SecretMaskConfig(), signal, **kw),
+                     UUIDNormalize(UUIDNormalizeConfig(), signal, **kw)],
         }
-        print(f"\n{label} (scanner: {cases['secret_mask'][0].scanner.backend}):")  # type: ignore[attr-defined]
+        walker = "c" if cases["secret_mask"][0].wire.native is not None else "python"  # type: ignore[attr-defined]
+        print(f"\n{label} (scanner: {cases['secret_mask'][0].scanner.backend}, walker: {walker}):")  # type: ignore[attr-defined]
         for name, procs in cases.items():
             rates = [run_case(signal, bs, counts, procs, args.seconds) for _ in range(args.reps)]
             med = statistics.median(rates)
