@@ -50,7 +50,7 @@ typedef struct {
     uint64_t tag;
     int kind;
     Py_ssize_t sub;
-    PyObject *rule;   /* borrowed from the Walker's `keep` list */
+    PyObject *rule; /* strong references, released with the plan */
     PyObject *nested;
 } Step;
 
@@ -64,7 +64,7 @@ typedef struct {
     Node *nodes;
     Py_ssize_t nnodes;
     PyObject *fallback;
-    PyObject *keep; /* the plan as given: keeps the rules alive */
+    int busy; /* rewrites running (a rule may call back in): the plan must not change under them */
 } Walker;
 
 typedef struct {
@@ -634,18 +634,10 @@ static int any_whole(St *st, Py_ssize_t s, Py_ssize_t e) {
             *p++ = (Py_UCS1)digits[st->buf[k] >> 4];
             *p++ = (Py_UCS1)digits[st->buf[k] & 15];
         }
-        int rc;
-        if (st->whole_fn == Py_None) {
-            static const uint8_t head[1] = {TAG_STRING};
-            Py_ssize_t n;
-            const char *u = PyUnicode_AsUTF8AndSize(hex, &n);
-            rc = u == NULL ? -1 : put(st, f, ce, head, 1, u, n);
-        } else {
-            /* always written (a bytes value becomes a string), even if the rule returned the hex */
-            static const uint8_t head[1] = {TAG_STRING};
-            PyObject *result = PyObject_CallOneArg(st->whole_fn, hex);
-            rc = apply(st, NULL, result, f, ce, head, 1);
-        }
+        /* always written (a bytes value becomes a string), even if the rule returns the hex */
+        static const uint8_t head[1] = {TAG_STRING};
+        PyObject *result = st->whole_fn == Py_None ? Py_NewRef(hex) : PyObject_CallOneArg(st->whole_fn, hex);
+        int rc = apply(st, NULL, result, f, ce, head, 1);
         Py_DECREF(hex);
         return rc;
     }
@@ -728,8 +720,13 @@ static int walk_msg(St *st, Py_ssize_t s, Py_ssize_t e, Py_ssize_t node) {
 
 static void walker_free_nodes(Walker *w) {
     if (w->nodes != NULL) {
-        for (Py_ssize_t k = 0; k < w->nnodes; k++)
+        for (Py_ssize_t k = 0; k < w->nnodes; k++) {
+            for (Py_ssize_t j = 0; j < w->nodes[k].n; j++) {
+                Py_CLEAR(w->nodes[k].steps[j].rule);
+                Py_CLEAR(w->nodes[k].steps[j].nested);
+            }
             PyMem_Free(w->nodes[k].steps);
+        }
         PyMem_Free(w->nodes);
         w->nodes = NULL;
     }
@@ -760,6 +757,10 @@ static int walker_init(Walker *self, PyObject *args, PyObject *kwds) {
         return -1;
     if (!PyExceptionClass_Check(fallback)) {
         PyErr_SetString(PyExc_TypeError, "fallback must be an exception class");
+        return -1;
+    }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot re-initialise a Walker while it rewrites");
         return -1;
     }
     walker_free_nodes(self);
@@ -803,14 +804,12 @@ static int walker_init(Walker *self, PyObject *args, PyObject *kwds) {
                 return -1;
             sp->tag = tag;
             sp->kind = kind;
-            sp->rule = rule;
-            sp->nested = nested;
+            sp->rule = Py_NewRef(rule);
+            sp->nested = Py_NewRef(nested);
         }
     }
     Py_INCREF(fallback);
     Py_XSETREF(self->fallback, fallback);
-    Py_INCREF(nodes);
-    Py_XSETREF(self->keep, nodes); /* the steps borrow their rules from here */
     return 0;
 }
 
@@ -818,20 +817,23 @@ static void walker_dealloc(Walker *self) {
     PyObject_GC_UnTrack(self);
     walker_free_nodes(self);
     Py_CLEAR(self->fallback);
-    Py_CLEAR(self->keep);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static int walker_traverse(Walker *self, visitproc visit, void *arg) {
     Py_VISIT(self->fallback);
-    Py_VISIT(self->keep);
+    if (self->nodes != NULL)
+        for (Py_ssize_t k = 0; k < self->nnodes; k++)
+            for (Py_ssize_t j = 0; j < self->nodes[k].n; j++) {
+                Py_VISIT(self->nodes[k].steps[j].rule);
+                Py_VISIT(self->nodes[k].steps[j].nested);
+            }
     return 0;
 }
 
 static int walker_clear(Walker *self) {
     walker_free_nodes(self);
     Py_CLEAR(self->fallback);
-    Py_CLEAR(self->keep);
     return 0;
 }
 
@@ -880,7 +882,10 @@ static PyObject *walker_rewrite(Walker *self, PyObject *args, PyObject *kwds) {
             }
         }
     }
-    if (walk_msg(st, 0, raw.len, 0) < 0)
+    self->busy++;
+    int walked = walk_msg(st, 0, raw.len, 0);
+    self->busy--;
+    if (walked < 0)
         goto done;
     if (!st->changed) {
         res = Py_NewRef(Py_None);
