@@ -1,4 +1,4 @@
-"""Secret detection as pure functions: the value detectors, the key-name matcher and the masker.
+"""Secret detection as pure functions: the value detectors and the masker.
 
 Kept apart from the processor so every rule can be unit-tested on plain strings
 and reused (a logs-only redactor, a CLI `otelpipe mask` check). Everything is
@@ -6,20 +6,17 @@ compiled once per configuration; nothing here holds global mutable state.
 
 Two mechanisms, as the secret_mask processor applies them:
 
-* Key names (`KeyMatcher`): an attribute whose key *names* a credential has its
-  whole value replaced. Keys are split into name parts (on `.`, `_`, `-`, spaces
-  and camelCase) and a blocked term must appear as whole parts, so
-  `http.request.header.authorization` and `x-api-token` match while
-  `gen_ai.usage.input_tokens` and `max_tokens` do not (`tokens` is not `token`).
-  A term followed by a qualifier part (`token_count`, `token.type`,
-  `secret.name`, ...) describes the credential rather than holding it, so it
-  does not match either.
+* Key names (`KeyMatcher`, in `processors.secret_keys`): an attribute whose
+  key *names* a credential (`http.request.header.authorization`, not
+  `gen_ai.usage.input_tokens`) has its whole value replaced.
 * Values (`Masker.mask_text`): known secret shapes anywhere inside a string are
   replaced, keeping the surrounding text (`Authorization: Bearer [REDACTED]`,
   `postgres://app:[REDACTED]@db:5432/x`).
 
 Masks are recognisable: a value that already is a mask token is never masked
-again, which makes masking idempotent in both replace and hash mode.
+again, which makes masking idempotent in both replace and hash mode. The bytes
+anchors that find candidates in a request's wire bytes are in
+`processors.secret_anchors`.
 """
 from __future__ import annotations
 
@@ -34,114 +31,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from processors.attrwalk import Anchor, shaped
-
-# --------------------------------------------------------------------------------------------
-# Key names
-# --------------------------------------------------------------------------------------------
-
-#: Default sensitive key terms (each split into name parts like keys are).
-DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
-    "password", "passwd", "passwords", "pwd", "passphrase", "pgpassword", "mysql_pwd",
-    "secret", "client_secret", "secret_key",
-    "token",
-    "api_key", "apikey",
-    "authorization",
-    "cookie", "cookies", "set_cookie",
-    "session_id", "sessionid",
-    "credential", "credentials",
-    "private_key", "privatekey",
-    "access_key", "accesskey",
-)
-
-#: Name parts that, after a sensitive term, make the key describe the credential instead
-#: of holding it: `llm.token_count.prompt`, `oauth.token.type`, `k8s.secret.name`.
-KEY_QUALIFIERS: frozenset[str] = frozenset({
-    "count", "counts", "usage", "limit", "limits", "budget", "length", "len", "size", "type", "types",
-    "kind", "ttl", "expiry", "expires", "expiration", "expire", "name", "names", "url", "uri",
-    "endpoint", "path", "file", "enabled", "required", "present", "version", "format", "source",
-    "provider", "providers", "policy", "rotation",
-})
-
-_PART_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-
-NOT_SENSITIVE = 0
-SENSITIVE = 1
-ALLOWED = 2
-
-_KEY_CACHE_MAX = 8192
-
-
-def key_parts(key: str) -> list[str]:
-    """Lower-cased name parts of a key: `x-api-Token` → ['x', 'api', 'token'], `APIKey` → ['api', 'key']."""
-    return [p.lower() for p in _PART_RE.findall(key)]
-
-
-class KeyMatcher:
-    """Classifies attribute keys as sensitive / not / explicitly allowed, with a bounded cache.
-
-    Keys repeat across spans, so after warm-up a classification is one dict lookup.
-    The cache stops growing at a fixed size (keys with unbounded cardinality cost
-    a recomputation, never memory).
-    """
-
-    __slots__ = ("_terms", "_allowed_exact", "_allowed_prefixes", "_cache", "_qualifiers")
-
-    def __init__(self, blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS, allowed_keys: Iterable[str] = (),
-                 qualifiers: frozenset[str] = KEY_QUALIFIERS) -> None:
-        terms = []
-        for t in blocked_keys:
-            parts = tuple(key_parts(t))
-            if parts:
-                terms.append(parts)
-        self._terms: tuple[tuple[str, ...], ...] = tuple(terms)
-        exact, prefixes = set(), []
-        for a in allowed_keys:
-            a = a.lower()
-            if a.endswith("*"):
-                prefixes.append(a[:-1])
-            elif a:
-                exact.add(a)
-        self._allowed_exact = frozenset(exact)
-        self._allowed_prefixes = tuple(prefixes)
-        self._qualifiers = qualifiers
-        self._cache: dict[str, int] = {}
-
-    def classify(self, key: str) -> int:
-        """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone)."""
-        c = self._cache.get(key)
-        if c is None:
-            c = self._classify(key)
-            if len(self._cache) < _KEY_CACHE_MAX:
-                self._cache[key] = c
-        return c
-
-    def is_sensitive(self, key: str) -> bool:
-        return self.classify(key) == SENSITIVE
-
-    def _classify(self, key: str) -> int:
-        low = key.lower()
-        if low in self._allowed_exact or any(low.startswith(p) for p in self._allowed_prefixes):
-            return ALLOWED
-        parts = key_parts(key)
-        return SENSITIVE if self.parts_sensitive(parts) else NOT_SENSITIVE
-
-    def parts_sensitive(self, parts: list[str]) -> bool:
-        n = len(parts)
-        for term in self._terms:
-            k = len(term)
-            first = term[0]
-            for i in range(n - k + 1):
-                if parts[i] == first and tuple(parts[i:i + k]) == term:
-                    if not any(p in self._qualifiers for p in parts[i + k:]):
-                        return True
-        return False
-
-    def keyword_regex(self) -> str:
-        """A case-insensitive alternation of the blocked terms, for finding `key=value` pairs in text."""
-        alts = sorted({"[_.-]?".join(re.escape(p) for p in term) for term in self._terms}, key=len, reverse=True)
-        return "|".join(alts)
-
+from processors.secret_keys import NOT_SENSITIVE, SENSITIVE, KeyMatcher
 
 # --------------------------------------------------------------------------------------------
 # Value detectors
@@ -303,6 +193,13 @@ def _aws_secret_ok(token: str) -> bool:
     if "/" in token or "+" in token:
         return True
     return any(c.isupper() for c in token) and any(c.islower() for c in token) and any(c.isdigit() for c in token)
+
+
+#: Where, relative to an anchor occurrence's first byte, a match of its detector can start (see
+#: `Masker.mask_at`): an offset; FULL when it cannot be told cheaply (the string is scanned whole);
+#: PAIR for a key term (a `key=value` match starts at the separator after the key holding it).
+FULL = "full"
+PAIR = "pair"
 
 
 # --------------------------------------------------------------------------------------------
@@ -941,113 +838,3 @@ class Masker:
         c = self.counts
         self.counts = {}
         return c
-
-
-# --------------------------------------------------------------------------------------------
-# Bytes anchors (for the request scan)
-# --------------------------------------------------------------------------------------------
-
-#: Where, relative to an anchor occurrence's first byte, a match of its detector can start (see
-#: `Masker.mask_at`): an offset; FULL when it cannot be told cheaply (the string is scanned whole);
-#: PAIR for a key term (a `key=value` match starts at the separator after the key holding it).
-FULL = "full"
-PAIR = "pair"
-
-#: Bytes patterns that every match of a detector contains, inside the string holding the match,
-#: each with where the detector's match starts relative to it.
-_ANCHORS: dict[str, tuple[tuple[bytes, int | str], ...]] = {
-    "openai_key": ((rb"sk-", 1),),  # the match starts at the `k` (it looks behind at the `s`)
-    "anthropic_key": ((rb"sk-", 1),),
-    "jwt": ((rb"eyJ", 2),),
-    "bearer": ((rb"earer[ \t]", -1), (rb"EARER[ \t]", -1)),
-    "aws_access_key_id": ((rb"AKIA", 0), (rb"ASIA", 0), (rb"ABIA", 0), (rb"ACCA", 0)),
-    "aws_secret_key": ((rb"AKIA", 0), (rb"ASIA", 0)),
-    "url_password": ((rb"://[^\s/:@?#'\"<>]{1,256}:[^\s/@?#'\"<>]{1,256}@", FULL),),
-    "basic": ((rb"asic[ \t]", -1), (rb"ASIC[ \t]", -1)),
-    "github_token": ((rb"gh[pousr]_", 3), (rb"github_pat_", 10)),
-    "slack_token": ((rb"xox[abposre]-", 0), (rb"xapp-", 0)),
-    "stripe_key": ((rb"k_live_", 1), (rb"k_test_", 1)),
-    "google_api_key": ((rb"AIza", 0),),
-    "private_key": ((rb"PRIVATE KEY", FULL),),
-}
-#: `token` as a key part, never `tokens`: in `tokens` + a non-capital the lower-case run goes on, so
-#: the part is `tokens...` and cannot be `token` (the byte after a value may be any tag byte).
-#: Each with the same occurrences written without look-aheads, for hyperscan: (expression, bytes
-#: matched after the anchor's last byte).
-_TOKEN_ANCHORS: tuple[tuple[bytes, tuple[tuple[bytes, int], ...]], ...] = (
-    (rb"token(?!s(?![A-Z]))", ((rb"token[^s]", 1), (rb"tokens[A-Z]", 2), (rb"token$", 0))),
-    (rb"Token(?!s(?![A-Z]))", ((rb"Token[^s]", 1), (rb"Tokens[A-Z]", 2), (rb"Token$", 0))),
-    (rb"TOKEN(?!S(?![a-z]))", ((rb"TOKEN[^S]", 1), (rb"TOKENS[a-z]", 2), (rb"TOKEN$", 0))),
-)
-#: Digit runs in the card detector's shapes: 13 digits in a row, or 4-4-4-1 / 4-6-4 groups (space or
-#: `-` between them). No boundary conditions: on the wire a string sits next to length and tag bytes
-#: that may look like digits, so a pattern that looked at neighbours could miss a card at the start or
-#: end of a value.
-_D, _S = b"0123456789", b" -"
-_CARD_ANCHORS = (
-    (rb"[0-9]{13}", ((_D, 13),)),
-    (rb"[0-9]{4}[ \-][0-9]{4}[ \-][0-9]{4}[ \-][0-9]", ((_D, 4), (_S, 1), (_D, 4), (_S, 1), (_D, 4), (_S, 1), (_D, 1))),
-    (rb"[0-9]{4}[ \-][0-9]{6}[ \-][0-9]{4}", ((_D, 4), (_S, 1), (_D, 6), (_S, 1), (_D, 4))),
-)
-
-
-def term_anchors(keys: KeyMatcher) -> tuple[list[tuple[bytes, tuple[tuple[bytes, int], ...]]], list[bytes]]:
-    """(case-sensitive, case-insensitive) bytes patterns found in every key, or `key=value` pair, that a
-    term matches; the case-sensitive ones with their look-ahead-free forms (see `_TOKEN_ANCHORS`).
-
-    Between two parts of a term a key may have any non-alphanumeric separators or
-    none (camelCase), hence `api[^a-z0-9]*key`, searched case-insensitively. `token`
-    is special: its plural is everywhere in LLM telemetry (`max_tokens`,
-    `input_tokens`, prompt text) and is not a credential, so it is searched in its
-    three possible part spellings with the plural excluded.
-    """
-    raw: list[tuple[bytes, tuple[tuple[bytes, int], ...]]] = []
-    terms: list[tuple[str, ...]] = []
-    for term in keys._terms:
-        if term == ("token",):
-            raw.extend(a for a in _TOKEN_ANCHORS if a not in raw)
-        elif term not in terms:
-            terms.append(term)
-
-    def pattern(term: tuple[str, ...]) -> bytes:
-        return b"[^a-z0-9]*".join(re.escape(p.encode()) for p in term)
-
-    def covered(b: tuple[str, ...]) -> bool:
-        # Every match of b's pattern is also a match of another term's pattern: skip b.
-        for a in terms:
-            if a == b:
-                continue
-            if len(a) == 1 and any(a[0] in part for part in b) and a[0] != "".join(b):
-                return True
-            if len(b) == 1 and re.search(pattern(a), b[0].encode()) and len(a) > 1:
-                return True
-        return False
-
-    lower = [pattern(t) for t in terms if not covered(t)]
-    return raw, lower
-
-
-def anchors(enabled: Iterable[str], keys: KeyMatcher, key_names: bool = True) -> list[Anchor]:
-    """The anchors of every enabled rule, for `AnchorScanner`.
-
-    A string without any of them cannot contain a detected secret nor be a
-    sensitive key, so a request without any is handed on untouched and, in one
-    with some, only the strings holding one are looked at. The gated detectors'
-    anchors are tagged with the detector's name (see `Masker`).
-    """
-    enabled = set(enabled)
-    seen: set[bytes] = set()
-    out: list[Anchor] = []
-    for name, pats in _ANCHORS.items():
-        if name in enabled:
-            for p, start in pats:
-                if p not in seen:
-                    seen.add(p)
-                    out.append(Anchor(p, tag=name if name in GATED else None, info=start))
-    if keys._terms and ("credential_pair" in enabled or key_names):
-        raw, lower = term_anchors(keys)
-        out.extend(Anchor(p, hs=hs, info=PAIR) for p, hs in raw)
-        out.extend(Anchor(p, caseless=True, info=PAIR) for p in lower)
-    if "card_number" in enabled:
-        out.extend(shaped(p, parts, tag="card_number", info=FULL) for p, parts in _CARD_ANCHORS)
-    return out

@@ -61,17 +61,14 @@ from processors.attrwalk import (
     replace_whole_value,
     wire_plan,
 )
-from processors.secret_detectors import (
+from processors.secret_anchors import anchors
+from processors.secret_detectors import DETECTOR_NAMES, GATED, Masker, Replacer
+from processors.secret_keys import (
     ALLOWED,
     DEFAULT_BLOCKED_KEYS,
-    DETECTOR_NAMES,
-    GATED,
     NOT_SENSITIVE,
     SENSITIVE,
     KeyMatcher,
-    Masker,
-    Replacer,
-    anchors,
 )
 
 SUMMARY_COUNT_KEY = "otelpipe.masked.count"

@@ -25,7 +25,9 @@ from pipeline.configtypes import Secret
 from pipeline.model import Payload, Signal
 from pipeline.testing import kv, make_logs, make_traces
 from processors import attrwalk
+from processors import secret_anchors as sa
 from processors import secret_detectors as sd
+from processors import secret_keys as sk
 from processors.attrwalk import (
     Anchor,
     AnchorScanner,
@@ -407,7 +409,7 @@ def _occurrences(anchor: Anchor, data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-_SECRET_ANCHORS = sd.anchors(sd.DETECTOR_NAMES, sd.KeyMatcher())
+_SECRET_ANCHORS = sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher())
 _UUID_ANCHORS = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES).scanner.anchors
 _SCANNERS: dict[tuple[int, str], AnchorScanner] = {}
 _pieces = st.one_of(st.binary(max_size=12), _text.map(lambda s: s.encode()), st.sampled_from([

@@ -26,7 +26,9 @@ from pipeline.testing import (
     make_traces,
     nop_settings,
 )
+from processors import secret_anchors as sa
 from processors import secret_detectors as sd
+from processors import secret_keys as sk
 from processors.secret_mask import (
     FACTORY,
     SUMMARY_COUNT_KEY,
@@ -109,51 +111,51 @@ def test_corpus_non_secrets_pass_the_processor_untouched_as_values() -> None:
 
 @pytest.mark.parametrize("key", SENSITIVE_KEYS)
 def test_sensitive_keys(key: str) -> None:
-    assert sd.KeyMatcher().classify(key) == sd.SENSITIVE
+    assert sk.KeyMatcher().classify(key) == sk.SENSITIVE
 
 
 @pytest.mark.parametrize("key", PLAIN_KEYS)
 def test_plain_keys(key: str) -> None:
-    assert sd.KeyMatcher().classify(key) == sd.NOT_SENSITIVE
+    assert sk.KeyMatcher().classify(key) == sk.NOT_SENSITIVE
 
 
 # -- key names ----------------------------------------------------------------------------------
 
 def test_key_parts_split_on_separators_and_camel_case() -> None:
-    assert sd.key_parts("http.request.header.authorization") == ["http", "request", "header", "authorization"]
-    assert sd.key_parts("x-api-Token") == ["x", "api", "token"]
-    assert sd.key_parts("APIKey") == ["api", "key"]
-    assert sd.key_parts("sessionId2") == ["session", "id", "2"]
+    assert sk.key_parts("http.request.header.authorization") == ["http", "request", "header", "authorization"]
+    assert sk.key_parts("x-api-Token") == ["x", "api", "token"]
+    assert sk.key_parts("APIKey") == ["api", "key"]
+    assert sk.key_parts("sessionId2") == ["session", "id", "2"]
 
 
 def test_plural_and_qualified_terms_are_not_credentials() -> None:
-    km = sd.KeyMatcher()
-    assert km.classify("gen_ai.usage.input_tokens") == sd.NOT_SENSITIVE
-    assert km.classify("max_tokens") == sd.NOT_SENSITIVE
-    assert km.classify("llm.token_count.completion") == sd.NOT_SENSITIVE
-    assert km.classify("auth.token") == sd.SENSITIVE
+    km = sk.KeyMatcher()
+    assert km.classify("gen_ai.usage.input_tokens") == sk.NOT_SENSITIVE
+    assert km.classify("max_tokens") == sk.NOT_SENSITIVE
+    assert km.classify("llm.token_count.completion") == sk.NOT_SENSITIVE
+    assert km.classify("auth.token") == sk.SENSITIVE
 
 
 def test_allowed_keys_exact_and_prefix() -> None:
-    km = sd.KeyMatcher(allowed_keys=("X-Debug-Token", "internal.secret.*"))
-    assert km.classify("x-debug-token") == sd.ALLOWED
-    assert km.classify("internal.secret.hash") == sd.ALLOWED
-    assert km.classify("internal.password") == sd.SENSITIVE
+    km = sk.KeyMatcher(allowed_keys=("X-Debug-Token", "internal.secret.*"))
+    assert km.classify("x-debug-token") == sk.ALLOWED
+    assert km.classify("internal.secret.hash") == sk.ALLOWED
+    assert km.classify("internal.password") == sk.SENSITIVE
 
 
 def test_custom_blocked_keys_replace_the_defaults() -> None:
-    km = sd.KeyMatcher(blocked_keys=("pin", "otp_code"))
-    assert km.classify("card.pin") == sd.SENSITIVE
-    assert km.classify("user.otpCode") == sd.SENSITIVE
-    assert km.classify("password") == sd.NOT_SENSITIVE
+    km = sk.KeyMatcher(blocked_keys=("pin", "otp_code"))
+    assert km.classify("card.pin") == sk.SENSITIVE
+    assert km.classify("user.otpCode") == sk.SENSITIVE
+    assert km.classify("password") == sk.NOT_SENSITIVE
 
 
 def test_key_cache_is_bounded() -> None:
-    km = sd.KeyMatcher()
-    for i in range(sd._KEY_CACHE_MAX + 100):
+    km = sk.KeyMatcher()
+    for i in range(sk._KEY_CACHE_MAX + 100):
         km.classify(f"attr.{i}")
-    assert len(km._cache) == sd._KEY_CACHE_MAX
-    assert km.classify("late.password") == sd.SENSITIVE
+    assert len(km._cache) == sk._KEY_CACHE_MAX
+    assert km.classify("late.password") == sk.SENSITIVE
 
 
 # -- value detectors, one by one ------------------------------------------------------------------
@@ -434,7 +436,7 @@ def test_changed_request_gets_new_wire_bytes_with_the_masks() -> None:
 def test_scan_anchors_cover_the_detectors(backend: str) -> None:
     from processors.attrwalk import AnchorScanner
 
-    scanner = AnchorScanner(sd.anchors(sd.DETECTOR_NAMES, sd.KeyMatcher()), backend=backend)
+    scanner = AnchorScanner(sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher()), backend=backend)
     assert scanner.backend == backend
     assert scanner.scan(b"gen_ai.usage.input_tokens max_tokens=4096 chat gpt-4o refund policy")[0] == []
     for text in ("Token=x", "TOKEN: y", "x.apiKey", "AUTHORIZATION", "4111 1111 1111 1111", "PRIVATE KEY",
@@ -448,7 +450,7 @@ def test_scan_anchors_cover_the_detectors(backend: str) -> None:
 def test_card_gate_ignores_uuids_but_not_cards(backend: str) -> None:
     from processors.attrwalk import AnchorScanner
 
-    scanner = AnchorScanner(sd.anchors(sd.DETECTOR_NAMES, sd.KeyMatcher()), backend=backend)
+    scanner = AnchorScanner(sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher()), backend=backend)
     assert "card_number" not in scanner.scan(b"/users/47d58fa3-c550-1830-0372-555fd235f118/x")[1]
     # a length byte that looks like a digit right before
     assert scanner.scan(b"\x344111111111111111\x12")[1] == {"card_number"}

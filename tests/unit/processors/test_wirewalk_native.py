@@ -242,8 +242,8 @@ def test_normalize_found_equals_the_joint_regex(parts: list[str], cfg: UUIDNorma
 @given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
                                                           b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))
 def test_the_c_match_collector_collects_what_the_python_one_does(parts: list[bytes]) -> None:
-    from processors.secret_detectors import KeyMatcher
-    from processors.secret_detectors import anchors as secret_anchors
+    from processors.secret_anchors import anchors as secret_anchors
+    from processors.secret_keys import KeyMatcher
 
     data = b"".join(parts)
     for anchors in (secret_anchors(DETECTOR_NAMES, KeyMatcher()), [UUID_ANCHOR, NUMERIC_SEGMENT_ANCHOR, HEX_ANCHOR]):

@@ -1,0 +1,118 @@
+"""Key-name rules of secret_mask: which attribute keys *name* a credential.
+
+An attribute whose key names a credential has its whole value replaced. Keys are
+split into name parts (on `.`, `_`, `-`, spaces and camelCase) and a blocked term
+must appear as whole parts, so `http.request.header.authorization` and
+`x-api-token` match while `gen_ai.usage.input_tokens` and `max_tokens` do not
+(`tokens` is not `token`). A term followed by a qualifier part (`token_count`,
+`token.type`, `secret.name`, ...) describes the credential rather than holding
+it, so it does not match either. Pure functions and one bounded cache; the
+value detectors (`processors.secret_detectors`) use the same matcher for
+`key=value` pairs inside text.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+#: Default sensitive key terms (each split into name parts like keys are).
+DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
+    "password", "passwd", "passwords", "pwd", "passphrase", "pgpassword", "mysql_pwd",
+    "secret", "client_secret", "secret_key",
+    "token",
+    "api_key", "apikey",
+    "authorization",
+    "cookie", "cookies", "set_cookie",
+    "session_id", "sessionid",
+    "credential", "credentials",
+    "private_key", "privatekey",
+    "access_key", "accesskey",
+)
+
+#: Name parts that, after a sensitive term, make the key describe the credential instead
+#: of holding it: `llm.token_count.prompt`, `oauth.token.type`, `k8s.secret.name`.
+KEY_QUALIFIERS: frozenset[str] = frozenset({
+    "count", "counts", "usage", "limit", "limits", "budget", "length", "len", "size", "type", "types",
+    "kind", "ttl", "expiry", "expires", "expiration", "expire", "name", "names", "url", "uri",
+    "endpoint", "path", "file", "enabled", "required", "present", "version", "format", "source",
+    "provider", "providers", "policy", "rotation",
+})
+
+_PART_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+
+NOT_SENSITIVE = 0
+SENSITIVE = 1
+ALLOWED = 2
+
+_KEY_CACHE_MAX = 8192
+
+
+def key_parts(key: str) -> list[str]:
+    """Lower-cased name parts of a key: `x-api-Token` → ['x', 'api', 'token'], `APIKey` → ['api', 'key']."""
+    return [p.lower() for p in _PART_RE.findall(key)]
+
+
+class KeyMatcher:
+    """Classifies attribute keys as sensitive / not / explicitly allowed, with a bounded cache.
+
+    Keys repeat across spans, so after warm-up a classification is one dict lookup.
+    The cache stops growing at a fixed size (keys with unbounded cardinality cost
+    a recomputation, never memory).
+    """
+
+    __slots__ = ("_terms", "_allowed_exact", "_allowed_prefixes", "_cache", "_qualifiers")
+
+    def __init__(self, blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS, allowed_keys: Iterable[str] = (),
+                 qualifiers: frozenset[str] = KEY_QUALIFIERS) -> None:
+        terms = []
+        for t in blocked_keys:
+            parts = tuple(key_parts(t))
+            if parts:
+                terms.append(parts)
+        self._terms: tuple[tuple[str, ...], ...] = tuple(terms)
+        exact, prefixes = set(), []
+        for a in allowed_keys:
+            a = a.lower()
+            if a.endswith("*"):
+                prefixes.append(a[:-1])
+            elif a:
+                exact.add(a)
+        self._allowed_exact = frozenset(exact)
+        self._allowed_prefixes = tuple(prefixes)
+        self._qualifiers = qualifiers
+        self._cache: dict[str, int] = {}
+
+    def classify(self, key: str) -> int:
+        """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone)."""
+        c = self._cache.get(key)
+        if c is None:
+            c = self._classify(key)
+            if len(self._cache) < _KEY_CACHE_MAX:
+                self._cache[key] = c
+        return c
+
+    def is_sensitive(self, key: str) -> bool:
+        return self.classify(key) == SENSITIVE
+
+    def _classify(self, key: str) -> int:
+        low = key.lower()
+        if low in self._allowed_exact or any(low.startswith(p) for p in self._allowed_prefixes):
+            return ALLOWED
+        parts = key_parts(key)
+        return SENSITIVE if self.parts_sensitive(parts) else NOT_SENSITIVE
+
+    def parts_sensitive(self, parts: list[str]) -> bool:
+        n = len(parts)
+        for term in self._terms:
+            k = len(term)
+            first = term[0]
+            for i in range(n - k + 1):
+                if parts[i] == first and tuple(parts[i:i + k]) == term:
+                    if not any(p in self._qualifiers for p in parts[i + k:]):
+                        return True
+        return False
+
+    def keyword_regex(self) -> str:
+        """A case-insensitive alternation of the blocked terms, for finding `key=value` pairs in text."""
+        alts = sorted({"[_.-]?".join(re.escape(p) for p in term) for term in self._terms}, key=len, reverse=True)
+        return "|".join(alts)
