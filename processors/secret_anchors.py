@@ -3,7 +3,7 @@
 Every match of a value detector, and every key a key-name term matches, contains
 one of these byte patterns inside the string that holds it; a request without any
 is handed on untouched, and in one with some only the strings holding one are
-looked at (`processors.attrwalk.AnchorScanner`). Each anchor carries where, relative
+looked at (`processors.anchorscan.AnchorScanner`). Each anchor carries where, relative
 to it, its detector's match can start (`Masker.mask_anchored` tries only there).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from processors.attrwalk import Anchor, shaped
+from processors.anchorscan import Anchor, shaped
 from processors.secret_detectors import FULL, GATED, PAIR
 from processors.secret_keys import KeyMatcher
 

@@ -23,7 +23,7 @@ per-process key would break correlation across restarts and replicas, and an
 unkeyed hash of a short password can be reversed by brute force.
 
 Cost model: one hyperscan pass over the request's wire bytes finds every anchor
-of every enabled rule (`processors.attrwalk.AnchorScanner`; CPython `re` where
+of every enabled rule (`processors.anchorscan.AnchorScanner`; CPython `re` where
 hyperscan is not installed). A request without any is handed on untouched (not
 decoded, not re-encoded). Otherwise the wire walker visits only the messages
 holding an anchor, the rules run on the few strings found there (the same
@@ -46,12 +46,12 @@ from pipeline.component import Factory, Kind, Settings, Stability, processor_fro
 from pipeline.configtypes import Secret
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import CountsByLabel
+from processors.anchorscan import AnchorScanner
 from processors.attrwalk import (
     SKIP,
     STRING,
     TEXT,
     WHOLE,
-    AnchorScanner,
     AnyText,
     Attrs,
     ClassifiedKeys,

@@ -29,21 +29,19 @@ from dataclasses import dataclass
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import CountsByLabel
+from processors.anchorscan import Anchor, AnchorScanner, shaped
 from processors.attrwalk import (
     PF_HEX,
     PF_NUM,
     PF_ULID,
     PF_UUID,
     STRING,
-    Anchor,
-    AnchorScanner,
     Attrs,
     SelectedKeys,
     WireFallback,
     WireRewriter,
     iter_data_point_attributes,
     rewrite_attributes,
-    shaped,
     wire_plan,
 )
 

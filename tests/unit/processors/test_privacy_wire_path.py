@@ -24,18 +24,16 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from pipeline.configtypes import Secret
 from pipeline.model import Payload, Signal
 from pipeline.testing import kv, make_logs, make_traces
-from processors import attrwalk
+from processors import anchorscan, attrwalk
 from processors import secret_anchors as sa
 from processors import secret_detectors as sd
 from processors import secret_keys as sk
+from processors.anchorscan import Anchor, AnchorScanner, shaped
 from processors.attrwalk import (
-    Anchor,
-    AnchorScanner,
     Attrs,
     SelectedKeys,
     WireFallback,
     WireRewriter,
-    shaped,
 )
 from processors.secret_mask import SecretMask, SecretMaskConfig
 from processors.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig
@@ -443,11 +441,11 @@ def test_every_anchor_occurrence_gets_an_offset_inside_it(backend: str, parts: l
 
 
 def _fixed(a: Anchor) -> bool:
-    return all(attrwalk._fixed_width(e) is not None for e, _ in (a.hs or ((a.regex, 0),)))
+    return all(anchorscan._fixed_width(e) is not None for e, _ in (a.hs or ((a.regex, 0),)))
 
 
 def test_scanner_falls_back_to_re_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(attrwalk, "_hyperscan", None)
+    monkeypatch.setattr(anchorscan, "_hyperscan", None)
     scanner = AnchorScanner([Anchor(rb"sk-")])
     assert scanner.backend == "re"
     assert scanner.scan(b"a sk-1 sk-2")[0] == [2, 7]
@@ -459,7 +457,7 @@ def test_scanner_falls_back_to_re_without_hyperscan(monkeypatch: pytest.MonkeyPa
 
 
 def test_hyperscan_is_used_where_it_is_installed() -> None:
-    if attrwalk._hyperscan is None:
+    if anchorscan._hyperscan is None:
         pytest.skip("hyperscan is not installed on this platform (the `re` fallback is tested above)")
     assert SecretMask(SecretMaskConfig(), Signal.TRACES).scanner.backend == "hyperscan"
     assert UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES).scanner.backend == "hyperscan"

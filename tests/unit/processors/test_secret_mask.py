@@ -434,7 +434,7 @@ def test_changed_request_gets_new_wire_bytes_with_the_masks() -> None:
 
 @pytest.mark.parametrize("backend", ["hyperscan", "re"])
 def test_scan_anchors_cover_the_detectors(backend: str) -> None:
-    from processors.attrwalk import AnchorScanner
+    from processors.anchorscan import AnchorScanner
 
     scanner = AnchorScanner(sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher()), backend=backend)
     assert scanner.backend == backend
@@ -448,7 +448,7 @@ def test_scan_anchors_cover_the_detectors(backend: str) -> None:
 
 @pytest.mark.parametrize("backend", ["hyperscan", "re"])
 def test_card_gate_ignores_uuids_but_not_cards(backend: str) -> None:
-    from processors.attrwalk import AnchorScanner
+    from processors.anchorscan import AnchorScanner
 
     scanner = AnchorScanner(sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher()), backend=backend)
     assert "card_number" not in scanner.scan(b"/users/47d58fa3-c550-1830-0372-555fd235f118/x")[1]

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.model import Signal
-from processors import attrwalk
+from processors import anchorscan, attrwalk
 from processors.attrwalk import (
     PF_HEX,
     PF_NUM,
@@ -237,7 +237,7 @@ def test_normalize_found_equals_the_joint_regex(parts: list[str], cfg: UUIDNorma
     assert proc.fn.take_counts() == ref.take_counts()
 
 
-@pytest.mark.skipif(attrwalk._hyperscan is None, reason="hyperscan is not installed on this platform")
+@pytest.mark.skipif(anchorscan._hyperscan is None, reason="hyperscan is not installed on this platform")
 @settings(max_examples=200, deadline=None)
 @given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
                                                           b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))
@@ -247,8 +247,8 @@ def test_the_c_match_collector_collects_what_the_python_one_does(parts: list[byt
 
     data = b"".join(parts)
     for anchors in (secret_anchors(DETECTOR_NAMES, KeyMatcher()), [UUID_ANCHOR, NUMERIC_SEGMENT_ANCHOR, HEX_ANCHOR]):
-        c = attrwalk.AnchorScanner(anchors, backend="hyperscan")
-        py = attrwalk.AnchorScanner(anchors, backend="hyperscan", native_collector=False)
+        c = anchorscan.AnchorScanner(anchors, backend="hyperscan")
+        py = anchorscan.AnchorScanner(anchors, backend="hyperscan", native_collector=False)
         assert c._collector is not None and py._collector is None
         for ids in (True, False):
             assert c.scan(data, ids=ids) == py.scan(data, ids=ids)
