@@ -578,6 +578,9 @@ static int kv(St *st, Py_ssize_t lp, Py_ssize_t s, Py_ssize_t e, PyObject *rule,
     return 0;
 }
 
+static int any_elements(St *st, uint64_t tag, Py_ssize_t lp, Py_ssize_t cs, Py_ssize_t ce, int whole,
+                        PyObject *nested);
+
 static int any_text(St *st, Py_ssize_t s, Py_ssize_t e, PyObject *nested) {
     static const uint8_t head[1] = {TAG_STRING};
     uint64_t tag = 0;
@@ -589,25 +592,7 @@ static int any_text(St *st, Py_ssize_t s, Py_ssize_t e, PyObject *nested) {
         return text_rule(st, f, cs, ce, head, 1);
     if (tag != TAG_ARRAY && tag != TAG_KVLIST)
         return 0;
-    if (push(st, lp, cs, ce) < 0)
-        return -1;
-    Py_ssize_t i = cs;
-    while (i < ce) {
-        Py_ssize_t elp = 0, ecs = 0, ece = 0;
-        uint64_t etag;
-        int ld = next_field(st, &i, ce, &etag, &elp, &ecs, &ece);
-        if (ld < 0)
-            return -1;
-        if (!ld || etag != TAG_STRING || !has_off(st, ecs, ece))
-            continue;
-        if (tag == TAG_ARRAY) {
-            if (push(st, elp, ecs, ece) < 0 || any_text(st, ecs, ece, nested) < 0 || pop(st) < 0)
-                return -1;
-        } else if (kv(st, elp, ecs, ece, nested, nested) < 0) {
-            return -1;
-        }
-    }
-    return pop(st);
+    return any_elements(st, tag, lp, cs, ce, 0, nested);
 }
 
 static int any_whole(St *st, Py_ssize_t s, Py_ssize_t e) {
@@ -643,6 +628,14 @@ static int any_whole(St *st, Py_ssize_t s, Py_ssize_t e) {
     }
     if (tag != TAG_ARRAY && tag != TAG_KVLIST)
         return 0;
+    return any_elements(st, tag, lp, cs, ce, 1, NULL);
+}
+
+/* The elements of an array or map value (`tag` says which; [lp, cs) its length prefix, [cs, ce)
+ * its content): each AnyValue of an array, each KeyValue of a map. In text mode only the elements
+ * holding an offset, map keys classified by `nested`; in whole mode every element's every leaf. */
+static int any_elements(St *st, uint64_t tag, Py_ssize_t lp, Py_ssize_t cs, Py_ssize_t ce, int whole,
+                        PyObject *nested) {
     if (push(st, lp, cs, ce) < 0)
         return -1;
     Py_ssize_t i = cs;
@@ -652,12 +645,17 @@ static int any_whole(St *st, Py_ssize_t s, Py_ssize_t e) {
         int ld = next_field(st, &i, ce, &etag, &elp, &ecs, &ece);
         if (ld < 0)
             return -1;
-        if (!ld || etag != TAG_STRING)
+        if (!ld || etag != TAG_STRING || (!whole && !has_off(st, ecs, ece)))
             continue;
+        if (tag == TAG_KVLIST && !whole) {
+            if (kv(st, elp, ecs, ece, nested, nested) < 0)
+                return -1;
+            continue;
+        }
         if (push(st, elp, ecs, ece) < 0)
             return -1;
         if (tag == TAG_ARRAY) {
-            if (any_whole(st, ecs, ece) < 0)
+            if ((whole ? any_whole(st, ecs, ece) : any_text(st, ecs, ece, nested)) < 0)
                 return -1;
         } else {
             Py_ssize_t ks, ke, vlp = 0, vcs, vce = 0;
