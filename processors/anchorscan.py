@@ -15,11 +15,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-_wirewalk: Any
 try:  # the C extension (processors/_wirewalk.c) has a match collector for hyperscan's callbacks
     from processors import _wirewalk
 except ImportError:  # pragma: no cover - built by setup.py wherever a C compiler is available
-    _wirewalk = None
+    _wirewalk = None  # type: ignore[assignment]
 
 _hyperscan: Any
 try:  # a native multi-pattern matcher; pyproject installs it on x86_64, where the wheels bundle the library
@@ -192,9 +191,9 @@ class AnchorScanner:
         tag_of = self._tag_of
         tags = frozenset(tag_of[i] for i in set(gates)) if gates else frozenset()
         if not ids:
-            return found, tags, None  # type: ignore[return-value]
+            return found, tags, None
         anchor_of = self._anchor_of
-        return [v >> 8 for v in found], tags, [anchor_of[v & 0xFF] for v in found]  # type: ignore[return-value]
+        return [v >> 8 for v in found], tags, [anchor_of[v & 0xFF] for v in found]
 
     def _scan_re(self, raw: bytes, ids: bool) -> tuple[list[int], frozenset[str], list[int] | None]:
         # Literal-prefixed searches (CPython skips ahead to the literal), caseless ones on a

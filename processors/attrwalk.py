@@ -33,11 +33,10 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 
 from pipeline.model import ExportRequest, Signal
 
-_wirewalk: Any
 try:  # the walker in C (processors/_wirewalk.c); optional at install time, same output as `WireRewriter`'s Python
     from processors import _wirewalk
 except ImportError:  # pragma: no cover - built by setup.py wherever a C compiler is available
-    _wirewalk = None
+    _wirewalk = None  # type: ignore[assignment]
 
 StrFn = Callable[[str], str]
 
@@ -435,7 +434,7 @@ class WireRewriter:
         may then have been called for some strings already.
         """
         if self.native is not None:
-            return self.native.rewrite(raw, offsets, text_fn, None if whole_fn is _unchanged else whole_fn)  # type: ignore[no-any-return]
+            return self.native.rewrite(raw, offsets, text_fn, None if whole_fn is _unchanged else whole_fn)
         self._buf = raw
         self._view = memoryview(raw)
         self._offs = offsets
@@ -466,7 +465,7 @@ class WireRewriter:
         `native`)."""
         if self.native is None:
             raise RuntimeError("rewrite_all needs the C wire walker")
-        return self.native.rewrite(raw, None, text_fn, None, prefilter)  # type: ignore[no-any-return]
+        return self.native.rewrite(raw, None, text_fn, None, prefilter)
 
     # -- output --------------------------------------------------------------------------------
 

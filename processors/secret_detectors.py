@@ -585,7 +585,7 @@ class Masker:
                 break
             a = info[ids[j]]
             if a.__class__ is int:
-                p = q + a  # type: ignore[operator]
+                p = q + a
                 if p < prev:  # also a position before the string (prev starts at 0): rare
                     return self._mask_anchored_sorted(s, base, scan, info)
                 if p < pos:
@@ -690,7 +690,7 @@ class Masker:
                 break
             a = info[ids[j]]
             if a.__class__ is int:
-                starts.append(q + a)  # type: ignore[operator]
+                starts.append(q + a)
             elif a == PAIR:
                 m = PAIR_TAIL.match(s, q)
                 if m is not None:

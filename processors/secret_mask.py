@@ -55,6 +55,7 @@ from processors.attrwalk import (
     AnyText,
     Attrs,
     ClassifiedKeys,
+    Plan,
     WireFallback,
     WireRewriter,
     iter_data_point_attributes,
@@ -337,7 +338,7 @@ def _add_count(attrs: Any, n: int) -> None:
     attrs.add(key=SUMMARY_COUNT_KEY, value=AnyValue(int_value=n))
 
 
-def _wire_plan(signal: Signal, rule: object) -> dict:
+def _wire_plan(signal: Signal, rule: object) -> Plan:
     """Where secret_mask looks on the wire: the same places as `SecretMask.rewrite`."""
     attrs = Attrs(rule, rule)  # type: ignore[arg-type]
     resource = {"resource": {"attributes": attrs}}

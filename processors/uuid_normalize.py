@@ -37,6 +37,7 @@ from processors.attrwalk import (
     PF_UUID,
     STRING,
     Attrs,
+    Plan,
     SelectedKeys,
     WireFallback,
     WireRewriter,
@@ -242,7 +243,7 @@ class UUIDNormalize:
             or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
         )
 
-    def _wire_plan(self) -> dict:
+    def _wire_plan(self) -> Plan:
         """Where uuid_normalize looks on the wire: the same places as `rewrite`."""
         def selected(keys: frozenset[str] | None) -> Attrs:
             return Attrs(None if keys is None else SelectedKeys(keys))
@@ -258,7 +259,7 @@ class UUIDNormalize:
             points = {"data_points": {"attributes": selected(self._metric_keys)}}
             metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary")}
             spec = {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
-        return wire_plan(self.signal.request_type.DESCRIPTOR, spec)  # type: ignore[arg-type]
+        return wire_plan(self.signal.request_type.DESCRIPTOR, spec)
 
     def __call__(self, payload: Payload) -> Payload:
         if self.nothing_selected:
