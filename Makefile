@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-deps bench lint clean docker
 
-$(STAMP): pyproject.toml setup.py processors/_wirewalk.c
+$(STAMP): pyproject.toml setup.py processors/_wirewalk.c processors/_hsscan.c processors/_matches.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -16,19 +16,22 @@ $(STAMP): pyproject.toml setup.py processors/_wirewalk.c
 setup: $(STAMP)
 
 # promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`),
-# openssl for the TLS test certificates.
+# openssl for the TLS test certificates, and on amd64 libhyperscan-dev, so that `setup` builds
+# processors/_hsscan.c (secret_mask's scan without Python callbacks; optional elsewhere).
+HS_PKG := $(shell [ "$$(dpkg --print-architecture 2>/dev/null)" = amd64 ] && echo libhyperscan-dev)
+
 system-deps:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-	    || ! command -v openssl >/dev/null 2>&1; then \
+	    || ! command -v openssl >/dev/null 2>&1 || { [ -n "$(HS_PKG)" ] && [ ! -f /usr/include/hs/hs.h ]; }; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus openssl >/dev/null; \
+	    prometheus openssl $(HS_PKG) >/dev/null; \
 	fi
 
 run: setup
 	$(VENV)/bin/otelpipe run
 
-test: setup system-deps
+test: system-deps setup
 	$(PY) -m pytest -q
 
 bench: setup

@@ -1,20 +1,25 @@
-"""Build hook for the one C extension; everything else is declared in pyproject.toml.
+"""Build hook for the C extensions; everything else is declared in pyproject.toml.
 
-`processors._wirewalk` is the privacy processors' wire walker in C (see the comment at the top of
-processors/_wirewalk.c). It is optional: where no C compiler is available the install still
-succeeds and `processors.attrwalk` uses its pure-Python walker (same output, slower). `make test`
-checks that it was built (tests/unit/test_packaging.py).
+* `processors._wirewalk`: the privacy processors' wire walker (see the comment at the top of
+  processors/_wirewalk.c). Needs only a C compiler.
+* `processors._hsscan`: secret_mask's anchor scan calling libhyperscan directly (see
+  processors/_hsscan.c). Needs the system library too (Debian: libhyperscan-dev; `make test`
+  installs it on x86_64).
+
+Both are optional: where they cannot be built the install still succeeds and the Python code
+they replace does the same work, with the same results, slower. `make test` checks that they
+were built on the machines it sets up (tests/unit/processors/test_wirewalk_native.py).
 """
 from setuptools import Extension, setup
 
+_FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter",
+          "-Wno-cast-function-type"]
+
 setup(
     ext_modules=[
-        Extension(
-            "processors._wirewalk",
-            ["processors/_wirewalk.c"],
-            optional=True,
-            extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers",
-                                "-Wno-unused-parameter", "-Wno-cast-function-type"],
-        ),
+        Extension("processors._wirewalk", ["processors/_wirewalk.c"], depends=["processors/_matches.h"],
+                  optional=True, extra_compile_args=_FLAGS),
+        Extension("processors._hsscan", ["processors/_hsscan.c"], depends=["processors/_matches.h"],
+                  libraries=["hs"], optional=True, extra_compile_args=_FLAGS),
     ],
 )

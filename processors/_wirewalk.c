@@ -40,6 +40,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_matches.h"
+
 enum { K_MSG = 0, K_STR = 1, K_ATTRS = 2, K_ANY = 3 };
 enum { A_SKIP = 0, A_TEXT = 1, A_WHOLE = 2 };
 enum { PF_UUID = 1, PF_NUM = 2, PF_HEX = 4, PF_ULID = 8 };
@@ -918,20 +920,12 @@ static PyObject *py_prefilter(PyObject *mod, PyObject *args) {
 
 /* hyperscan's Python binding calls a Python callable for every match, with the GIL taken back
  * each time; a Python function there costs a frame per match (a hundred and more per request on
- * agent telemetry). This callable does the same bookkeeping in C: it records (offset, anchor) for
- * match (id, from, to), the offset being `to - adj[id]` (the first byte of a fixed-length
- * expression's match, the last byte of a variable-length one's), and which gate expressions
- * (ids >= gate_from) matched. `take()` returns them sorted and resets it. */
+ * agent telemetry). This callable does the bookkeeping of processors/_matches.h in C instead;
+ * `take()` returns the matches sorted and resets it. (processors/_hsscan.c, where it is built,
+ * goes further: it calls libhyperscan itself, with no callback into Python at all.) */
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t n_ids;
-    Py_ssize_t *adj;
-    Py_ssize_t *anchor_of;
-    Py_ssize_t gate_from;
-    uint64_t *found; /* offset << 8 | expression id */
-    Py_ssize_t n, cap;
-    unsigned char gates[256];
-    int any_gate;
+    Matches m;
 } Collector;
 
 static int collector_init(Collector *self, PyObject *args, PyObject *kwds) {
@@ -941,37 +935,11 @@ static int collector_init(Collector *self, PyObject *args, PyObject *kwds) {
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!n", kwlist, &PyTuple_Type, &adj, &PyTuple_Type, &anchor_of,
                                      &gate_from))
         return -1;
-    Py_ssize_t n = PyTuple_GET_SIZE(adj);
-    if (n > 256 || PyTuple_GET_SIZE(anchor_of) != n) {
-        PyErr_SetString(PyExc_ValueError, "at most 256 expressions, one anchor each");
-        return -1;
-    }
-    PyMem_Free(self->adj);
-    PyMem_Free(self->anchor_of);
-    self->adj = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
-    self->anchor_of = PyMem_Calloc((size_t)(n ? n : 1), sizeof(Py_ssize_t));
-    if (self->adj == NULL || self->anchor_of == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
-    for (Py_ssize_t k = 0; k < n; k++) {
-        self->adj[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(adj, k));
-        self->anchor_of[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(anchor_of, k));
-        if (PyErr_Occurred())
-            return -1;
-    }
-    self->n_ids = n;
-    self->gate_from = gate_from;
-    self->n = 0;
-    memset(self->gates, 0, sizeof self->gates);
-    self->any_gate = 0;
-    return 0;
+    return matches_init(&self->m, adj, anchor_of, gate_from);
 }
 
 static void collector_dealloc(Collector *self) {
-    PyMem_Free(self->adj);
-    PyMem_Free(self->anchor_of);
-    PyMem_Free(self->found);
+    matches_free(&self->m);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -984,68 +952,17 @@ static PyObject *collector_call(Collector *self, PyObject *args, PyObject *kwds)
     Py_ssize_t to = PyLong_AsSsize_t(PyTuple_GET_ITEM(args, 2));
     if (PyErr_Occurred())
         return NULL;
-    if (id < 0 || id >= self->n_ids) {
+    if (id < 0 || id >= self->m.n_ids) {
         PyErr_SetString(PyExc_ValueError, "unknown expression id");
         return NULL;
     }
-    if (self->n == self->cap) {
-        Py_ssize_t cap = self->cap ? self->cap * 2 : 256;
-        uint64_t *p = PyMem_Realloc(self->found, sizeof(uint64_t) * (size_t)cap);
-        if (p == NULL)
-            return PyErr_NoMemory();
-        self->found = p;
-        self->cap = cap;
-    }
-    self->found[self->n++] = (uint64_t)(to - self->adj[id]) << 8 | (uint64_t)id;
-    if (id >= self->gate_from) {
-        self->gates[id] = 1;
-        self->any_gate = 1;
-    }
+    if (matches_add(&self->m, (unsigned int)id, (unsigned long long)to) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static PyObject *collector_take(Collector *self, PyObject *unused) {
-    Py_ssize_t n = self->n;
-    if (n > 1)
-        qsort(self->found, (size_t)n, sizeof(uint64_t), cmp_u64);
-    PyObject *offs = PyList_New(n), *ids = PyList_New(n), *gates = PyList_New(0), *res = NULL;
-    if (offs == NULL || ids == NULL || gates == NULL)
-        goto done;
-    for (Py_ssize_t k = 0; k < n; k++) {
-        PyObject *o = PyLong_FromUnsignedLongLong(self->found[k] >> 8);
-        PyObject *i = PyLong_FromSsize_t(self->anchor_of[self->found[k] & 0xFF]);
-        if (o == NULL || i == NULL) {
-            Py_XDECREF(o);
-            Py_XDECREF(i);
-            goto done;
-        }
-        PyList_SET_ITEM(offs, k, o);
-        PyList_SET_ITEM(ids, k, i);
-    }
-    if (self->any_gate)
-        for (Py_ssize_t k = 0; k < self->n_ids; k++)
-            if (self->gates[k]) {
-                PyObject *g = PyLong_FromSsize_t(k);
-                if (g == NULL || PyList_Append(gates, g) < 0) {
-                    Py_XDECREF(g);
-                    goto done;
-                }
-                Py_DECREF(g);
-            }
-    res = PyTuple_Pack(3, offs, ids, gates);
-done:
-    Py_XDECREF(offs);
-    Py_XDECREF(ids);
-    Py_XDECREF(gates);
-    self->n = 0;
-    memset(self->gates, 0, sizeof self->gates);
-    self->any_gate = 0;
-    return res;
+    return matches_take(&self->m);
 }
 
 static PyMethodDef collector_methods[] = {

@@ -20,6 +20,11 @@ try:  # the C extension (processors/_wirewalk.c) has a match collector for hyper
 except ImportError:  # pragma: no cover - built by setup.py wherever a C compiler is available
     _wirewalk = None  # type: ignore[assignment]
 
+try:  # libhyperscan called directly (processors/_hsscan.c): needs the system library at build time
+    from processors import _hsscan
+except ImportError:  # pragma: no cover - built by setup.py where libhyperscan is installed
+    _hsscan = None  # type: ignore[assignment]
+
 _hyperscan: Any
 try:  # a native multi-pattern matcher; pyproject installs it on x86_64, where the wheels bundle the library
     import hyperscan as _hyperscan
@@ -70,6 +75,11 @@ def shaped(regex: bytes, parts: Iterable[tuple[bytes, int]], **kw: Any) -> Ancho
     return Anchor(regex, shape=(bytes(table), bytes(needle)), **kw)
 
 
+_HS_FLAG_CASELESS = 1  # hs_compile.h; the binding and _hsscan export the same value
+assert _hyperscan is None or _hyperscan.HS_FLAG_CASELESS == _HS_FLAG_CASELESS
+assert _hsscan is None or _hsscan.HS_FLAG_CASELESS == _HS_FLAG_CASELESS
+
+
 def _fixed_width(expr: bytes) -> int | None:
     """The match length of a fixed-length expression (None if variable)."""
     lo, hi = re._parser.parse(expr.decode("latin-1")).getwidth()  # type: ignore[attr-defined]
@@ -92,33 +102,47 @@ class AnchorScanner:
     apart, which also puts one in every occurrence.
 
     `backend` is "hyperscan" or "re" ("auto": hyperscan when it is installed
-    and works on this CPU); ask for "re" to force the fallback. hyperscan calls
-    back into Python for every match; where the C extension is built, the
-    callback is its `Collector` (`native_collector=False`: a Python closure,
-    the same result). One scan at a
-    time per scanner (hyperscan's scratch space belongs to the database).
+    and works on this CPU); ask for "re" to force the fallback.
+
+    How hyperscan's matches are collected (`matcher`, all with the same result):
+    "libhs", libhyperscan called from C (processors/_hsscan.c), no Python call
+    per scan at all; "collector", hyperscan's Python binding with a C callback
+    (processors/_wirewalk.c `Collector`); "python", the binding with a Python
+    closure. "auto" takes the first of these that is installed. The binding
+    takes the GIL back for every match, which on agent telemetry (a hundred and
+    more matches per request) was most of the scan's cost. One scan at a time
+    per scanner (hyperscan's scratch space belongs to the database).
     """
 
-    __slots__ = ("_adj", "_anchor_of", "_collector", "_db", "_gate_from", "_res", "_tag_of", "anchors", "backend",
-                 "native_collector")
+    __slots__ = ("_adj", "_anchor_of", "_collector", "_db", "_gate_from", "_libhs", "_res", "_tag_of", "anchors",
+                 "backend", "matcher")
 
-    def __init__(self, anchors: Iterable[Anchor], *, backend: str = "auto", native_collector: bool = True) -> None:
+    def __init__(self, anchors: Iterable[Anchor], *, backend: str = "auto", matcher: str = "auto") -> None:
         self.anchors = tuple(anchors)
-        self.native_collector = native_collector
-        self._collector: Any = None
         if backend not in ("auto", "hyperscan", "re"):
             raise ValueError(f"unknown scanner backend {backend!r}")
+        if matcher not in ("auto", "libhs", "collector", "python"):
+            raise ValueError(f"unknown match collection {matcher!r}")
+        available = {"libhs": _hsscan is not None, "collector": _hyperscan is not None and _wirewalk is not None,
+                     "python": _hyperscan is not None}
+        if matcher == "auto":
+            matcher = next((m for m, ok in available.items() if ok), "python")
+        elif backend != "re" and not available[matcher]:
+            raise RuntimeError(f"hyperscan matches cannot be collected with {matcher!r} here (not installed)")
+        self.matcher = matcher
+        self._collector: Any = None
+        self._libhs: Any = None
         self._db: Any = None
-        if backend == "hyperscan" and _hyperscan is None:
+        if backend == "hyperscan" and not any(available.values()):
             raise RuntimeError("hyperscan is not installed")
-        if backend != "re" and _hyperscan is not None and self.anchors:
+        if backend != "re" and any(available.values()) and self.anchors:
             try:
                 self._compile_hyperscan()
             except Exception:  # e.g. a CPU without the instructions the library needs
                 if backend == "hyperscan":
                     raise
-                self._db = None
-        self.backend = "hyperscan" if self._db is not None else "re"
+                self._db = self._libhs = None
+        self.backend = "hyperscan" if self._db is not None or self._libhs is not None else "re"
         # The re backend; caseless anchors are written in lower case and searched in a lower-cased copy.
         if any(a.caseless and a.regex != a.regex.lower() for a in self.anchors):
             raise ValueError("caseless anchors must be written in lower case")
@@ -138,35 +162,41 @@ class AnchorScanner:
             for expr, trail in a.hs or ((a.regex, 0),):
                 width = _fixed_width(expr)
                 exprs.append(expr)
-                flags.append(_hyperscan.HS_FLAG_CASELESS if a.caseless else 0)
+                flags.append(_HS_FLAG_CASELESS if a.caseless else 0)
                 # end offset -> the first byte (fixed length) or the last byte before the trail
                 adj.append(width if width is not None else 1 + trail)
                 tags.append(a.tag)
                 anchor_of.append(k)
         if len(exprs) > 255:
             raise ValueError("too many anchor expressions")
-        db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
-        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
-        self._db = db
         self._adj = tuple(adj)
         self._tag_of = tuple(tags)
         self._anchor_of = tuple(anchor_of)
         self._gate_from = next((i for i, t in enumerate(tags) if t is not None), len(tags))
-        self._collector = (None if _wirewalk is None or not self.native_collector
-                           else _wirewalk.Collector(self._adj, self._anchor_of, self._gate_from))
+        if self.matcher == "libhs":
+            self._libhs = _hsscan.Scanner(exprs, flags, self._adj, self._anchor_of, self._gate_from)
+            return
+        db = _hyperscan.Database(mode=_hyperscan.HS_MODE_BLOCK)
+        db.compile(expressions=exprs, ids=list(range(len(exprs))), elements=len(exprs), flags=flags)
+        self._db = db
+        if self.matcher == "collector":
+            self._collector = _wirewalk.Collector(self._adj, self._anchor_of, self._gate_from)
 
     def scan(self, raw: bytes, ids: bool = False) -> tuple[list[int], frozenset[str], list[int] | None]:
-        if self._db is not None:
+        if self._libhs is not None or self._db is not None:
             return self._scan_hyperscan(raw, ids)
         return self._scan_re(raw, ids)
 
     def _scan_hyperscan(self, raw: bytes, ids: bool) -> tuple[list[int], frozenset[str], list[int] | None]:
         collector = self._collector
-        if collector is not None:  # the same bookkeeping in C (processors/_wirewalk.c Collector)
-            try:
-                self._db.scan(raw, match_event_handler=collector)
-            finally:
-                offsets, anchor_ids, gate_ids = collector.take()
+        if self._libhs is not None or collector is not None:  # the bookkeeping in C (processors/_matches.h)
+            if self._libhs is not None:
+                offsets, anchor_ids, gate_ids = self._libhs.scan(raw)
+            else:
+                try:
+                    self._db.scan(raw, match_event_handler=collector)
+                finally:
+                    offsets, anchor_ids, gate_ids = collector.take()
             tag_of = self._tag_of
             tags = frozenset(tag_of[i] for i in gate_ids) if gate_ids else frozenset()
             return offsets, tags, anchor_ids if ids else None

@@ -449,6 +449,7 @@ def _fixed(a: Anchor) -> bool:
 
 def test_scanner_falls_back_to_re_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(anchorscan, "_hyperscan", None)
+    monkeypatch.setattr(anchorscan, "_hsscan", None)
     scanner = AnchorScanner([Anchor(rb"sk-")])
     assert scanner.backend == "re"
     assert scanner.scan(b"a sk-1 sk-2")[0] == [2, 7]

@@ -6,6 +6,7 @@ rules, agree on what they refuse, and the C one must survive arbitrary corrupted
 """
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -28,7 +29,10 @@ from processors.attrwalk import (
     WireRewriter,
     wire_plan,
 )
+from processors.secret_anchors import anchors as secret_anchors
 from processors.secret_detectors import DETECTOR_NAMES
+from processors.secret_keys import KeyMatcher
+from processors.secret_mask import SecretMask, SecretMaskConfig
 from processors.uuid_normalize import (
     HEX_ANCHOR,
     NUMERIC_SEGMENT_ANCHOR,
@@ -237,18 +241,51 @@ def test_normalize_found_equals_the_joint_regex(parts: list[str], cfg: UUIDNorma
     assert proc.fn.take_counts() == ref.take_counts()
 
 
+_SCANNERS: dict[tuple[int, str], anchorscan.AnchorScanner] = {}
+
+
+def _scanner(anchors: list[anchorscan.Anchor], matcher: str) -> anchorscan.AnchorScanner:
+    key = (id(anchors), matcher)
+    if key not in _SCANNERS:
+        _SCANNERS[key] = anchorscan.AnchorScanner(anchors, backend="hyperscan", matcher=matcher)
+    return _SCANNERS[key]
+
+
+_ANCHOR_SETS = [secret_anchors(DETECTOR_NAMES, KeyMatcher()), [UUID_ANCHOR, NUMERIC_SEGMENT_ANCHOR, HEX_ANCHOR]]
+
+
 @pytest.mark.skipif(anchorscan._hyperscan is None, reason="hyperscan is not installed on this platform")
 @settings(max_examples=200, deadline=None)
 @given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
                                                           b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))
 def test_the_c_match_collector_collects_what_the_python_one_does(parts: list[bytes]) -> None:
-    from processors.secret_anchors import anchors as secret_anchors
-    from processors.secret_keys import KeyMatcher
-
     data = b"".join(parts)
-    for anchors in (secret_anchors(DETECTOR_NAMES, KeyMatcher()), [UUID_ANCHOR, NUMERIC_SEGMENT_ANCHOR, HEX_ANCHOR]):
-        c = anchorscan.AnchorScanner(anchors, backend="hyperscan")
-        py = anchorscan.AnchorScanner(anchors, backend="hyperscan", native_collector=False)
+    for anchors in _ANCHOR_SETS:
+        c = _scanner(anchors, "collector")
+        py = _scanner(anchors, "python")
         assert c._collector is not None and py._collector is None
         for ids in (True, False):
             assert c.scan(data, ids=ids) == py.scan(data, ids=ids)
+
+
+def test_the_libhyperscan_scanner_is_built_where_the_library_is() -> None:
+    # `make test` installs libhyperscan-dev on amd64 before installing otelpipe, so setup.py builds
+    # processors/_hsscan.c; secret_mask's scan then makes no Python call per match.
+    if not os.path.exists("/usr/include/hs/hs.h"):
+        pytest.skip("libhyperscan-dev is not installed (only amd64 has it); the binding is used instead")
+    assert anchorscan._hsscan is not None
+    assert SecretMask(SecretMaskConfig(), Signal.TRACES).scanner.matcher == "libhs"
+
+
+@pytest.mark.skipif(anchorscan._hsscan is None or anchorscan._hyperscan is None,
+                    reason="needs both libhyperscan (processors/_hsscan.c) and the hyperscan binding to compare")
+@settings(max_examples=200, deadline=None)
+@given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
+                                                          b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))
+def test_libhyperscan_called_from_c_finds_what_the_binding_finds(parts: list[bytes]) -> None:
+    data = b"".join(parts)
+    for anchors in _ANCHOR_SETS:
+        libhs = _scanner(anchors, "libhs")
+        binding = _scanner(anchors, "python")
+        for ids in (True, False):
+            assert libhs.scan(data, ids=ids) == binding.scan(data, ids=ids)
