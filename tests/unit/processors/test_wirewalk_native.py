@@ -1,8 +1,11 @@
-"""The C wire walker (processors/_wirewalk.c) against the Python one it replaces.
+"""The C parts of the privacy processors against the Python code they replace.
 
 The processors' own tests (test_privacy_wire_path.py) check both walkers against the decoded
-path; here the two walkers must write byte-for-byte the same request for any plan, offsets and
-rules, agree on what they refuse, and the C one must survive arbitrary corrupted bytes.
+path; here the C wire walker (processors/_wirewalk.c) must write byte-for-byte the Python
+walker's request for any plan, offsets and rules, agree on what it refuses and survive arbitrary
+corrupted bytes; its id prefilter must equal the anchor regexes; and the C ways of collecting
+hyperscan matches (_wirewalk's Collector, processors/_hsscan.c) must find what the binding with
+a Python callback finds.
 """
 from __future__ import annotations
 
