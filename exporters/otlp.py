@@ -138,7 +138,8 @@ def retry_delay(trailing: grpc.aio.Metadata | None) -> float | None:
             if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
                 info = error_details_pb2.RetryInfo()
                 detail.Unpack(info)
-                return max(info.retry_delay.seconds + info.retry_delay.nanos / 1e9, 0.0)
+                delay: float = max(info.retry_delay.seconds + info.retry_delay.nanos / 1e9, 0.0)
+                return delay
     return None
 
 

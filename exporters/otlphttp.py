@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -119,6 +120,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 def status_message(body: bytes, content_type: str) -> str:
     """A short description of an error body: the google.rpc.Status message if it decodes, else the text."""
     if body:
+        msg: str
         try:
             if "protobuf" in content_type:
                 msg = status_pb2.Status.FromString(body).message
@@ -159,7 +161,7 @@ class OTLPHTTPExporter:
             headers["Content-Encoding"] = "gzip"
         self._headers = headers
         self._session: aiohttp.ClientSession | None = None
-        self._ssl: object = True
+        self._ssl: ssl.SSLContext | bool = True
         self._log = RateLimitedLog(settings.logger)
 
     async def start(self, host: Host) -> None:

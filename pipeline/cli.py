@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from pipeline import components
 from pipeline.config import Config, load
@@ -31,9 +32,9 @@ def _config_paths(args: argparse.Namespace) -> list[str]:
     return paths
 
 
-def _print_issues(err: ConfigError, stream: object = sys.stderr) -> None:
+def _print_issues(err: ConfigError, stream: TextIO = sys.stderr) -> None:
     for issue in err.issues:
-        print(str(issue), file=stream)  # type: ignore[arg-type]
+        print(str(issue), file=stream)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

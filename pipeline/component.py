@@ -7,6 +7,7 @@ shutdown is safe without start and safe twice); consumers take payloads.
 """
 from __future__ import annotations
 
+import builtins
 import enum
 import logging
 import re
@@ -118,7 +119,7 @@ class Factory:
 
     type: str
     kind: Kind
-    config_type: type
+    config_type: builtins.type  # `type` here would name the field above
     signals: Mapping[Signal, Stability]
     create: Callable[..., Any]
     description: str = ""

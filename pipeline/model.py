@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterable
-from typing import Union
+from typing import Any, Union, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -198,7 +198,8 @@ class Payload:
             return Payload(self.signal, raw=self._raw, items=self.items, receiver=self.receiver,
                            arrival=self.arrival, headers=self.headers)
         msg = self.signal.request_type()
-        msg.CopyFrom(self.message)
+        # Same concrete type as self.message (both come from self.signal); mypy cannot pair the union members.
+        msg.CopyFrom(cast(Any, self.message))
         return Payload(self.signal, message=msg, items=self.items, receiver=self.receiver,
                        arrival=self.arrival, headers=self.headers)
 
@@ -283,7 +284,7 @@ def _metric_pieces(metrics: Iterable[Metric]) -> list[tuple[Metric, int]]:
 
 
 def _cut_metric(metric: Metric, n: int) -> tuple[Metric, Metric]:
-    kind = metric.WhichOneof("data")
+    kind = cast(str, metric.WhichOneof("data"))  # never None: only metrics with 2+ points are cut
     head, tail = Metric(), Metric()
     head.CopyFrom(metric)
     tail.CopyFrom(metric)

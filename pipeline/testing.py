@@ -190,7 +190,9 @@ def make_logs(records: int = 10, *, service: str = "agent", body: str = "hello")
 
 def payload(signal: Signal, msg: ExportRequest | None = None, n: int = 10) -> Payload:
     if msg is None:
-        msg = {Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}[signal](n)
+        makers: dict[Signal, Callable[[int], ExportRequest]] = {
+            Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}
+        msg = makers[signal](n)
     return Payload(signal, message=msg)
 
 

@@ -34,11 +34,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
@@ -108,7 +110,19 @@ class _MetricState:
         self.limited = limited  # has hit its limit or has its own entry in `limits`: report its series gauge
 
 
-def _attribute_skeletons() -> dict[str, type]:
+if TYPE_CHECKING:
+    # The shape of the skeleton messages built below (typing only: the classes are made at run time).
+    class _SkeletonPoint(Protocol):
+        attributes: Sequence[bytes]
+
+    class _Skeleton(Protocol):
+        data_points: Sequence[_SkeletonPoint]
+
+    class _SkeletonType(Protocol):
+        def FromString(self, s: bytes, /) -> _Skeleton: ...
+
+
+def _attribute_skeletons() -> dict[str, _SkeletonType]:
     """Per metric kind, a look-alike of its data container that keeps only each point's attributes as bytes.
 
     Parsing `metric.<kind>.SerializeToString()` with it (in C) yields every
@@ -120,11 +134,12 @@ def _attribute_skeletons() -> dict[str, type]:
     f = descriptor_pb2.FieldDescriptorProto
     fdp = descriptor_pb2.FileDescriptorProto(name="otelpipe/cardinality_limit_attributes.proto",
                                              package="otelpipe.cardinality_limit", syntax="proto3")
-    kinds = {"gauge": Gauge, "sum": Sum, "histogram": Histogram,
-             "exponential_histogram": ExponentialHistogram, "summary": Summary}
+    kinds: dict[str, type[Message]] = {"gauge": Gauge, "sum": Sum, "histogram": Histogram,
+                                       "exponential_histogram": ExponentialHistogram, "summary": Summary}
     for kind, container in kinds.items():
         points_field = container.DESCRIPTOR.fields_by_name["data_points"]
-        attrs_number = points_field.message_type.fields_by_name["attributes"].number
+        point_type = cast(Descriptor, points_field.message_type)  # a message field: never None
+        attrs_number = point_type.fields_by_name["attributes"].number
         point = fdp.message_type.add(name=f"{kind}_point")
         point.field.add(name="attributes", number=attrs_number, type=f.TYPE_BYTES, label=f.LABEL_REPEATED)
         box = fdp.message_type.add(name=kind)
@@ -132,7 +147,8 @@ def _attribute_skeletons() -> dict[str, type]:
                       type_name=f".otelpipe.cardinality_limit.{kind}_point")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return {kind: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"otelpipe.cardinality_limit.{kind}"))
+    return {kind: cast("_SkeletonType", message_factory.GetMessageClass(
+                pool.FindMessageTypeByName(f"otelpipe.cardinality_limit.{kind}")))
             for kind in kinds}
 
 

@@ -158,6 +158,7 @@ class Sampler:
             ts = sc.TraceState.parse(tracestate)
         except ValueError:
             return self._failed(None, "invalid_tracestate", keep_tracestate=tracestate)
+        r: int | None  # annotation only (no runtime cost): set in both branches below
         if self.mode == "hash_seed":
             if ts.ot.randomness is not None:
                 return self._failed(ts, "randomness_in_use")

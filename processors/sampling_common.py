@@ -173,7 +173,8 @@ def hash_seed_randomness(data: bytes, seed: int, *, basis: int | None = None) ->
 
 
 def _float32(x: float) -> float:
-    return struct.unpack("f", struct.pack("f", x))[0]
+    y: float = struct.unpack("f", struct.pack("f", x))[0]
+    return y
 
 
 def hash_seed_threshold(pct: float) -> int:

@@ -31,7 +31,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, cast
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
@@ -114,7 +116,26 @@ class TailSamplingConfig:
         return out
 
 
-def _envelope_type() -> type:
+if TYPE_CHECKING:
+    # The shape of the envelope messages built below (typing only: the class is made at run time).
+    class _EnvScope(Protocol):
+        scope: bytes
+        spans: Sequence[bytes]
+        schema_url: str
+
+    class _EnvResource(Protocol):
+        resource: bytes
+        scope_spans: Sequence[_EnvScope]
+        schema_url: str
+
+    class _EnvRequest(Protocol):
+        resource_spans: Sequence[_EnvResource]
+
+    class _EnvelopeType(Protocol):
+        def FromString(self, s: bytes, /) -> _EnvRequest: ...
+
+
+def _envelope_type() -> _EnvelopeType:
     """An ExportTraceServiceRequest look-alike whose resources, scopes and spans are plain bytes.
 
     Parsing a request with it (in C, by upb) yields each span's wire bytes
@@ -130,8 +151,8 @@ def _envelope_type() -> type:
     def message(name: str, fields: list[tuple[str, int, int, bool, str]]) -> None:
         m = fdp.message_type.add(name=name)
         for fname, number, ftype, repeated, type_name in fields:
-            fd = m.field.add(name=fname, number=number, type=ftype,  # type: ignore[arg-type]
-                             label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL)  # type: ignore[arg-type]
+            fd = m.field.add(name=fname, number=number, type=ftype,
+                             label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL)
             if type_name:
                 fd.type_name = type_name
 
@@ -144,7 +165,8 @@ def _envelope_type() -> type:
     message("Request", [("resource_spans", 1, f.TYPE_MESSAGE, True, ".otelpipe.tail_sampling.Resource")])
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("otelpipe.tail_sampling.Request"))
+    return cast("_EnvelopeType",
+                message_factory.GetMessageClass(pool.FindMessageTypeByName("otelpipe.tail_sampling.Request")))
 
 
 _Envelope = _envelope_type()

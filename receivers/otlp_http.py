@@ -161,7 +161,8 @@ class CORS:
 def _status_body(is_json: bool, code: int, message: str) -> bytes:
     if is_json:
         return orjson.dumps({"code": code, "message": message})
-    return Status(code=code, message=message).SerializeToString()
+    body: bytes = Status(code=code, message=message).SerializeToString()
+    return body
 
 
 class OTLPHTTPServer:

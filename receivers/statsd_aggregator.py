@@ -33,6 +33,7 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
@@ -108,7 +109,7 @@ class StatsDAggregator:
         self._gauge_seen: dict[str, int] = {}                # flush time a gauge was last updated
         self._sets: dict[str, set[str]] = {}
         # TIMER/HISTOGRAM/DISTRIBUTION state; its shape depends on the observer (see _add_values).
-        self._dists: dict[int, dict[str, list]] = {TIMER: {}, HISTOGRAM: {}, DISTRIBUTION: {}}
+        self._dists: dict[int, dict[str, list[Any]]] = {TIMER: {}, HISTOGRAM: {}, DISTRIBUTION: {}}
         self._last: dict[int, dict[str, float]] = {TIMER: {}, HISTOGRAM: {}, DISTRIBUTION: {}}
         self._timestamps: tuple[dict[str, int], ...] = ({}, {}, {}, {}, {}, {})
 
@@ -141,9 +142,9 @@ class StatsDAggregator:
                 self._add_values(code, items, True)
         if by_type[SET]:
             s = self._sets
-            get = s.get
+            sget = s.get
             for key, member in by_type[SET]:
-                members = get(key)
+                members = sget(key)
                 if members is None:
                     s[key] = {member}
                 else:
@@ -155,7 +156,7 @@ class StatsDAggregator:
                 if ts > d.get(key, 0):
                     d[key] = ts
 
-    def _add_values(self, code: int, items: Sequence[tuple], weighted: bool | None) -> None:
+    def _add_values(self, code: int, items: Sequence[tuple[Any, ...]], weighted: bool | None) -> None:
         """Timer/histogram/distribution values; `weighted` items are (key, value, weight)."""
         obs = self.observers[code]
         div = 1000.0 if code == TIMER else 1.0
@@ -334,7 +335,7 @@ class _Writer:
                 dp.as_double = float(v)
             self._attrs(dp, attrs, code)
 
-    def histograms(self, code: int, states: dict[str, list], tss: dict[str, int], unit: str,
+    def histograms(self, code: int, states: dict[str, list[Any]], tss: dict[str, int], unit: str,
                    bounds: tuple[float, ...]) -> None:
         nb = len(bounds) + 1
         for key, st in states.items():
@@ -356,7 +357,7 @@ class _Writer:
             dp.bucket_counts.extend(counts)
             self._attrs(dp, attrs, code)
 
-    def summaries(self, code: int, states: dict[str, list], tss: dict[str, int], unit: str,
+    def summaries(self, code: int, states: dict[str, list[Any]], tss: dict[str, int], unit: str,
                   quantiles: tuple[float, ...]) -> None:
         for key, (vals, ws) in states.items():
             name, attrs = split_key(key)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 # Type codes: index into ParseResult.by_type and the aggregator's tables.
 COUNTER, GAUGE, TIMER, HISTOGRAM, DISTRIBUTION, SET = range(6)
@@ -83,7 +84,7 @@ class ParseResult:
     __slots__ = ("by_type", "weighted", "timed", "lines", "refused", "ignored", "examples")
 
     def __init__(self) -> None:
-        self.by_type: tuple[list[tuple], ...] = ([], [], [], [], [], [])
+        self.by_type: tuple[list[tuple[Any, ...]], ...] = ([], [], [], [], [], [])
         self.weighted: list[tuple[int, str, float, float]] = []
         self.timed: list[tuple[int, str, int]] = []
         self.lines = 0
@@ -304,7 +305,7 @@ class StatsDParser:
                     container = f[2:]
                 else:
                     unknown += 1
-        canon = ""
+        canon: str | None = ""
         if tags or container:
             # Memo keys are '#' + tags; a '|' never occurs inside tags, so it separates the container id.
             memo_key = "#" + tags + "|" + container if container else "#" + tags
@@ -345,7 +346,7 @@ class StatsDParser:
     def _packed(self, code: int, key: str, vs: str, rate: float, res: ParseResult, line: str) -> bool:
         """DogStatsD value packing `name:1:2:3|h`: every value is a sample; any bad value refuses the line."""
         parts = vs.split(":")
-        out: list[tuple] = []
+        out: list[tuple[Any, ...]] = []
         for p in parts:
             if code == GAUGE:
                 g = self._gauge(p) if p else None

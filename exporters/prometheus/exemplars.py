@@ -40,7 +40,7 @@ def convert(e: OtlpExemplar, label_cache: dict[str, str] | None = None) -> Exemp
 
 def latest(exemplars: Sequence[OtlpExemplar], label_cache: dict[str, str] | None = None) -> Exemplar:
     """The most recent exemplar of a counter point."""
-    return max((convert(e, label_cache) for e in exemplars), key=lambda ex: ex.timestamp or 0.0)  # type: ignore[arg-type, return-value]
+    return max((convert(e, label_cache) for e in exemplars), key=lambda ex: ex.timestamp or 0.0)
 
 
 def per_bucket(own: list[Exemplar | None], bounds: Sequence[float], exemplars: Sequence[OtlpExemplar],
@@ -56,8 +56,8 @@ def per_bucket(own: list[Exemplar | None], bounds: Sequence[float], exemplars: S
         own[i] = ex
     out: list[Exemplar | None] = []
     carried = None
-    for ex in own:
-        if ex is not None:
-            carried = ex
+    for slot in own:
+        if slot is not None:
+            carried = slot
         out.append(carried)
     return tuple(out)

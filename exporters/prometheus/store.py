@@ -35,19 +35,22 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, DataPointFlags
-from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint
 from prometheus_client.samples import Exemplar
-from prometheus_client.utils import floatToGoString
+from prometheus_client.utils import floatToGoString as _float_to_go_string
 
 from exporters.prometheus import exemplars
 from exporters.prometheus.naming import Shape, join_labels, metric_name, unit_metadata, value_text
+
+# prometheus_client leaves it unannotated; the same function, typed for strict mypy.
+floatToGoString: Callable[[float], str] = _float_to_go_string
 
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
@@ -252,6 +255,7 @@ class MetricStore:
 
     def _metric(self, m: Metric, ctx: dict[str, str], res_pairs: list[tuple[str, str]] | None, now: float,
                 result: UpdateResult) -> None:
+        points: Sequence[NumberDataPoint | HistogramDataPoint | SummaryDataPoint]
         kind = m.WhichOneof("data")
         if kind == "gauge":
             shape, temporality, points = Shape.GAUGE, CUMULATIVE, m.gauge.data_points
@@ -438,7 +442,8 @@ class MetricStore:
                 for c in fam.claims:
                     if self._claims.get(c) == name:
                         del self._claims[c]
-        for table in (self._targets, self._scopes):
+        tables: tuple[dict[Any, list[Any]], ...] = (self._targets, self._scopes)  # they differ only in key type
+        for table in tables:
             for k in [k for k, v in table.items() if v[1] < cutoff]:
                 del table[k]
 
