@@ -10,7 +10,14 @@ from dataclasses import dataclass
 
 
 class PermanentError(Exception):
-    """Data that will never be accepted (bad encoding, 4xx other than 429). Never retried."""
+    """Data that will never be accepted (bad encoding, 4xx other than 429). Never retried.
+
+    `counted` is set by the stage that already counted the loss (the exporter
+    helper counts `send_failed`), so a stage upstream that sees the error (the
+    batch processor) does not count the same items as dropped a second time.
+    """
+
+    counted = False
 
 
 class RetryableError(Exception):

@@ -51,7 +51,9 @@ class ExporterHelper:
         self.cfg = cfg
         self._obs = settings.telemetry.exporter(settings)
         self._log = RateLimitedLog(settings.logger)
-        self._queue: SendQueue | None = MemoryQueue(cfg.sending_queue.queue_size) if cfg.sending_queue.enabled else None
+        q = cfg.sending_queue
+        self._queue: SendQueue | None = (MemoryQueue(int(q.queue_size), sizer=q.sizer, max_bytes=int(q.max_size))
+                                         if q.enabled else None)
         self._workers: list[asyncio.Task[None]] = []
         self._inflight: dict[int, Payload] = {}
         self._stopping = False
@@ -81,10 +83,11 @@ class ExporterHelper:
         if self._queue is None:
             await self._send(payload, raise_errors=True)
             return
-        if not self._queue.offer(payload.compact()):
+        if not self._queue.offer(payload):
             self._obs.enqueue_failed(payload.items, "queue_full")
             self._log.warning("sending queue is full; refusing data so the sender backs off",
-                              key="queue_full", extra={"queue_size": self._queue.capacity})
+                              key="queue_full", extra={"queue_size": self._queue.capacity,
+                                                       "sizer": self.cfg.sending_queue.sizer})
             raise QueueFullError(f"sending queue of exporter {self.settings.id} is full", retry_after=1.0)
 
     async def _worker(self, slot: int) -> None:
@@ -130,6 +133,7 @@ class ExporterHelper:
                 self._log.error("export failed permanently; dropping data", key="permanent",
                                 extra={"items": n, "error": str(e)})
                 if raise_errors:
+                    e.counted = True
                     raise
                 return
             except Exception as e:  # every other failure is treated as transient

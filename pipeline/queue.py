@@ -1,26 +1,46 @@
 """Bounded sending queues that sit in front of every exporter.
 
 `SendQueue` is the seam for a persistent queue (`sending_queue.storage`, a
-later issue): the exporter helper only offers, takes and closes. The in-memory
-queue counts requests, as the Collector's does by default.
+later issue): the exporter helper only offers, takes and closes.
+
+The queue is bounded twice. `queue_size` counts in the unit `sizer` names, as
+the Collector's does (`requests` by default, or `items`, or `bytes`), so
+Collector configs keep their meaning. On top of that, `max_size` always bounds
+the bytes the queue holds, whatever the sizer: a queue of 1,000 requests is
+~70 MB of ordinary agent traffic but 5 GB of 5 MB requests, and memory must
+stay bounded whatever senders choose to send. A payload is measured by its
+wire size, which is also what it costs to hold (payloads wait as bytes).
 """
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
+from pipeline.configtypes import ByteSize
 from pipeline.model import Payload
+
+Sizer = Literal["requests", "items", "bytes"]
+
+# Enough for the default 1,000 requests of ordinary agent traffic (SDK batches of 512 spans are
+# ~250 KB) while keeping a queue's worst case far below a typical pod's memory limit.
+DEFAULT_MAX_SIZE = ByteSize(256 * 1024 * 1024)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QueueConfig:
-    """`sending_queue`: a bounded buffer drained by `num_consumers` concurrent senders."""
+    """`sending_queue`: a bounded buffer drained by `num_consumers` concurrent senders.
+
+    queue_size: capacity in `sizer` units (requests, items, or bytes; sizes like '64MiB' are accepted).
+    max_size: the most bytes the queue holds whatever the sizer (memory bound).
+    """
 
     enabled: bool = True
     num_consumers: int = 10
-    queue_size: int = 1000
+    sizer: Sizer = "requests"
+    queue_size: ByteSize = ByteSize(1000)
+    max_size: ByteSize = DEFAULT_MAX_SIZE
     storage: str | None = None
 
     def validate(self) -> list[object]:
@@ -28,7 +48,10 @@ class QueueConfig:
         if self.num_consumers < 1:
             out.append(("num_consumers", "must be at least 1"))
         if self.queue_size < 1:
-            out.append(("queue_size", "must be at least 1 (it counts requests)"))
+            unit = {"requests": "requests", "items": "items", "bytes": "bytes"}[self.sizer]
+            out.append(("queue_size", f"must be at least 1 (it counts {unit}, as `sizer` says)"))
+        if self.max_size < 1:
+            out.append(("max_size", "must be greater than 0, e.g. '256MiB' (the default)"))
         if self.storage is not None:
             out.append(("storage", "persistent sending queues are not available in this version; remove the key to use the in-memory queue"))
         return out
@@ -48,34 +71,60 @@ class SendQueue(Protocol):
     def drain_nowait(self) -> list[Payload]: ...
 
 
-class MemoryQueue:
-    """FIFO of payloads bounded by request count; `take()` returns None once closed and empty."""
+def payload_bytes(payload: Payload) -> int:
+    """Wire size of a payload; encodes it once if no stage has yet (the exporter needs the bytes anyway)."""
+    return len(payload.serialize())
 
-    def __init__(self, capacity: int) -> None:
+
+class MemoryQueue:
+    """FIFO of payloads bounded by `capacity` sizer units and by `max_bytes`.
+
+    `take()` returns None once closed and empty. A single payload larger than
+    the whole queue is still taken when the queue is empty, so one oversized
+    request can never wedge an exporter (it is bounded by the receivers' own
+    request limits).
+    """
+
+    def __init__(self, capacity: int, *, sizer: Sizer = "requests", max_bytes: int = DEFAULT_MAX_SIZE) -> None:
         self.capacity = capacity
-        self._items: deque[Payload] = deque()
+        self.sizer = sizer
+        self.max_bytes = max_bytes
+        self._items: deque[tuple[Payload, int, int]] = deque()  # (payload, sizer units, bytes)
+        self._used = 0
+        self._bytes = 0
         self._closed = False
-        self._cond = asyncio.Condition()
-        self._waiters = 0
         self._wake = asyncio.Event()
 
     def size(self) -> int:
-        return len(self._items)
+        """Occupancy in sizer units (what `otelpipe_exporter_queue_size` reports)."""
+        return self._used
+
+    def bytes(self) -> int:
+        return self._bytes
 
     def offer(self, payload: Payload) -> bool:
-        if self._closed or len(self._items) >= self.capacity:
+        if self._closed:
             return False
-        self._items.append(payload)
+        nbytes = payload_bytes(payload)
+        units = 1 if self.sizer == "requests" else payload.items if self.sizer == "items" else nbytes
+        if self._items and (self._used + units > self.capacity or self._bytes + nbytes > self.max_bytes):
+            return False
+        payload.compact()
+        self._items.append((payload, units, nbytes))
+        self._used += units
+        self._bytes += nbytes
         self._wake.set()
         return True
 
     async def take(self) -> Payload | None:
         while True:
             if self._items:
-                item = self._items.popleft()
+                payload, units, nbytes = self._items.popleft()
+                self._used -= units
+                self._bytes -= nbytes
                 if not self._items and not self._closed:
                     self._wake.clear()
-                return item
+                return payload
             if self._closed:
                 return None
             self._wake.clear()
@@ -86,6 +135,7 @@ class MemoryQueue:
         self._wake.set()
 
     def drain_nowait(self) -> list[Payload]:
-        items = list(self._items)
+        items = [p for p, _, _ in self._items]
         self._items.clear()
+        self._used = self._bytes = 0
         return items

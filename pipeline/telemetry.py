@@ -36,6 +36,7 @@ class Telemetry:
         self.receiver_refused: dict[Signal, Counter] = {}
         self.processor_dropped: dict[Signal, Counter] = {}
         self.processor_incoming: dict[Signal, Counter] = {}
+        self.processor_outgoing: dict[Signal, Counter] = {}
         self.exporter_sent: dict[Signal, Counter] = {}
         self.exporter_failed: dict[Signal, Counter] = {}
         self.exporter_enqueue_failed: dict[Signal, Counter] = {}
@@ -54,6 +55,9 @@ class Telemetry:
             self.processor_incoming[sig] = Counter(
                 f"{PREFIX}processor_incoming_{item}", f"Number of {words} that entered the processor.",
                 ["processor", "pipeline"], registry=r)
+            self.processor_outgoing[sig] = Counter(
+                f"{PREFIX}processor_outgoing_{item}", f"Number of {words} the processor handed on.",
+                ["processor", "pipeline"], registry=r)
             self.exporter_sent[sig] = Counter(
                 f"{PREFIX}exporter_sent_{item}", f"Number of {words} successfully sent to destination.",
                 ["exporter"], registry=r)
@@ -63,9 +67,9 @@ class Telemetry:
             self.exporter_enqueue_failed[sig] = Counter(
                 f"{PREFIX}exporter_enqueue_failed_{item}", f"Number of {words} failed to be added to the sending queue.",
                 ["exporter", "reason"], registry=r)
-        self.queue_size = Gauge(f"{PREFIX}exporter_queue_size", "Current number of requests in the sending queue.",
+        self.queue_size = Gauge(f"{PREFIX}exporter_queue_size", "Current size of the sending queue, in the unit of its sizer (requests by default).",
                                 ["exporter", "data_type"], registry=r)
-        self.queue_capacity = Gauge(f"{PREFIX}exporter_queue_capacity", "Fixed capacity of the sending queue, in requests.",
+        self.queue_capacity = Gauge(f"{PREFIX}exporter_queue_capacity", "Fixed capacity of the sending queue, in the unit of its sizer (requests by default).",
                                     ["exporter", "data_type"], registry=r)
         self.export_duration = Histogram(
             f"{PREFIX}exporter_send_duration_seconds", "Duration of one push to the destination, by outcome.",
@@ -151,12 +155,16 @@ class ProcessorObs:
     def __init__(self, tel: Telemetry, processor_id: str, pipeline: str, signal: Signal) -> None:
         self._dropped = tel.processor_dropped[signal]
         self._incoming = tel.processor_incoming[signal].labels(processor_id, pipeline)
+        self._outgoing = tel.processor_outgoing[signal].labels(processor_id, pipeline)
         self.processor_id = processor_id
         self.pipeline = pipeline
         self.signal = signal
 
     def incoming(self, n: int) -> None:
         self._incoming.inc(n)
+
+    def outgoing(self, n: int) -> None:
+        self._outgoing.inc(n)
 
     def dropped(self, n: int, reason: str) -> None:
         if n:

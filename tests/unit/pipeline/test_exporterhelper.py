@@ -8,7 +8,7 @@ from pipeline.component import Kind
 from pipeline.configtypes import Duration
 from pipeline.errors import PartialSuccessError, PermanentError, QueueFullError, RetryableError
 from pipeline.exporterhelper import ExporterConfig, ExporterHelper
-from pipeline.model import Signal
+from pipeline.model import Payload, Signal
 from pipeline.queue import QueueConfig
 from pipeline.retry import Backoff, RetryConfig
 from pipeline.testing import NopHost, Sink, nop_settings, payload
@@ -101,3 +101,71 @@ def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
     d = [b.next_delay() for _ in range(6)]
     assert 0.5 <= d[0] <= 1.5 and all(x <= 6 for x in d)
     assert b.next_delay(retry_after=30) == 30
+
+
+class Stalled(Sink):
+    """A backend that never answers (until the test ends): everything stays queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def push(self, p):  # type: ignore[no-untyped-def]
+        await self.gate.wait()
+        await self.consume(p)
+
+
+async def _fill(h: ExporterHelper, make) -> int:  # type: ignore[no-untyped-def]
+    """Offer payloads until the queue refuses; returns how many were taken."""
+    taken = 0
+    while True:
+        try:
+            await h.consume(make())
+        except QueueFullError:
+            return taken
+        taken += 1
+        await asyncio.sleep(0)
+        assert taken < 10_000, "the queue never filled"
+
+
+async def test_default_queue_is_bounded_in_bytes_whatever_the_request_size() -> None:
+    """110 queued 5 MB requests were 663 MiB: the default queue now holds at most 256 MiB of them."""
+    assert QueueConfig().sizer == "requests" and QueueConfig().queue_size == 1000
+    raw = bytes(5 * 1024 * 1024)              # one buffer shared by every payload: the queue measures each
+    sink = Stalled()
+    h = helper(sink, sending_queue=QueueConfig(num_consumers=1))
+    await h.start(NopHost())
+    taken = _fill(h, lambda: Payload(Signal.TRACES, raw=raw, items=1))
+    n = await taken
+    assert n == 1 + (256 // 5)                # one in flight + what fits in 256 MiB
+    assert value(h, "otelpipe_exporter_enqueue_failed_spans_total", reason="queue_full") == 1
+    sink.gate.set()
+    await h.shutdown()
+    assert sink.items == n
+
+
+@pytest.mark.parametrize("sizer, queue_size, expected", [
+    ("items", 25, 1 + 2),                     # 10-item payloads: 2 fit in 25 items (+1 in flight)
+    ("bytes", 3 * 1024, 1 + 3),               # 1 KiB payloads: 3 fit in 3 KiB
+])
+async def test_sizer_measures_queue_size(sizer: str, queue_size: int, expected: int) -> None:
+    sink = Stalled()
+    h = helper(sink, sending_queue=QueueConfig(num_consumers=1, sizer=sizer, queue_size=queue_size))  # type: ignore[arg-type]
+    await h.start(NopHost())
+    n = await _fill(h, lambda: Payload(Signal.TRACES, raw=bytes(1024), items=10))
+    assert n == expected
+    tel = h.settings.telemetry
+    assert tel.value("otelpipe_exporter_queue_capacity", exporter="sink/x") == queue_size
+    assert tel.value("otelpipe_exporter_queue_size", exporter="sink/x") == (expected - 1) * (10 if sizer == "items" else 1024)
+    sink.gate.set()
+    await h.shutdown()
+    assert sink.items == 10 * n
+
+
+def test_queue_sizes_decode_from_yaml() -> None:
+    from pipeline.configtypes import decode_dataclass
+    issues: list = []
+    cfg = decode_dataclass(QueueConfig, {"sizer": "bytes", "queue_size": "64MiB", "max_size": "1GiB"}, "q", issues)
+    assert issues == [] and cfg.queue_size == 64 * 1024 * 1024 and cfg.max_size == 1024 ** 3
+    decode_dataclass(QueueConfig, {"sizer": "byte"}, "q", issues)
+    assert "q.sizer: invalid value 'byte'" in str(issues[0]) and "did you mean 'bytes'" in str(issues[0])
