@@ -10,12 +10,23 @@ no stage upstream changed them, so an unmutated pipeline batches without
 decoding or encoding anything. Only a batch above `send_batch_max_size` is
 decoded, to be cut with `pipeline.model.split`.
 
-Because the sender has already been answered, a downstream failure after a
-flush cannot be reported back: it is logged and counted as dropped with reason
-`export_failed` (the exporter helper in front of every exporter already
-retries and queues, so this is rare). To keep memory bounded when downstream
-is slower than intake, a `consume()` that finds more than `max_buffered_items`
-buffered waits until the sender has taken a batch out (back-pressure).
+The buffer is a queue, and what it acknowledged it keeps: the sender has been
+answered, so a batch that downstream refuses with a retryable error (an
+exporter's sending queue is full, a memory limit) is not dropped, as the
+Collector's batch processor does, but put back at the head of the buffer and
+offered again with a short exponential backoff. While downstream refuses, the
+processor is *blocked*: every new `consume()` is refused at once with the same
+kind of retryable error, so back-pressure reaches the receivers (429 /
+RESOURCE_EXHAUSTED with a retry delay) instead of data being taken in and lost.
+Only a permanent error drops a batch, counted once: when the exporter helper
+already counted it as `send_failed`, not again here. Answering each sender
+only once its data reached an exporter queue would say the same thing more
+strictly, but would make every request wait up to `timeout` and cap an SDK
+that exports one batch at a time at a few thousand spans per second.
+
+To keep memory bounded when downstream is slower than intake, a `consume()`
+that finds more than `max_buffered_items` buffered waits until the sender has
+taken a batch out.
 """
 from __future__ import annotations
 
@@ -25,15 +36,19 @@ from typing import Literal
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
 from pipeline.configtypes import Duration
-from pipeline.errors import RetryableError
+from pipeline.errors import DataRefusedError, PermanentError, QueueFullError, RetryableError
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal, merge, split
 
 DEFAULT_SEND_BATCH_SIZE = 8192
 # Default back-pressure threshold, in batches: enough to ride out a short downstream stall.
 BUFFERED_BATCHES = 10
+# Backoff while downstream refuses: from a few milliseconds (a queue that frees up at once)
+# up to the delay the refusal asked for, at most this long.
+RETRY_INITIAL = 0.005
+RETRY_MAX = 1.0
 
-Trigger = Literal["size", "timeout", "flush"]
+Trigger = Literal["size", "timeout", "flush", "retry"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,6 +125,8 @@ class BatchProcessor:
         self._send_lock = asyncio.Lock()  # one flush at a time keeps batches in arrival order
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._blocked: RetryableError | None = None  # downstream's last refusal, until a send succeeds
+        self._retry_delay = RETRY_INITIAL
 
     @property
     def buffered_items(self) -> int:
@@ -118,9 +135,16 @@ class BatchProcessor:
     async def start(self, host: Host) -> None:
         self._ensure_worker()
 
+    @property
+    def blocked(self) -> bool:
+        """Downstream refused the last batch; new data is refused until it takes it."""
+        return self._blocked is not None
+
     async def consume(self, payload: Payload) -> None:
         if self._closed:
             raise RetryableError(f"processor {self.settings.id} is shut down", retry_after=1.0)
+        if self._blocked is not None:
+            raise _refusal(self._blocked, f"processor {self.settings.id} holds data its downstream refused")
         first = not self._pending
         if first:
             self._batch_start = self._clock()
@@ -134,8 +158,9 @@ class BatchProcessor:
             await self._room.wait()
 
     async def force_flush(self) -> None:
-        """Send everything buffered now and wait until downstream has taken it."""
-        await self._flush("flush")
+        """Send everything buffered now and wait until downstream has taken it (retrying while it refuses)."""
+        while not await self._flush("flush"):
+            await asyncio.sleep(self._next_retry_delay())
 
     async def shutdown(self) -> None:
         """Refuse new data, let an in-flight send finish, flush the buffer downstream."""
@@ -175,6 +200,17 @@ class BatchProcessor:
     async def _run(self) -> None:
         """The timer and sender: waits for a full batch or the timeout, then flushes."""
         while not self._closed:
+            if self._blocked is not None:
+                # Downstream refused: offer the held data again after a backoff (shutdown cuts it short).
+                self._wake.clear()
+                try:
+                    async with asyncio.timeout(self._next_retry_delay()):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                if not self._closed:
+                    await self._flush("retry")
+                continue
             if not self._pending:
                 self._wake.clear()
                 await self._wake.wait()
@@ -193,16 +229,38 @@ class BatchProcessor:
             except TimeoutError:
                 pass
 
-    async def _flush(self, trigger: Trigger) -> None:
+    async def _flush(self, trigger: Trigger) -> bool:
+        """Send what is due; False when downstream refused (the rest is back at the head of the buffer)."""
         async with self._send_lock:
             batches = self._cut(everything=trigger != "size")
             counter = self._size_sends if trigger == "size" else self._timeout_sends if trigger == "timeout" else None
-            for batch in batches:
+            for i, batch in enumerate(batches):
                 if batch.items == 0:
                     continue  # only empty requests were buffered: nothing to send (as in the Collector)
                 if counter is not None:
                     counter.inc()
-                await self._send(batch)
+                try:
+                    delivered = await self._send(batch)
+                except asyncio.CancelledError:
+                    self._requeue(batches[i:])  # the shutdown deadline counts it with the rest
+                    raise
+                if not delivered:
+                    self._requeue(batches[i:])
+                    return False
+            return True
+
+    def _requeue(self, batches: list[Payload]) -> None:
+        """Put batches downstream did not take back at the head of the buffer, in order."""
+        back = [b.compact() for b in batches if b.items]
+        if back:
+            self._pending[:0] = back
+            self._count += sum(b.items for b in back)
+
+    def _next_retry_delay(self) -> float:
+        delay = self._retry_delay
+        cap = min(RETRY_MAX, self._blocked.retry_after or RETRY_MAX) if self._blocked is not None else RETRY_MAX
+        self._retry_delay = min(delay * 2, max(cap, RETRY_INITIAL))
+        return min(delay, cap)
 
     def _cut(self, *, everything: bool) -> list[Payload]:
         """Take batches out of the buffer (no awaits: the buffer cannot change meanwhile).
@@ -238,16 +296,41 @@ class BatchProcessor:
             self._room.set()
         return batches
 
-    async def _send(self, batch: Payload) -> None:
+    async def _send(self, batch: Payload) -> bool:
+        """Hand one batch on; False when downstream refused it with a retryable error (nothing is lost)."""
         try:
             await self._next.consume(batch)
         except asyncio.CancelledError:
             raise
+        except RetryableError as e:
+            if self._blocked is None:
+                self._log.warning("downstream refused a batch; holding it and refusing new data until it is taken",
+                                  key="blocked", extra={"items": batch.items, "error": f"{type(e).__name__}: {e}"})
+            self._blocked = e
+            return False
         except Exception as e:
-            # The senders were answered when the data was buffered: all we can do is count and log.
-            self._obs.dropped(batch.items, "export_failed")
+            # Permanent (or a bug downstream): retrying cannot help. Count the loss once, unless the
+            # exporter helper already counted these items as send_failed.
+            if not (isinstance(e, PermanentError) and e.counted):
+                reason = "export_failed" if isinstance(e, PermanentError) else "internal_error"
+                self._obs.dropped(batch.items, reason)
             self._log.error("downstream did not take a batch; it is dropped", key="export_failed",
                             extra={"items": batch.items, "error": f"{type(e).__name__}: {e}"})
+        if self._blocked is not None:
+            self.settings.logger.info("downstream takes data again; accepting new data")
+        self._blocked = None
+        self._retry_delay = RETRY_INITIAL
+        return True
+
+
+def _refusal(cause: RetryableError, message: str) -> RetryableError:
+    """A fresh refusal of the same kind as downstream's, so receivers answer (and count) it alike."""
+    text = f"{message}: {cause}"
+    if isinstance(cause, QueueFullError):
+        return QueueFullError(text, retry_after=cause.retry_after or 1.0)
+    if isinstance(cause, DataRefusedError):
+        return DataRefusedError(text, retry_after=cause.retry_after or 1.0)
+    return RetryableError(text, retry_after=cause.retry_after or 1.0)
 
 
 def create(settings: Settings, cfg: BatchConfig, next_consumer: Consumer) -> BatchProcessor:

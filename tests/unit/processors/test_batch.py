@@ -7,9 +7,9 @@ import pytest
 from pipeline.components import make_factory_map
 from pipeline.config import load_text
 from pipeline.configtypes import decode_dataclass
-from pipeline.errors import ConfigError, PermanentError, RetryableError
+from pipeline.errors import ConfigError, PermanentError, QueueFullError, RetryableError
 from pipeline.model import Payload, Signal
-from pipeline.testing import Sink, make_logs, make_metrics, make_traces, nop_host, nop_settings
+from pipeline.testing import Sink, make_logs, make_metrics, make_traces, nop_host, nop_settings, wait_until
 from processors.batch import FACTORY, BatchConfig, BatchProcessor
 
 BUILDERS = {Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}
@@ -333,3 +333,66 @@ async def test_empty_requests_are_not_sent_alone() -> None:
     await proc.consume(traces(2))
     await proc.shutdown()
     assert sizes(sink) == [2]
+
+
+class RefusingSink(Sink):
+    """Downstream whose queue is full until `room` is set: raises QueueFullError meanwhile."""
+
+    def __init__(self, signal: Signal = Signal.TRACES) -> None:
+        super().__init__(signal)
+        self.room = asyncio.Event()
+        self.refusals = 0
+
+    async def consume(self, payload: Payload) -> None:
+        if not self.room.is_set():
+            self.refusals += 1
+            raise QueueFullError("sending queue of exporter x is full", retry_after=1.0)
+        await super().consume(payload)
+
+
+async def test_refused_batch_is_held_and_new_data_refused_until_downstream_takes_it() -> None:
+    sink = RefusingSink()
+    proc = make(sink, send_batch_size=10)
+    await proc.start(nop_host())
+    await proc.consume(traces(6, name="a"))
+    await proc.consume(traces(6, name="b"))          # 12 items: a size-triggered send, refused downstream
+    await wait_until(lambda: proc.blocked, what="batch to notice the refusal")
+    with pytest.raises(QueueFullError) as ei:       # acknowledged data is held; new data is refused
+        await proc.consume(traces(1, name="late"))
+    assert ei.value.retry_after == 1.0
+    assert proc.buffered_items == 12
+    sink.room.set()                                  # the queue has room again: the held batch goes out
+    await sink.wait_for_items(12)
+    await wait_until(lambda: not proc.blocked, what="batch to accept again")
+    await proc.consume(traces(2, name="c"))
+    await proc.shutdown()
+    assert span_names(sink) == [f"{p}-{i}" for p, n in (("a", 6), ("b", 6), ("c", 2)) for i in range(n)]
+    tel = proc.settings.telemetry
+    assert tel.value("otelpipe_processor_dropped_spans_total") == 0
+
+
+async def test_shutdown_retries_a_refused_flush_and_counts_only_what_the_deadline_cuts() -> None:
+    sink = RefusingSink()
+    proc = make(sink, send_batch_size=100)
+    await proc.consume(traces(5))
+    stopping = asyncio.create_task(proc.shutdown())
+    await wait_until(lambda: sink.refusals >= 2, what="shutdown to retry the refused flush")
+    assert not stopping.done()
+    stopping.cancel()                                # the Service's shutdown deadline
+    with pytest.raises(asyncio.CancelledError):
+        await stopping
+    tel = proc.settings.telemetry
+    assert tel.value("otelpipe_processor_dropped_spans_total", reason="shutdown") == 5
+    assert tel.value("otelpipe_processor_dropped_spans_total") == 5
+
+
+async def test_permanent_error_already_counted_by_the_exporter_is_not_counted_again() -> None:
+    err = PermanentError("backend says no")
+    err.counted = True
+    sink = Sink(Signal.TRACES)
+    sink.fail_with, sink.fail_times = err, 1
+    proc = make(sink, send_batch_size=1000)
+    await proc.consume(traces(7))
+    await proc.force_flush()
+    assert proc.settings.telemetry.value("otelpipe_processor_dropped_spans_total") == 0
+    await proc.shutdown()
