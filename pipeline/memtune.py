@@ -28,15 +28,12 @@ DEFAULT_ARENA_MAX = 2
 
 def tune_malloc() -> bool:
     """Apply the settings through mallopt(3); returns False where glibc is not the allocator."""
-    if not sys.platform.startswith("linux"):
-        return False
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    if libc is None:
         return False
     try:
-        libc = ctypes.CDLL(name)
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except AttributeError:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -46,3 +43,37 @@ def tune_malloc() -> bool:
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
         ok = mallopt(M_MMAP_THRESHOLD, DEFAULT_MMAP_THRESHOLD) == 1 and ok
     return ok
+
+
+def release_free_memory() -> bool:
+    """Give memory that is free inside malloc's heaps back to the OS (glibc `malloc_trim(0)`).
+
+    After a burst, freed request buffers stay resident in the heaps (a live
+    allocation above them keeps the heap from shrinking), so RSS overstates
+    what the process holds by hundreds of MiB and a limiter reading RSS keeps
+    refusing long after the burst. `malloc_trim(0)` releases the free pages of
+    every arena. Returns False where glibc is not the allocator.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    try:
+        trim = libc.malloc_trim
+    except AttributeError:
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    trim(0)
+    return True
+
+
+def _libc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        return ctypes.CDLL(name)
+    except OSError:
+        return None

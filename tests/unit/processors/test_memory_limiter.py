@@ -255,3 +255,25 @@ async def test_factory_creates_a_processor() -> None:
     await proc.consume(payload(Signal.LOGS, n=2))
     await proc.shutdown()
     assert sink.items == 2 and proc.mutates_data is False
+
+
+async def test_limiter_recovers_after_a_burst_whose_memory_was_freed() -> None:
+    """Real memory: a burst leaves freed buffers resident in malloc's heaps (a live allocation above
+    them keeps the heap from shrinking). Once the burst's data is gone the limiter must accept
+    again, deciding on what the process holds rather than on the stale RSS."""
+    base = read_rss()
+    settings = nop_settings("memory_limiter", signal=Signal.TRACES)
+    cfg = MemoryLimiterConfig(limit_mib=base // MIB + 160, spike_limit_mib=40)   # soft: base + 120 MiB
+    sink = Sink(Signal.TRACES)
+    proc = MemoryLimiterProcessor(settings, cfg, sink)  # type: ignore[arg-type]
+    burst: list[bytearray] = []
+    keep: list[bytearray] = []
+    for _ in range(3200):                            # ~200 MiB of 64 KiB request-sized buffers
+        burst.append(bytearray(64 * 1024))
+        keep.append(bytearray(600))                  # small live allocations interleaved, as in a real heap
+    assert proc.check() is True                      # during the burst: refuse
+    del burst                                        # the burst is over and its data freed
+    assert proc.check() is False, f"still refusing at {proc.last_rss // MIB} MiB (soft {proc.limits.soft // MIB})"
+    await proc.consume(payload(Signal.TRACES, n=3))
+    assert sink.items == 3
+    del keep
