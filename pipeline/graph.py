@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +57,27 @@ class FanOut:
             # A retryable failure anywhere makes the sender retry; permanent only if all failed permanently.
             retryable = [e for e in errors if not isinstance(e, PermanentError)]
             raise (retryable or errors)[0]
+
+
+class ObservedConsumer:
+    """Counts the items that cross one edge of the graph (the Collector's obsconsumer).
+
+    The graph puts one in front of every processor (`incoming`) and one in front
+    of what each processor hands on to (`outgoing`), so the standard
+    `otelpipe_processor_{incoming,outgoing}_*` counters move for every
+    processor without any processor recording them itself.
+    """
+
+    __slots__ = ("_next", "_count", "mutates_data")
+
+    def __init__(self, next_consumer: Consumer, count: Callable[[int], None]) -> None:
+        self._next = next_consumer
+        self._count = count
+        self.mutates_data = next_consumer.mutates_data
+
+    async def consume(self, payload: Payload) -> None:
+        self._count(payload.items)
+        await self._next.consume(payload)
 
 
 class PipelineEntry:
@@ -120,10 +141,11 @@ class Graph:
             for prid in reversed(p.processors):
                 factory = self.factories[Kind.PROCESSOR][prid.type]
                 settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
-                proc = factory.create(settings, cfg.processors[prid], nxt)
+                obs = self.telemetry.processor(settings)
+                proc = factory.create(settings, cfg.processors[prid], ObservedConsumer(nxt, obs.outgoing))
                 mutates = mutates or bool(getattr(proc, "mutates_data", False))
                 nodes.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
-                nxt = proc
+                nxt = ObservedConsumer(proc, obs.incoming)
             # Nodes were built last-to-first; keep them first-to-last for shutdown flushing order.
             self.processors.extend(reversed(nodes))
             entry = PipelineEntry(pid, nxt, mutates)

@@ -55,3 +55,19 @@ async def test_fanout_copies_only_for_mutating_consumers() -> None:
     q = Payload(Signal.TRACES, message=make_traces(1))
     await FanOut([m1, m2]).consume(q)
     assert m1.payloads[0] is not q and m2.payloads[0] is q
+
+
+async def test_processor_incoming_and_outgoing_counters_move() -> None:
+    reg: dict[str, SinkExporter] = {}
+    fmap = factories(reg)
+    tel = Telemetry(process_metrics=False)
+    g = Graph(load_text(CONFIG, fmap, env={}), fmap, tel)
+    g.build()
+    await g.start(NopHost())
+    (recv,) = [n.component for n in g.receivers]
+    await recv.consumers[Signal.TRACES].consume(Payload(Signal.TRACES, message=make_traces(3)))
+    await g.shutdown()
+    for proc, pipeline in (("tag", "traces/a"), ("tag/b", "traces/b")):
+        assert tel.value("otelpipe_processor_incoming_spans_total", processor=proc, pipeline=pipeline) == 3
+        assert tel.value("otelpipe_processor_outgoing_spans_total", processor=proc, pipeline=pipeline) == 3
+    assert tel.value("otelpipe_processor_incoming_spans_total", pipeline="traces/raw") == 0
