@@ -26,6 +26,7 @@ from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import ExportResponse, Payload, Signal
 from pipeline.netaddr import parse_endpoint
+from pipeline.redact import redact_text, redact_url
 from pipeline.tlsconfig import TLSClientConfig
 
 USER_AGENT = "otelpipe/0.1.0"
@@ -69,8 +70,8 @@ class OTLPExporterConfig(ExporterConfig):
     def validate(self) -> list[object]:
         out = ExporterConfig.validate(self)
         if not self.endpoint:
-            out.append(("endpoint", "is required: the backend's gRPC address, e.g. 'tempo:4317' "
-                                    "(or 'http://host:4317' for plain text)"))
+            out.append(("endpoint", ("is required: the backend's gRPC address, e.g. 'tempo:4317' "
+                                     "(or 'http://host:4317' for plain text)")))
         else:
             try:
                 grpc_target(self.endpoint, self.tls)
@@ -79,8 +80,8 @@ class OTLPExporterConfig(ExporterConfig):
         for key, value in self.headers.items():
             out.extend(metadata_issues(key, value))
         if self.tls.insecure_skip_verify:
-            out.append(("tls.insecure_skip_verify", "is not supported by the gRPC exporter; "
-                                                    "set tls.ca_file to the CA that signed the server's certificate"))
+            out.append(("tls.insecure_skip_verify", ("is not supported by the gRPC exporter; set tls.ca_file "
+                                                     "to the CA that signed the server's certificate")))
         return out
 
 
@@ -100,8 +101,20 @@ def metadata_issues(key: str, value: Secret) -> list[object]:
 
 
 def grpc_target(endpoint: str, tls: TLSClientConfig) -> tuple[str, bool]:
-    """`(host:port, insecure)` for an endpoint; `http://`/`https://` choose plain text/TLS as in the Collector."""
+    """`(host:port, insecure)` for an endpoint; `http://`/`https://` choose plain text/TLS as in the Collector.
+
+    A gRPC target has no user info, query or fragment; those are refused first, and said without
+    their contents, so nothing after that check can print a secret.
+    """
     text = endpoint.strip()
+    shown = redact_url(text)
+    if "@" in text:
+        raise ValueError(f"a gRPC endpoint cannot carry credentials ({shown!r}): remove 'user:password@' "
+                         "and send them as a header instead, e.g. headers: {authorization: ...}")
+    if "?" in text or "#" in text:
+        part = "query string" if "?" in text else "fragment"
+        raise ValueError(f"a gRPC endpoint has no {part} ({shown!r}): write host:port, and send keys as "
+                         "headers instead, e.g. headers: {api-key: ...}")
     insecure = tls.insecure
     scheme, sep, rest = text.partition("://")
     if sep:
@@ -146,6 +159,7 @@ def retry_delay(trailing: grpc.aio.Metadata | None) -> float | None:
 def classify(code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None) -> Exception:
     """The pipeline error for a failed call, per the OTLP spec's retry rules."""
     delay = retry_delay(trailing)
+    details = redact_text(details)  # a backend or proxy may quote a URL with its credentials
     message = f"{code.name}: {details}" if details else code.name
     if code in RETRYABLE_CODES:
         return RetryableError(message, delay)
@@ -160,11 +174,12 @@ def check_partial_success(signal: Signal, response: ExportResponse, log: RateLim
         return
     ps = response.partial_success
     rejected = int(getattr(ps, _REJECTED_FIELD[signal]))
+    error_message = redact_text(ps.error_message)
     if rejected > 0:
-        raise PartialSuccessError(rejected, ps.error_message or f"backend rejected {rejected} {signal.item_name}")
-    if ps.error_message:
+        raise PartialSuccessError(rejected, error_message or f"backend rejected {rejected} {signal.item_name}")
+    if error_message:
         log.warning("backend accepted the request with a warning", key="partial_warning",
-                    extra={"error_message": ps.error_message[:500]})
+                    extra={"error_message": error_message[:500]})
 
 
 class OTLPExporter:

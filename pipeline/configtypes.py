@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any, Literal, Union, get_args, get_origin
 
 from pipeline.errors import ConfigIssue
+from pipeline.redact import redact_text
 
 
 class Duration(float):
@@ -159,13 +160,23 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _describe(value: object) -> str:
+def _quote(value: object) -> str:
+    """A bad value as an error message shows it: a URL in it loses its user info and query values."""
+    return repr(redact_text(value)) if isinstance(value, str) else repr(value)
+
+
+def _describe(value: object, *, show_text: bool = True) -> str:
+    """What was written instead of the expected type.
+
+    `show_text=False` where a mapping or list was expected: a string there is often a header value
+    or an API key written one level too high (`headers: "Bearer ..."`), so its text is not repeated.
+    """
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"boolean {value}"
     if isinstance(value, str):
-        return f"string {value!r}"
+        return f"string {_quote(value)}" if show_text else "a string"
     if isinstance(value, (int, float)):
         return f"number {value}"
     if isinstance(value, dict):
@@ -198,7 +209,7 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
         choices = get_args(tp)
         if value in choices and type(value) is type(choices[0]):
             return value
-        issues.append(ConfigIssue(path, f"invalid value {value!r}: must be one of {', '.join(repr(c) for c in choices)}"
+        issues.append(ConfigIssue(path, f"invalid value {_quote(value)}: must be one of {', '.join(repr(c) for c in choices)}"
                                         f"{did_you_mean(str(value), [str(c) for c in choices])}"))
         return choices[0]
     if tp is Any or tp is object:
@@ -210,7 +221,8 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
             return tp(value)
         except ValueError:
             values = [str(m.value) for m in tp]
-            issues.append(ConfigIssue(path, f"invalid value {value!r}: must be one of {', '.join(values)}{did_you_mean(str(value), values)}"))
+            issues.append(ConfigIssue(path, f"invalid value {_quote(value)}: must be one of {', '.join(values)}"
+                                            f"{did_you_mean(str(value), values)}"))
             return next(iter(tp))
     if origin in (list, tuple, typing.Sequence) or tp in (list, tuple):
         args = get_args(tp)
@@ -218,7 +230,7 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
         if value is None:
             return ()
         if not isinstance(value, list):
-            issues.append(ConfigIssue(path, f"expected a list, got {_describe(value)}"))
+            issues.append(ConfigIssue(path, f"expected a list, got {_describe(value, show_text=False)}"))
             return ()
         return tuple(decode(item_tp, v, join(path, i), issues) for i, v in enumerate(value))
     if origin in (dict, Mapping) or tp in (dict,):
@@ -227,7 +239,7 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
         if value is None:
             return {}
         if not isinstance(value, dict):
-            issues.append(ConfigIssue(path, f"expected a mapping, got {_describe(value)}"))
+            issues.append(ConfigIssue(path, f"expected a mapping, got {_describe(value, show_text=False)}"))
             return {}
         return {str(k): decode(val_tp, v, join(path, k), issues) for k, v in value.items()}
     if tp is Duration:
@@ -272,7 +284,7 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        issues.append(ConfigIssue(path, f"expected a mapping, got {_describe(value)}"))
+        issues.append(ConfigIssue(path, f"expected a mapping, got {_describe(value, show_text=False)}"))
         value = {}
     hints = _hints(cls)
     by_key = {f.metadata.get("yaml", f.name): f for f in dataclasses.fields(cls) if f.init}

@@ -1,5 +1,9 @@
 """Logging helpers: JSON-lines formatting (orjson) and rate-limited repeated warnings.
 
+Both formatters pass their output through `pipeline.redact.redact_text`, so a URL
+that reaches a log line by way of a library's exception text still loses its
+user info and query values.
+
 Only `cli.py` installs handlers; library code uses `component_logger()` so each
 line carries the component id, kind and pipeline.
 """
@@ -12,6 +16,8 @@ import traceback
 from typing import Any
 
 import orjson
+
+from pipeline.redact import redact_text
 
 _STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
@@ -49,7 +55,9 @@ class JSONFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exception"] = "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return orjson.dumps(out, default=_json_default).decode()
+        # Last line of defence: a URL that reached a log line through a library's exception text
+        # still loses its user info and query values (one substring scan when there is no URL).
+        return redact_text(orjson.dumps(out, default=_json_default).decode())
 
 
 def _json_default(obj: Any) -> Any:
@@ -70,7 +78,7 @@ class ConsoleFormatter(logging.Formatter):
         line = f"{ts} {record.levelname:<7} {record.name} {record.getMessage()}" + (f"  {extras}" if extras else "")
         if record.exc_info:
             line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        return line
+        return redact_text(line)
 
 
 def configure_logging(level: str = "info", encoding: str = "json") -> None:

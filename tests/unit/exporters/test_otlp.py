@@ -231,6 +231,25 @@ def test_config_rejects_bad_endpoints(endpoint: str, fragment: str) -> None:
     assert fragment in issues[0].message
 
 
+@pytest.mark.parametrize(("endpoint", "fragment"), [
+    ("http://user:s3cr3tpw@collector:4317", "credentials"),
+    ("https://s3cr3tpw@collector:4317", "credentials"),
+    ("user:s3cr3tpw@collector:4317", "credentials"),
+    ("collector:4317?api_key=K123", "query"),
+    ("http://collector:4317?api_key=K123", "query"),
+    ("https://collector:4317/otlp?api_key=K123", "query"),
+    ("http://user:s3cr3tpw@collector:4317/v1/traces?api_key=K123", "credentials"),
+    ("collector:4317#K123", "fragment"),
+])
+def test_config_endpoint_with_secrets_is_rejected_without_printing_them(endpoint: str, fragment: str) -> None:
+    _, issues = decode({"endpoint": endpoint})
+    assert [i.path for i in issues] == ["exporters.otlp.endpoint"]
+    message = issues[0].message
+    assert fragment in message
+    assert "s3cr3tpw" not in message and "K123" not in message
+    assert "collector:4317" in message  # the operator can still tell which endpoint is meant
+
+
 def test_config_rejects_bad_headers_and_skip_verify() -> None:
     _, issues = decode({"endpoint": "c:4317", "headers": {"bad key": "x", "grpc-timeout": "1", "ok": "line\nbreak"},
                         "tls": {"insecure_skip_verify": True}})
@@ -346,6 +365,16 @@ async def test_resource_exhausted_without_retry_info_is_permanent(backend: Backe
     backend.script = [fail(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota gone")]
     with pytest.raises(PermanentError, match="RESOURCE_EXHAUSTED: quota gone"):
         await exp.push(payload(Signal.TRACES))
+
+
+async def test_backend_error_text_never_carries_url_secrets(backend: Backend, make_exporter) -> None:
+    exp = await make_exporter(config(backend.port))
+    backend.script = [fail(grpc.StatusCode.UNAUTHENTICATED,
+                           "token rejected for https://user:s3cr3tpw@auth.example/check?api_key=K123")]
+    with pytest.raises(PermanentError, match="token rejected for https://") as err:
+        await exp.push(payload(Signal.TRACES))
+    assert "auth.example/check" in str(err.value)
+    assert "s3cr3tpw" not in str(err.value) and "K123" not in str(err.value)
 
 
 @pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import logging
 import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +25,7 @@ from pipeline.config import load_text
 from pipeline.configtypes import Duration, Secret, decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue, PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterHelper
+from pipeline.logutil import JSONFormatter
 from pipeline.model import Payload, Signal
 from pipeline.queue import QueueConfig
 from pipeline.retry import RetryConfig
@@ -39,6 +42,7 @@ class Recorded:
     headers: dict[str, str]
     body: bytes  # as the server sees it (aiohttp undoes Content-Encoding)
     message: object
+    query: str = ""  # the raw query string the server got
 
 
 @dataclass
@@ -50,7 +54,7 @@ class Backend:
 
     async def handle(self, request: web.Request) -> web.Response:
         signal = {"/v1/traces": Signal.TRACES, "/v1/metrics": Signal.METRICS, "/v1/logs": Signal.LOGS,
-                  "/custom/spans": Signal.TRACES}[request.path]
+                  "/custom/spans": Signal.TRACES, "/otlp/v1/traces": Signal.TRACES}[request.path]
         body = await request.read()
         if request.content_type == "application/json":
             message = otlpjson.decode(signal, body)
@@ -59,7 +63,7 @@ class Backend:
         if self.script:
             return self.script.pop(0)()
         async with self.cond:
-            self.requests.append(Recorded(request.path, dict(request.headers), body, message))
+            self.requests.append(Recorded(request.path, dict(request.headers), body, message, request.query_string))
             self.cond.notify_all()
         return web.Response(body=signal.response_type().SerializeToString(), content_type="application/x-protobuf")
 
@@ -397,3 +401,158 @@ async def test_backend_outage_loses_nothing(backend: Backend) -> None:
     assert names == sorted(f"b{i}-{j}" for i in range(5) for j in range(4))
     assert tel.value("otelpipe_exporter_sent_spans_total", exporter="otlphttp") == 20
     assert tel.value("otelpipe_exporter_send_failed_spans_total", exporter="otlphttp") == 0
+
+
+# ---------------------------------------------------------------- secrets in URLs (issue 9)
+
+SECRETS = ("s3cr3tpw", "K123")
+
+
+def with_secrets(url: str, path: str = "/otlp") -> str:
+    """`http://127.0.0.1:PORT` → `http://user:s3cr3tpw@127.0.0.1:PORT/otlp?api_key=K123`."""
+    scheme, _, hostport = url.partition("://")
+    return f"{scheme}://user:s3cr3tpw@{hostport}{path}?api_key=K123"
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text, text
+
+
+def test_signal_path_goes_before_the_query() -> None:
+    cfg, issues = decode({"endpoint": "http://h/otlp?api_key=K"})
+    assert issues == []
+    assert cfg.signal_url(Signal.TRACES) == "http://h/otlp/v1/traces?api_key=K"
+    cfg, _ = decode({"endpoint": "https://h:4318/?api_key=K&tenant=a%2Bb"})
+    assert cfg.signal_url(Signal.LOGS) == "https://h:4318/v1/logs?api_key=K&tenant=a%2Bb"
+
+
+async def test_backend_gets_the_signal_path_and_the_query_as_configured(backend: Backend, make_exporter) -> None:
+    query = "api_key=K123&tenant=a%2Bb%26c&flag"
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=f"{backend.url}/otlp?{query}"))
+    await exp.push(payload(Signal.TRACES))
+    [req] = backend.requests
+    assert (req.path, req.query) == ("/otlp/v1/traces", query)
+
+
+async def test_userinfo_alone_is_sent_as_basic_auth(backend: Backend, make_exporter) -> None:
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=with_secrets(backend.url)))
+    await exp.push(payload(Signal.TRACES))
+    [req] = backend.requests
+    assert req.headers["Authorization"] == "Basic " + base64.b64encode(b"user:s3cr3tpw").decode()
+    assert (req.path, req.query) == ("/otlp/v1/traces", "api_key=K123")
+
+
+@pytest.mark.parametrize(("key", "header"), [("endpoint", "Authorization"), ("traces_endpoint", "authorization")])
+def test_userinfo_with_an_authorization_header_is_a_config_error(key: str, header: str) -> None:
+    _, issues = decode({key: "https://user:s3cr3tpw@otlp.example.com/otlp?api_key=K123",
+                        "headers": {header: "Bearer t0k3n"}})
+    assert [i.path for i in issues] == [f"exporters.otlphttp.{key}"]
+    assert "Basic" in issues[0].message and "Authorization" in issues[0].message
+    assert_no_secret(issues[0].message)
+    assert "t0k3n" not in issues[0].message
+
+
+async def test_userinfo_with_an_authorization_header_unvalidated_is_permanent(backend: Backend, make_exporter) -> None:
+    """Built without validation, the clash aiohttp refuses is dropped once, not retried for ever."""
+    cfg = OTLPHTTPExporterConfig(endpoint=with_secrets(backend.url), headers={"Authorization": Secret("Bearer t0k3n")})
+    exp = await make_exporter(cfg)
+    with pytest.raises(PermanentError, match="could not be sent") as err:
+        await exp.push(payload(Signal.TRACES))
+    assert_no_secret(str(err.value))
+    assert backend.requests == []
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://user:s3cr3tpw@[127.0.0.1:1/otlp?api_key=K123",   # unbalanced IPv6 bracket
+    "http://user:s3cr3tpw@127.0.0.1:99999/otlp?api_key=K123",  # port out of range
+    "ftp://user:s3cr3tpw@127.0.0.1/otlp?api_key=K123",        # wrong scheme
+    "http://user:s3cr/tpw@127.0.0.1/otlp?api_key=K123",       # '/' not percent-encoded in the password
+])
+def test_invalid_url_messages_are_redacted(endpoint: str) -> None:
+    _, issues = decode({"endpoint": endpoint})
+    assert [i.path for i in issues] == ["exporters.otlphttp.endpoint"]
+    assert "invalid URL" in issues[0].message
+    assert "[REDACTED]" in issues[0].message
+    assert_no_secret(issues[0].message.replace("s3cr/tpw", "s3cr3tpw"))
+
+
+@pytest.mark.parametrize(("key", "value"), [("headers", "Authorization: Bearer t0k3n"),
+                                          ("tls", "https://user:s3cr3tpw@h/?api_key=K123")])
+def test_a_string_where_a_mapping_belongs_is_not_repeated(key: str, value: str) -> None:
+    _, issues = decode({"endpoint": "http://x", key: value})
+    assert [(i.path, i.message) for i in issues] == [(f"exporters.otlphttp.{key}", "expected a mapping, got a string")]
+
+
+def test_a_bad_choice_holding_a_url_is_redacted() -> None:
+    _, issues = decode({"endpoint": "http://x", "encoding": "http://user:s3cr3tpw@h/?api_key=K123"})
+    assert [i.path for i in issues] == ["exporters.otlphttp.encoding"]
+    assert "invalid value 'http://[REDACTED]@h/?api_key=[REDACTED]'" in issues[0].message
+    assert_no_secret(issues[0].message)
+
+
+def records_text(caplog: pytest.LogCaptureFixture) -> str:
+    fmt = JSONFormatter()
+    return "\n".join(fmt.format(r) for r in caplog.records)
+
+
+async def test_start_up_line_and_export_errors_never_carry_userinfo_or_query_values(
+        backend: Backend, make_exporter, caplog: pytest.LogCaptureFixture) -> None:
+    errors: list[str] = []
+    with caplog.at_level(logging.INFO, logger="otelpipe"):
+        exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=with_secrets(backend.url)))
+        backend.script = [
+            status_reply(500, message="internal"),
+            status_reply(503),
+            lambda: web.Response(status=307, headers={"Location": with_secrets("http://elsewhere", "/v1/traces")}),
+            status_reply(400, message=f"bad credentials for {with_secrets(backend.url)}"),
+            lambda: web.Response(status=200, body=b"\xff\x00", content_type="application/x-protobuf"),
+        ]
+        for _ in range(4):
+            with pytest.raises((PermanentError, RetryableError)) as err:
+                await exp.push(payload(Signal.TRACES))
+            errors.append(str(err.value))
+        await exp.push(payload(Signal.TRACES))  # undecodable 2xx body: logged with the URL
+        await exp.shutdown()
+    text = records_text(caplog)
+    assert "OTLP/HTTP exporter started" in text and "could not decode" in text
+    shown = f"http://[REDACTED]@{backend.url.partition('://')[2]}/otlp/v1/traces?api_key=[REDACTED]"
+    assert shown in text
+    assert all(shown in e for e in errors[:2]), errors
+    assert "elsewhere" in errors[2] and "bad credentials" in errors[3]
+    assert_no_secret(text)
+    assert_no_secret("\n".join(errors))
+
+
+async def test_connection_errors_never_carry_userinfo_or_query_values(make_exporter) -> None:
+    b = Backend()
+    runner = await serve(b)
+    url = b.url
+    await runner.cleanup()
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=with_secrets(url)))
+    with pytest.raises(RetryableError, match="failed") as err:
+        await exp.push(payload(Signal.TRACES))
+    assert "[REDACTED]" in str(err.value)
+    assert_no_secret(str(err.value))
+
+
+async def test_helper_logs_of_a_failing_backend_never_carry_secrets(backend: Backend,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    tel = Telemetry(process_metrics=False)
+    settings = nop_settings("otlphttp", Kind.EXPORTER, Signal.TRACES, telemetry=tel)
+    cfg = OTLPHTTPExporterConfig(endpoint=with_secrets(backend.url),
+                                 retry_on_failure=RetryConfig(initial_interval=Duration(0.001),
+                                                              max_interval=Duration(0.001)))
+    helper = ExporterHelper(settings, otlphttp.create(settings, cfg), cfg)
+    with caplog.at_level(logging.INFO, logger="otelpipe"):
+        await helper.start(nop_host())
+        try:
+            backend.script = [status_reply(503), status_reply(500)]
+            await helper.consume(payload(Signal.TRACES, n=3))
+            await helper.consume(payload(Signal.TRACES, n=3))
+            await backend.wait_for_items(3)  # one retried to success, the other dropped as permanent
+        finally:
+            await helper.shutdown()
+    text = records_text(caplog)
+    assert "will retry" in text and "failed permanently" in text
+    assert_no_secret(text)
