@@ -11,11 +11,11 @@ import builtins
 import enum
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.model import Payload, Signal
 
 if TYPE_CHECKING:
@@ -29,6 +29,8 @@ class Kind(enum.Enum):
     RECEIVER = "receiver"
     PROCESSOR = "processor"
     EXPORTER = "exporter"
+    CONNECTOR = "connector"
+    EXTENSION = "extension"
 
     @property
     def section(self) -> str:
@@ -76,9 +78,15 @@ class Consumer(Protocol):
 
 
 class Host(Protocol):
-    """What a running component may ask of the Service."""
+    """What a running component may ask of the Service (the Collector's component.Host).
+
+    `extensions()` gives the running extensions by id, so a component can find
+    the storage or authenticator its config names.
+    """
 
     def report_fatal(self, exc: BaseException) -> None: ...
+
+    def extensions(self) -> Mapping[ComponentID, Component]: ...
 
 
 class Component(Protocol):
@@ -92,7 +100,8 @@ class Settings:
     """What every component is created with: its id, kind, telemetry and a logger.
 
     `pipeline` is set for processors (one instance per pipeline); `signal` for
-    processors and exporters (one instance per signal).
+    processors and exporters (one instance per signal) and for connectors the
+    signal they take, with `to_signal` the signal they emit (one instance per pair).
     """
 
     id: ComponentID
@@ -101,21 +110,32 @@ class Settings:
     logger: logging.LoggerAdapter[logging.Logger]
     signal: Signal | None = None
     pipeline: str = ""
-    clock: Callable[[], float] = time.monotonic
+    clock: Clock = SYSTEM_CLOCK
+    to_signal: Signal | None = None
 
 
 # create functions, by kind:
 #   receiver:  create(settings, cfg, consumers: Mapping[Signal, Consumer]) -> Component
 #   processor: create(settings, cfg, next: Consumer) -> Component & Consumer
 #   exporter:  create(settings, cfg) -> Exporter (push + start/shutdown), wrapped by exporterhelper
+#   connector: create(settings, cfg, next: Consumer) -> Component & Consumer, one per (signal, to_signal)
+#   extension: create(settings, cfg) -> Component
 ReceiverCreate = Callable[[Settings, Any, Mapping[Signal, Consumer]], Component]
 ProcessorCreate = Callable[[Settings, Any, Consumer], Any]
 ExporterCreate = Callable[[Settings, Any], Any]
+ConnectorCreate = Callable[[Settings, Any, Consumer], Any]
+ExtensionCreate = Callable[[Settings, Any], Component]
 
 
 @dataclass(frozen=True, slots=True)
 class Factory:
-    """One component type: its YAML type name, kind, config dataclass, signals and create function."""
+    """One component type: its YAML type name, kind, config dataclass, signals and create function.
+
+    Receivers, processors and exporters list the `signals` they handle. A
+    connector lists instead the signal pairs it `connects` (`(TRACES, METRICS)`:
+    it is an exporter of traces pipelines and a receiver of metrics pipelines).
+    An extension handles no signal.
+    """
 
     type: str
     kind: Kind
@@ -123,9 +143,19 @@ class Factory:
     signals: Mapping[Signal, Stability]
     create: Callable[..., Any]
     description: str = ""
+    connects: Mapping[tuple[Signal, Signal], Stability] = field(default_factory=dict)
 
     def supports(self, signal: Signal) -> bool:
         return signal in self.signals
+
+    def connects_pair(self, source: Signal, target: Signal) -> bool:
+        return (source, target) in self.connects
+
+    def stability_text(self) -> str:
+        """`traces (stable), metrics (beta)`, or for connectors `traces->metrics (alpha)`."""
+        if self.kind is Kind.CONNECTOR:
+            return ", ".join(f"{a.value}->{b.value} ({st.value})" for (a, b), st in self.connects.items())
+        return ", ".join(f"{s.value} ({st.value})" for s, st in self.signals.items())
 
 
 class Exporter(Protocol):

@@ -12,6 +12,7 @@ from pipeline.component import Factory, Kind
 
 
 def _factories() -> list[Factory]:
+    from connectors import forward
     from exporters import debug, file, otlp, otlphttp, prometheus
     from processors import (
         batch,
@@ -40,6 +41,7 @@ def _factories() -> list[Factory]:
         debug.FACTORY,
         file.FACTORY,
         prometheus.FACTORY,
+        forward.FACTORY,
     ]
 
 

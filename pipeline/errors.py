@@ -48,6 +48,10 @@ class PartialSuccessError(Exception):
         self.rejected = rejected
 
 
+class StartError(Exception):
+    """A component or extension failed to start (port in use, unreadable file...): the Service exits."""
+
+
 @dataclass(frozen=True, slots=True)
 class ConfigIssue:
     """One configuration problem: where (dotted key path), what, and whether it stops the run."""

@@ -18,7 +18,7 @@ from typing import Any
 
 from pipeline.component import ComponentID, Consumer, Factory, Host, Kind, Settings
 from pipeline.config import Config, PipelineID
-from pipeline.errors import PermanentError
+from pipeline.errors import PermanentError, StartError
 from pipeline.exporterhelper import ExporterHelper
 from pipeline.logutil import component_logger
 from pipeline.model import Payload, Signal
@@ -100,43 +100,51 @@ class Node:
     pipeline: str = ""
     signal: Signal | None = None
     state: str = "created"
+    to_signal: Signal | None = None
 
     @property
     def label(self) -> str:
-        where = f" in pipeline {self.pipeline}" if self.pipeline else (f" ({self.signal.value})" if self.signal else "")
+        if self.pipeline:
+            where = f" in pipeline {self.pipeline}"
+        elif self.signal and self.to_signal:
+            where = f" ({self.signal.value} -> {self.to_signal.value})"
+        else:
+            where = f" ({self.signal.value})" if self.signal else ""
         return f"{self.kind.value} {self.id}{where}"
 
 
 @dataclass
 class Graph:
+    """The running DAG. `middle` holds processors and connectors in start order (downstream first)."""
+
     config: Config
     factories: Mapping[Kind, Mapping[str, Factory]]
     telemetry: Telemetry
     exporters: list[Node] = field(default_factory=list)
-    processors: list[Node] = field(default_factory=list)
+    middle: list[Node] = field(default_factory=list)
     receivers: list[Node] = field(default_factory=list)
+
+    @property
+    def processors(self) -> list[Node]:
+        return [n for n in self.middle if n.kind is Kind.PROCESSOR]
+
+    @property
+    def connectors(self) -> list[Node]:
+        return [n for n in self.middle if n.kind is Kind.CONNECTOR]
 
     def build(self) -> None:
         cfg = self.config
-        exporters: dict[tuple[ComponentID, Signal], ExporterHelper] = {}
-        for pid, p in cfg.pipelines.items():
-            for eid in p.exporters:
-                key = (eid, pid.signal)
-                if key in exporters:
-                    continue
-                factory = self.factories[Kind.EXPORTER][eid.type]
-                settings = self._settings(Kind.EXPORTER, eid, pid.signal)
-                ecfg = cfg.exporters[eid]
-                inner = factory.create(settings, ecfg)
-                helper = ExporterHelper(settings, inner, ecfg)
-                exporters[key] = helper
-                self.exporters.append(Node(Kind.EXPORTER, eid, helper, signal=pid.signal))
-
-        entries: dict[tuple[ComponentID, Signal], list[Consumer]] = {}
-        for pid, p in cfg.pipelines.items():
-            outs: list[Consumer] = [exporters[(eid, pid.signal)] for eid in p.exporters]
+        exporters = self._build_exporters()
+        entries: dict[PipelineID, PipelineEntry] = {}
+        connectors: dict[tuple[ComponentID, Signal, Signal], Consumer] = {}
+        # Downstream pipelines first, so every connector is created with its `next` already built.
+        for pid in reversed(cfg.pipeline_order or tuple(cfg.pipelines)):
+            p = cfg.pipelines[pid]
+            outs: list[Consumer] = [
+                self._connector_consumer(eid, pid.signal, entries, connectors) if eid in cfg.connectors
+                else exporters[(eid, pid.signal)]
+                for eid in p.exporters]
             nxt: Consumer = outs[0] if len(outs) == 1 else FanOut(outs)
-            nodes: list[Node] = []
             mutates = False
             for prid in reversed(p.processors):
                 factory = self.factories[Kind.PROCESSOR][prid.type]
@@ -144,18 +152,15 @@ class Graph:
                 obs = self.telemetry.processor(settings)
                 proc = factory.create(settings, cfg.processors[prid], ObservedConsumer(nxt, obs.outgoing))
                 mutates = mutates or bool(getattr(proc, "mutates_data", False))
-                nodes.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
+                self.middle.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
                 nxt = ObservedConsumer(proc, obs.incoming)
-            # Nodes were built last-to-first; keep them first-to-last for shutdown flushing order.
-            self.processors.extend(reversed(nodes))
-            entry = PipelineEntry(pid, nxt, mutates)
-            for rid in p.receivers:
-                entries.setdefault((rid, pid.signal), []).append(entry)
+            entries[pid] = PipelineEntry(pid, nxt, mutates)
 
         for rid, rcfg in cfg.receivers.items():
             consumers: dict[Signal, Consumer] = {}
             for sig in Signal:
-                heads = entries.get((rid, sig))
+                heads: list[Consumer] = [entries[pid] for pid, p in cfg.pipelines.items()
+                                         if pid.signal is sig and rid in p.receivers]
                 if heads:
                     consumers[sig] = heads[0] if len(heads) == 1 else FanOut(heads)
             if not consumers:
@@ -164,13 +169,60 @@ class Graph:
             settings = self._settings(Kind.RECEIVER, rid, None)
             self.receivers.append(Node(Kind.RECEIVER, rid, factory.create(settings, rcfg, consumers)))
 
-    def _settings(self, kind: Kind, cid: ComponentID, signal: Signal | None, pipeline: str = "") -> Settings:
+    def _build_exporters(self) -> dict[tuple[ComponentID, Signal], ExporterHelper]:
+        """One exporter per (id, signal), shared by every pipeline of that signal that lists it."""
+        cfg = self.config
+        exporters: dict[tuple[ComponentID, Signal], ExporterHelper] = {}
+        for pid, p in cfg.pipelines.items():
+            for eid in p.exporters:
+                key = (eid, pid.signal)
+                if key in exporters or eid in cfg.connectors:
+                    continue
+                factory = self.factories[Kind.EXPORTER][eid.type]
+                settings = self._settings(Kind.EXPORTER, eid, pid.signal)
+                ecfg = cfg.exporters[eid]
+                helper = ExporterHelper(settings, factory.create(settings, ecfg), ecfg)
+                exporters[key] = helper
+                self.exporters.append(Node(Kind.EXPORTER, eid, helper, signal=pid.signal))
+        return exporters
+
+    def _connector_consumer(self, cid: ComponentID, source: Signal, entries: Mapping[PipelineID, PipelineEntry],
+                            built: dict[tuple[ComponentID, Signal, Signal], Consumer]) -> Consumer:
+        """What a pipeline of `source` hands to connector `cid`: one instance per signal it emits.
+
+        As in the Collector, there is one connector instance per (id, source
+        signal, target signal), shared by every source pipeline of that signal;
+        its `next` fans out to every target pipeline of that signal that lists
+        the connector among its receivers.
+        """
+        cfg = self.config
+        factory = self.factories[Kind.CONNECTOR][cid.type]
+        instances: list[Consumer] = []
+        for target in Signal:
+            if not factory.connects_pair(source, target):
+                continue
+            heads: list[Consumer] = [entries[pid] for pid, p in cfg.pipelines.items()
+                                     if pid.signal is target and cid in p.receivers]
+            if not heads:
+                continue
+            key = (cid, source, target)
+            if key not in built:
+                settings = self._settings(Kind.CONNECTOR, cid, source, to_signal=target)
+                comp = factory.create(settings, cfg.connectors[cid], heads[0] if len(heads) == 1 else FanOut(heads))
+                built[key] = comp
+                self.middle.append(Node(Kind.CONNECTOR, cid, comp, signal=source, to_signal=target))
+            instances.append(built[key])
+        return instances[0] if len(instances) == 1 else FanOut(instances)
+
+    def _settings(self, kind: Kind, cid: ComponentID, signal: Signal | None, pipeline: str = "",
+                  to_signal: Signal | None = None) -> Settings:
         logger = component_logger(kind.value, str(cid), pipeline, signal.value if signal else "")
-        return Settings(id=cid, kind=kind, telemetry=self.telemetry, logger=logger, signal=signal, pipeline=pipeline)
+        return Settings(id=cid, kind=kind, telemetry=self.telemetry, logger=logger, signal=signal, pipeline=pipeline,
+                        to_signal=to_signal)
 
     def start_order(self) -> list[Node]:
-        # processors: start the ones nearest the exporters first
-        return [*self.exporters, *reversed(self.processors), *self.receivers]
+        """Exporters, then processors and connectors nearest the exporters first, receivers last."""
+        return [*self.exporters, *self.middle, *self.receivers]
 
     async def start(self, host: Host) -> None:
         for node in self.start_order():
@@ -182,22 +234,22 @@ class Graph:
             logging.getLogger("otelpipe.service").debug("started", extra={"component": node.label})
 
     async def shutdown(self) -> None:
-        """Receivers, then processors first-to-last (each flushes downstream), then exporters (drain)."""
-        for group in (self.receivers, self.processors, self.exporters):
-            for node in group:
-                if node.state == "stopped":
-                    continue
-                node.state = "stopping"
-                try:
-                    await node.component.shutdown()
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("error while shutting down", extra={"component": node.label})
-                node.state = "stopped"
+        """The reverse of start: receivers, then each pipeline's processors first-to-last (each flushes
+        downstream) with connectors after the pipelines that feed them, then exporters (drain)."""
+        for node in reversed(self.start_order()):
+            if node.state == "stopped":
+                continue
+            node.state = "stopping"
+            try:
+                await node.component.shutdown()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("error while shutting down", extra={"component": node.label})
+            node.state = "stopped"
 
     def still_running(self) -> list[str]:
-        return [n.label for n in (*self.receivers, *self.processors, *self.exporters) if n.state != "stopped"]
+        return [n.label for n in reversed(self.start_order()) if n.state != "stopped"]
 
     def describe(self) -> dict[str, Any]:
         pipelines = {
@@ -211,9 +263,10 @@ class Graph:
         comps = [
             {"kind": n.kind.value, "id": str(n.id), "pipeline": n.pipeline or None,
              "signal": n.signal.value if n.signal else None, "state": n.state,
+             **({"to_signal": n.to_signal.value} if n.to_signal else {}),
              **({"queue_size": n.component.queue_size} if isinstance(n.component, ExporterHelper) else {}),
              **({"endpoints": eps} if (eps := _endpoints(n.component)) else {})}
-            for n in (*self.receivers, *self.processors, *self.exporters)
+            for n in reversed(self.start_order())
         ]
         return {"pipelines": pipelines, "components": comps}
 
@@ -231,7 +284,3 @@ def _endpoints(component: Any) -> dict[str, str]:
     inner = component.exporter if isinstance(component, ExporterHelper) else component
     eps = getattr(inner, "endpoints", None)
     return dict(eps) if isinstance(eps, dict) else {}
-
-
-class StartError(Exception):
-    """A component failed to start (port in use, unreadable file...): the Service exits."""

@@ -16,10 +16,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.admin import AdminServer
-from pipeline.component import Factory, Kind
+from pipeline.component import Component, ComponentID, Factory, Kind
 from pipeline.config import Config
 from pipeline.errors import ConfigError
 from pipeline.exporterhelper import ExporterHelper
+from pipeline.extensions import Extensions
 from pipeline.graph import Graph
 from pipeline.telemetry import Telemetry
 
@@ -34,6 +35,7 @@ class Service:
         self.telemetry = telemetry or Telemetry()
         self._reload_config = reload_config
         self.graph: Graph | None = None
+        self._extensions: Extensions | None = None
         self.admin: AdminServer | None = None
         self.ready = False
         self.draining = False
@@ -47,6 +49,9 @@ class Service:
         log.error("component reported a fatal error; shutting down", extra={"error": str(exc)})
         self.fatal = exc
         self._stop.set()
+
+    def extensions(self) -> Mapping[ComponentID, Component]:
+        return self._extensions.by_id() if self._extensions is not None else {}
 
     # --- control --------------------------------------------------------------
     def request_stop(self) -> None:
@@ -71,10 +76,13 @@ class Service:
                                               "endpoints": self.graph.endpoints() if self.graph else {}})
 
     async def _start_graph(self, config: Config) -> None:
+        """Extensions first (in `service.extensions` order), then the pipelines."""
+        extensions = Extensions(config, self.factories, self.telemetry)
         graph = Graph(config, self.factories, self.telemetry)
         graph.build()
-        self.graph = graph
+        self._extensions, self.graph = extensions, graph
         try:
+            await extensions.start(self)
             await graph.start(self)
         except BaseException:
             await self._stop_graph(graph, config.service.shutdown_timeout)
@@ -127,11 +135,20 @@ class Service:
         return True
 
     async def _stop_graph(self, graph: Graph, budget: float) -> None:
-        task = asyncio.ensure_future(graph.shutdown())
+        """The pipelines, then the extensions they may use, within one deadline."""
+        extensions = self._extensions
+
+        async def stop() -> None:
+            await graph.shutdown()
+            if extensions is not None:
+                await extensions.shutdown()
+
+        task = asyncio.ensure_future(stop())
         done, _ = await asyncio.wait({task}, timeout=budget)
         if not done:
+            still = graph.still_running() + (extensions.still_running() if extensions is not None else [])
             log.error("shutdown deadline reached; cancelling components still running",
-                      extra={"still_running": graph.still_running(), "shutdown_timeout_s": budget})
+                      extra={"still_running": still, "shutdown_timeout_s": budget})
             task.cancel()
             try:
                 await task
@@ -153,6 +170,8 @@ class Service:
     # --- introspection --------------------------------------------------------
     def status(self) -> dict[str, Any]:
         graph = self.graph.describe() if self.graph else {"pipelines": {}, "components": []}
+        if self._extensions is not None:
+            graph["extensions"] = self._extensions.describe()
         return {"ready": self.ready and not self.draining, "draining": self.draining,
                 "uptime_s": round(time.time() - self._started_at, 3), "config_sources": list(self.config.sources), **graph}
 
@@ -160,8 +179,13 @@ class Service:
         """The running component (for exporters: the exporter inside its helper)."""
         assert self.graph is not None
         k = Kind(kind)
+        if k is Kind.EXTENSION:
+            found = self.extensions().get(ComponentID.parse(component_id))
+            if found is None:
+                raise KeyError(f"no running extension {component_id!r}")
+            return found
         nodes = {Kind.RECEIVER: self.graph.receivers, Kind.PROCESSOR: self.graph.processors,
-                 Kind.EXPORTER: self.graph.exporters}[k]
+                 Kind.EXPORTER: self.graph.exporters, Kind.CONNECTOR: self.graph.connectors}[k]
         for n in nodes:
             if str(n.id) == component_id:
                 return n.component.exporter if isinstance(n.component, ExporterHelper) else n.component

@@ -39,18 +39,22 @@ def _cfg(f: Factory, tmp: Path) -> Any:
     return cfg
 
 
+def _signal(f: Factory) -> Signal:
+    return next(iter(f.connects))[0] if f.kind is Kind.CONNECTOR else next(iter(f.signals))
+
+
 def _create(f: Factory, cfg: Any, signal: Signal, sink: Sink) -> Any:
     settings = nop_settings(f.type, f.kind, None if f.kind is Kind.RECEIVER else signal)
     if f.kind is Kind.RECEIVER:
         return f.create(settings, cfg, {signal: sink})
-    if f.kind is Kind.PROCESSOR:
+    if f.kind in (Kind.PROCESSOR, Kind.CONNECTOR):
         return f.create(settings, cfg, sink)
     return ExporterHelper(settings, f.create(settings, cfg), cfg)
 
 
 @pytest.mark.parametrize("factory", ALL, ids=lambda f: f"{f.kind.value}/{f.type}")
 def test_factory_shape(factory: Factory) -> None:
-    assert factory.type.islower() and factory.signals
+    assert factory.type.islower() and (factory.connects if factory.kind is Kind.CONNECTOR else factory.signals)
     issues: list[ConfigIssue] = []
     decode_dataclass(factory.config_type, {}, "x", issues)
     # the default config is valid, or says exactly which key must be given
@@ -62,7 +66,7 @@ def test_factory_shape(factory: Factory) -> None:
 
 @pytest.mark.parametrize("factory", ALL, ids=lambda f: f"{f.kind.value}/{f.type}")
 async def test_lifecycle(factory: Factory, tmp_path: Path) -> None:
-    signal = next(iter(factory.signals))
+    signal = _signal(factory)
     cfg = _cfg(factory, tmp_path)
     # shutdown without start
     await _create(factory, cfg, signal, Sink()).shutdown()
@@ -70,10 +74,10 @@ async def test_lifecycle(factory: Factory, tmp_path: Path) -> None:
     sink = Sink()
     comp = _create(factory, cfg, signal, sink)
     await comp.start(NopHost())
-    if factory.kind is Kind.PROCESSOR:
+    if factory.kind in (Kind.PROCESSOR, Kind.CONNECTOR):
         await comp.consume(payload(signal))
     await comp.shutdown()
     await comp.shutdown()
-    if factory.kind is Kind.PROCESSOR and factory.type not in SAMPLERS:
+    if factory.kind in (Kind.PROCESSOR, Kind.CONNECTOR) and factory.type not in SAMPLERS:
         # a processor flushes everything it holds on shutdown
         assert sink.items == 10

@@ -88,3 +88,70 @@ def factories(registry: dict[str, SinkExporter] | None = None) -> dict[Kind, dic
                 lambda s, c, n: n),
         Factory("sink", Kind.EXPORTER, SinkExporterConfig, ALL, lambda s, c: SinkExporter(s, c, reg)),
     ])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecorderExtensionConfig:
+    label: str = ""
+
+
+class RecorderExtension:
+    """An extension that records its lifecycle (and what the host let it see) into a shared log."""
+
+    def __init__(self, settings: Settings, cfg: RecorderExtensionConfig, log: list[str]) -> None:
+        self.id = str(settings.id)
+        self.log = log
+        self.host: object | None = None
+
+    async def start(self, host: object) -> None:
+        self.host = host
+        self.log.append(f"start extension {self.id}")
+
+    async def shutdown(self) -> None:
+        self.log.append(f"stop extension {self.id}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpanCountConfig:
+    metric: str = "spans"
+
+
+class SpanCountConnector:
+    """traces → metrics: one gauge point per request with its span count (a cross-signal connector)."""
+
+    mutates_data = False
+
+    def __init__(self, settings: Settings, cfg: SpanCountConfig, nxt: Consumer) -> None:
+        self._next = nxt
+        self._name = cfg.metric
+
+    async def start(self, host: object) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def consume(self, payload: Payload) -> None:
+        req = Signal.METRICS.request_type()
+        m = req.resource_metrics.add().scope_metrics.add().metrics.add()  # type: ignore[union-attr]
+        m.name = self._name
+        m.gauge.data_points.add().as_int = payload.items
+        await self._next.consume(Payload(Signal.METRICS, message=req))
+
+
+def connector_factories(registry: dict[str, SinkExporter] | None = None,
+                        log: list[str] | None = None) -> dict[Kind, dict[str, Factory]]:
+    """The fakes plus the real `forward` connector, a traces→metrics connector and a recording extension."""
+    from connectors import forward
+
+    reg = registry if registry is not None else {}
+    events = log if log is not None else []
+    base = factories(reg)
+    return make_factory_map([
+        *(f for kinds in base.values() for f in kinds.values()),
+        forward.FACTORY,
+        Factory("spancount", Kind.CONNECTOR, SpanCountConfig, {}, SpanCountConnector,
+                connects={(Signal.TRACES, Signal.METRICS): Stability.ALPHA}),
+        Factory("recorder", Kind.EXTENSION, RecorderExtensionConfig, {},
+                lambda s, c: RecorderExtension(s, c, events)),
+    ])
