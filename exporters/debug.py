@@ -20,8 +20,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 from pipeline import otlpjson
 from pipeline.component import Factory, Kind, Settings, Stability
 from pipeline.exporterhelper import ExporterConfig
+from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.model import ExportRequest, Payload, Signal
-from pipeline.queue import QueueConfig
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

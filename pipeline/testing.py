@@ -17,7 +17,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from pipeline.component import ComponentID, Kind, Settings
+from pipeline.component import Component, ComponentID, Kind, Settings
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.logutil import component_logger
 from pipeline.model import ExportRequest, Payload, Signal
@@ -93,6 +93,9 @@ class NopHost:
     def report_fatal(self, exc: BaseException) -> None:
         self.fatal.append(exc)
 
+    def extensions(self) -> Mapping[ComponentID, Component]:
+        return {}
+
 
 def nop_host() -> NopHost:
     return NopHost()
@@ -105,6 +108,71 @@ def nop_settings(component_id: str = "nop", kind: Kind = Kind.PROCESSOR, signal:
     pipeline = pipeline or (signal.value if signal and kind is Kind.PROCESSOR else "")
     return Settings(id=cid, kind=kind, telemetry=tel, signal=signal, pipeline=pipeline,
                     logger=component_logger(kind.value, str(cid), pipeline, signal.value if signal else ""))
+
+
+class FakeClock:
+    """A `pipeline.clock.Clock` whose time moves only when the test calls `advance()`.
+
+    Components under test wait on it as on the system clock; the test sees every
+    delay they asked for (`waits`, in order), learns without polling that
+    something is blocked on it (`await clock.wait_for_waiters(n)`), and ends those
+    waits by moving time (`advance`). So a retry schedule or an expiry of minutes
+    is checked exactly, in microseconds, with no sleep.
+    """
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+        self.waits: list[float] = []
+        self._timers: list[tuple[float, asyncio.Future[None]]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def wait(self, delay: float, event: asyncio.Event | None = None) -> bool:
+        """Like `SystemClock.wait`: True at once when `event` is or becomes set, False when `delay` has passed."""
+        self.waits.append(delay)
+        if event is not None and event.is_set():
+            return True
+        loop = asyncio.get_running_loop()
+        timer: asyncio.Future[None] = loop.create_future()
+        entry = (self.now + max(delay, 0.0), timer)
+        if delay <= 0:
+            timer.set_result(None)
+        self._timers.append(entry)
+        self._changed.set()
+        watcher = loop.create_task(event.wait()) if event is not None else None
+        try:
+            if watcher is None:
+                await timer
+                return False
+            await asyncio.wait((timer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            return watcher.done() and not watcher.cancelled()
+        finally:
+            self._timers.remove(entry)
+            timer.cancel()
+            if watcher is not None:
+                watcher.cancel()
+            self._changed.set()
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward; every wait whose delay has now passed returns (when the loop next runs it)."""
+        self.now += seconds
+        for deadline, timer in self._timers:
+            if deadline <= self.now and not timer.done():
+                timer.set_result(None)
+
+    @property
+    def waiting(self) -> int:
+        """How many waits are blocked on this clock right now."""
+        return sum(not timer.done() for _, timer in self._timers)
+
+    async def wait_for_waiters(self, n: int = 1, timeout: float = 5.0) -> None:
+        """Return once at least `n` waits are blocked on this clock (woken by each change, never polling)."""
+        async with asyncio.timeout(timeout):
+            while self.waiting < n:
+                self._changed.clear()
+                await self._changed.wait()
 
 
 def kv(key: str, value: object) -> KeyValue:
@@ -196,7 +264,7 @@ def payload(signal: Signal, msg: ExportRequest | None = None, n: int = 10) -> Pa
     return Payload(signal, message=msg)
 
 
-async def wait_until(condition: "Callable[[], bool]", timeout: float = 5.0, what: str = "condition") -> None:
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
     """Wait for a condition that has no event to wait on (e.g. a counter in another component).
 
     Polls with zero-length yields plus a short backoff, bounded by `timeout`.
@@ -234,6 +302,24 @@ async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, 
 
 
 __all__ = [
-    "Sink", "TracesSink", "MetricsSink", "LogsSink", "NopHost", "nop_host", "nop_settings", "kv", "any_value",
-    "make_traces", "make_metrics", "make_logs", "payload", "running_service", "wait_until", "PermanentError", "RetryableError", "logging", "os",
+    "FakeClock",
+    "LogsSink",
+    "MetricsSink",
+    "NopHost",
+    "PermanentError",
+    "RetryableError",
+    "Sink",
+    "TracesSink",
+    "any_value",
+    "kv",
+    "logging",
+    "make_logs",
+    "make_metrics",
+    "make_traces",
+    "nop_host",
+    "nop_settings",
+    "os",
+    "payload",
+    "running_service",
+    "wait_until",
 ]

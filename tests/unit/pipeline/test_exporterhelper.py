@@ -1,17 +1,23 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
 from pipeline.component import Kind
 from pipeline.configtypes import Duration
-from pipeline.errors import PartialSuccessError, PermanentError, QueueFullError, RetryableError
+from pipeline.errors import (
+    PartialSuccessError,
+    PermanentError,
+    QueueFullError,
+    RetryableError,
+)
 from pipeline.exporterhelper import ExporterConfig, ExporterHelper
+from pipeline.exporterhelper.queue import QueueConfig
+from pipeline.exporterhelper.retry import RetryConfig
 from pipeline.model import Payload, Signal
-from pipeline.queue import QueueConfig
-from pipeline.retry import Backoff, RetryConfig
-from pipeline.testing import NopHost, Sink, nop_settings, payload
+from pipeline.testing import FakeClock, NopHost, Sink, nop_settings, payload
 
 FAST = RetryConfig(initial_interval=Duration(0.001), max_interval=Duration(0.005), max_elapsed_time=Duration(5))
 
@@ -96,13 +102,6 @@ async def test_shutdown_deadline_counts_abandoned_items() -> None:
     assert value(h, "otelpipe_exporter_send_failed_spans_total", reason="shutdown") == 5
 
 
-def test_backoff_grows_with_jitter_and_honours_retry_after() -> None:
-    b = Backoff(RetryConfig(initial_interval=Duration(1), max_interval=Duration(4), randomization_factor=0.5))
-    d = [b.next_delay() for _ in range(6)]
-    assert 0.5 <= d[0] <= 1.5 and all(x <= 6 for x in d)
-    assert b.next_delay(retry_after=30) == 30
-
-
 class Stalled(Sink):
     """A backend that never answers (until the test ends): everything stays queued."""
 
@@ -162,10 +161,102 @@ async def test_sizer_measures_queue_size(sizer: str, queue_size: int, expected: 
     assert sink.items == 10 * n
 
 
-def test_queue_sizes_decode_from_yaml() -> None:
-    from pipeline.configtypes import decode_dataclass
-    issues: list = []
-    cfg = decode_dataclass(QueueConfig, {"sizer": "bytes", "queue_size": "64MiB", "max_size": "1GiB"}, "q", issues)
-    assert issues == [] and cfg.queue_size == 64 * 1024 * 1024 and cfg.max_size == 1024 ** 3
-    decode_dataclass(QueueConfig, {"sizer": "byte"}, "q", issues)
-    assert "q.sizer: invalid value 'byte'" in str(issues[0]) and "did you mean 'bytes'" in str(issues[0])
+
+# --- the chain on the injected clock (Settings.clock) ---------------------------------------------
+
+def clocked(exporter: object, clock: FakeClock, **kw: object) -> ExporterHelper:
+    """A helper whose every wait and elapsed time is on `clock`."""
+    cfg = ExporterConfig(**kw)  # type: ignore[arg-type]
+    settings = dataclasses.replace(nop_settings("sink/x", Kind.EXPORTER, Signal.TRACES), clock=clock)
+    return ExporterHelper(settings, exporter, cfg)
+
+
+STEADY = RetryConfig(initial_interval=Duration(1), multiplier=2, randomization_factor=0, max_interval=Duration(3))
+
+
+async def test_retry_waits_on_the_injected_clock_and_obs_counts_the_request_once() -> None:
+    clock = FakeClock()
+    sink = Sink()
+    sink.fail_with, sink.fail_times = RetryableError("down"), 3
+    h = clocked(sink, clock, retry_on_failure=STEADY)
+    await h.start(NopHost())
+    await h.consume(payload(Signal.TRACES, n=5))
+    for _ in range(3):                       # each failure asks the clock for one wait; let it pass
+        await clock.wait_for_waiters()
+        clock.advance(clock.waits[-1])
+    await sink.wait_for_items(5)
+    await h.shutdown()
+    assert clock.waits == [1.0, 2.0, 3.0]    # initial_interval, x multiplier, capped at max_interval
+    assert value(h, "otelpipe_exporter_sent_spans_total") == 5
+    assert value(h, "otelpipe_exporter_send_failed_spans_total") == 0
+    # the push-duration histogram sees every attempt; sent/send_failed see the request once
+    assert value(h, "otelpipe_exporter_send_duration_seconds_count", outcome="retryable_error") == 3
+    assert value(h, "otelpipe_exporter_send_duration_seconds_count", outcome="success") == 1
+
+
+class SlowFailing:
+    """A backend whose every attempt takes `took` seconds of the injected clock and fails."""
+
+    def __init__(self, clock: FakeClock, took: float) -> None:
+        self.clock, self.took, self.attempts = clock, took, 0
+
+    async def push(self, p: Payload) -> None:
+        self.attempts += 1
+        self.clock.advance(self.took)
+        raise RetryableError("backend unavailable")
+
+
+async def test_max_elapsed_time_is_measured_on_the_injected_clock() -> None:
+    clock = FakeClock()
+    backend = SlowFailing(clock, took=4)
+    retry = RetryConfig(initial_interval=Duration(10), max_interval=Duration(10), multiplier=1,
+                        randomization_factor=0, max_elapsed_time=Duration(30))
+    h = clocked(backend, clock, retry_on_failure=retry, sending_queue=QueueConfig(enabled=False))
+    task = asyncio.ensure_future(h.consume(payload(Signal.TRACES, n=7)))
+    for _ in range(2):                       # t=4 +10 -> 14, t=18 +10 -> 28; then 32 + 10 > 30: give up
+        await clock.wait_for_waiters()
+        clock.advance(clock.waits[-1])
+    with pytest.raises(RetryableError):
+        async with asyncio.timeout(5):
+            await task
+    assert clock.waits == [10.0, 10.0] and backend.attempts == 3
+    assert value(h, "otelpipe_exporter_send_failed_spans_total", reason="retries_exhausted") == 7
+    assert value(h, "otelpipe_exporter_send_failed_spans_total") == 7
+
+
+async def test_shutdown_ends_a_retry_wait_at_once_and_the_caller_gets_a_retryable_error() -> None:
+    """Queue disabled: the caller still holds the data, so shutdown ends the wait instead of sitting it out."""
+    clock = FakeClock()
+    sink = Sink()
+    sink.fail_with, sink.fail_times = RetryableError("down"), 10**9
+    h = clocked(sink, clock, retry_on_failure=RetryConfig(initial_interval=Duration(60), max_interval=Duration(60)),
+                sending_queue=QueueConfig(enabled=False))
+    await h.start(NopHost())
+    task = asyncio.ensure_future(h.consume(payload(Signal.TRACES, n=4)))
+    await clock.wait_for_waiters()
+    start = clock()
+    await h.shutdown()
+    with pytest.raises(RetryableError):
+        async with asyncio.timeout(5):
+            await task
+    assert clock() == start                   # no time had to pass
+    assert sink.fail_times == 10**9 - 1       # one attempt, no retry after shutdown
+    assert value(h, "otelpipe_exporter_send_failed_spans_total", reason="shutdown") == 4
+    assert value(h, "otelpipe_exporter_send_failed_spans_total") == 4
+
+
+async def test_a_push_slower_than_timeout_is_a_retryable_timeout() -> None:
+    never = asyncio.Event()
+
+    class Hung(Sink):
+        async def push(self, p):  # type: ignore[no-untyped-def]
+            await never.wait()
+
+    h = helper(Hung(), timeout=Duration(0.01), retry=RetryConfig(enabled=False),
+               sending_queue=QueueConfig(enabled=False))
+    with pytest.raises(RetryableError) as ei:
+        async with asyncio.timeout(5):
+            await h.consume(payload(Signal.TRACES, n=3))
+    assert isinstance(ei.value, TimeoutError)
+    assert value(h, "otelpipe_exporter_send_failed_spans_total", reason="timeout") == 3
+    assert value(h, "otelpipe_exporter_send_duration_seconds_count", outcome="retryable_error") == 1

@@ -1,4 +1,4 @@
-"""`retry_on_failure`: exponential backoff with jitter, bounded by elapsed time.
+"""`retry_on_failure`: its config and the backoff schedule (`retry_sender` does the retrying).
 
 Follows the Collector's defaults (5s initial, 30s max interval, 300s max
 elapsed, multiplier 1.5, ±50% randomization). A server's throttle hint
@@ -11,15 +11,20 @@ from dataclasses import dataclass
 
 from pipeline.configtypes import Duration
 
+# The Collector's defaults (configretry.NewDefaultBackOffConfig).
+DEFAULT_INITIAL_INTERVAL = Duration(5.0)
+DEFAULT_MAX_INTERVAL = Duration(30.0)
+DEFAULT_MAX_ELAPSED_TIME = Duration(300.0)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryConfig:
     enabled: bool = True
-    initial_interval: Duration = Duration(5.0)
+    initial_interval: Duration = DEFAULT_INITIAL_INTERVAL
     randomization_factor: float = 0.5
     multiplier: float = 1.5
-    max_interval: Duration = Duration(30.0)
-    max_elapsed_time: Duration = Duration(300.0)
+    max_interval: Duration = DEFAULT_MAX_INTERVAL
+    max_elapsed_time: Duration = DEFAULT_MAX_ELAPSED_TIME
 
     def validate(self) -> list[object]:
         out: list[object] = []

@@ -1,7 +1,8 @@
-"""Bounded sending queues that sit in front of every exporter.
+"""Bounded sending queues that sit in front of every exporter (the data structure; `queue_sender` drains it).
 
 `SendQueue` is the seam for a persistent queue (`sending_queue.storage`, a
-later issue): the exporter helper only offers, takes and closes.
+later issue): the queue sender only offers, takes, closes and drains, and
+`new_queue()` is the one place that picks the implementation from the config.
 
 The queue is bounded twice. `queue_size` counts in the unit `sizer` names, as
 the Collector's does (`requests` by default, or `items`, or `bytes`), so
@@ -26,6 +27,7 @@ Sizer = Literal["requests", "items", "bytes"]
 # Enough for the default 1,000 requests of ordinary agent traffic (SDK batches of 512 spans are
 # ~250 KB) while keeping a queue's worst case far below a typical pod's memory limit.
 DEFAULT_MAX_SIZE = ByteSize(256 * 1024 * 1024)
+DEFAULT_QUEUE_SIZE = ByteSize(1000)  # requests, as the Collector's default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,7 +41,7 @@ class QueueConfig:
     enabled: bool = True
     num_consumers: int = 10
     sizer: Sizer = "requests"
-    queue_size: ByteSize = ByteSize(1000)
+    queue_size: ByteSize = DEFAULT_QUEUE_SIZE
     max_size: ByteSize = DEFAULT_MAX_SIZE
     storage: str | None = None
 
@@ -58,6 +60,8 @@ class QueueConfig:
 
 
 class SendQueue(Protocol):
+    """What the queue sender needs of a queue; a persistent (`storage`) queue implements the same."""
+
     capacity: int
 
     def size(self) -> int: ...
@@ -139,3 +143,8 @@ class MemoryQueue:
         self._items.clear()
         self._used = self._bytes = 0
         return items
+
+
+def new_queue(cfg: QueueConfig) -> SendQueue:
+    """The queue `sending_queue` describes (in memory; `storage` is refused by `validate()` until it exists)."""
+    return MemoryQueue(int(cfg.queue_size), sizer=cfg.sizer, max_bytes=int(cfg.max_size))
