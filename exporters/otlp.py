@@ -8,6 +8,9 @@ fixed set of gRPC codes is retryable, RESOURCE_EXHAUSTED only when the server
 sends `google.rpc.RetryInfo` (whose delay becomes the next wait), everything
 else is permanent. A response with `partial_success` rejecting items is never
 retried. Queueing, retrying and timing out are the exporter helper's job.
+
+The endpoint is parsed by `pipeline.net.endpoint.Endpoint.dial` (it refuses user info, a query and a
+fragment, so the target can be logged as is), the `tls:` block is `pipeline.net.tls.TLSClientConfig`.
 """
 from __future__ import annotations
 
@@ -25,11 +28,10 @@ from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import ExportResponse, Payload, Signal
-from pipeline.netaddr import parse_endpoint
-from pipeline.redact import redact_text, redact_url
-from pipeline.tlsconfig import TLSClientConfig
-
-USER_AGENT = "otelpipe/0.1.0"
+from pipeline.net.endpoint import Endpoint
+from pipeline.net.tls import TLSClientConfig
+from pipeline.net.useragent import USER_AGENT
+from pipeline.redact import redact_text
 
 METHODS = {
     Signal.TRACES: "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
@@ -101,39 +103,9 @@ def metadata_issues(key: str, value: Secret) -> list[object]:
 
 
 def grpc_target(endpoint: str, tls: TLSClientConfig) -> tuple[str, bool]:
-    """`(host:port, insecure)` for an endpoint; `http://`/`https://` choose plain text/TLS as in the Collector.
-
-    A gRPC target has no user info, query or fragment; those are refused first, and said without
-    their contents, so nothing after that check can print a secret.
-    """
-    text = endpoint.strip()
-    shown = redact_url(text)
-    if "@" in text:
-        raise ValueError(f"a gRPC endpoint cannot carry credentials ({shown!r}): remove 'user:password@' "
-                         "and send them as a header instead, e.g. headers: {authorization: ...}")
-    if "?" in text or "#" in text:
-        part = "query string" if "?" in text else "fragment"
-        raise ValueError(f"a gRPC endpoint has no {part} ({shown!r}): write host:port, and send keys as "
-                         "headers instead, e.g. headers: {api-key: ...}")
-    insecure = tls.insecure
-    scheme, sep, rest = text.partition("://")
-    if sep:
-        if scheme == "http":
-            insecure = True
-        elif scheme == "https":
-            insecure = False
-        else:
-            raise ValueError(f"unsupported scheme '{scheme}' in {endpoint!r}: write host:port, "
-                             "http://host:port (plain text) or https://host:port (TLS)")
-        text, slash, path = rest.partition("/")
-        if slash and path:
-            raise ValueError(f"a gRPC endpoint has no path: write {scheme}://{text} instead of {endpoint!r}")
-    host, port = parse_endpoint(text)
-    if not host:
-        raise ValueError(f"invalid endpoint {endpoint!r}: the host is missing, e.g. 'collector:4317'")
-    if port == 0:
-        raise ValueError(f"invalid endpoint {endpoint!r}: port 0 cannot be dialled")
-    return text, insecure
+    """`(host:port, insecure)` for an endpoint; `http://`/`https://` choose plain text/TLS as in the Collector."""
+    target = Endpoint.dial(endpoint)
+    return target.address, target.plaintext(tls.insecure)
 
 
 def retry_delay(trailing: grpc.aio.Metadata | None) -> float | None:
@@ -233,7 +205,9 @@ class OTLPExporter:
         if call is None:
             raise RetryableError(f"exporter {self.settings.id} is not started")
         try:
-            response = await call(payload.serialize(), timeout=float(self.cfg.timeout), metadata=self._metadata)
+            # No deadline here: the exporter helper bounds every push by `timeout` (asyncio.timeout),
+            # and cancelling the call cancels the RPC.
+            response = await call(payload.serialize(), metadata=self._metadata)
         except grpc.aio.AioRpcError as e:
             raise classify(e.code(), e.details() or "", e.trailing_metadata()) from None
         check_partial_success(payload.signal, response, self._log)

@@ -15,10 +15,23 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Union, get_args, get_origin
+from typing import Any, Literal, Protocol, Self, Union, get_args, get_origin
 
 from pipeline.errors import ConfigIssue
 from pipeline.redact import redact_text
+
+
+@typing.runtime_checkable
+class ParsesItself(Protocol):
+    """A config value type that parses its own YAML value (`pipeline.net.endpoint.Endpoint`).
+
+    The decoder calls `from_config(raw)` with the value as written; a ValueError becomes an issue at
+    the key path, with its message (which must not quote a secret). Parsing happens once, when the
+    config is read, and the component gets the parsed value.
+    """
+
+    @classmethod
+    def from_config(cls, value: object) -> Self: ...
 
 
 class Duration(float):
@@ -70,13 +83,13 @@ _SIZE_UNITS = {
 def parse_duration(value: object) -> Duration:
     """`"1m30s"` → 90.0. Raises ValueError saying how to write one."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '5s' or '200ms', got {value!r}")
+        raise ValueError(f"expected a duration like '5s' or '200ms', got {value!r}")  # noqa: TRY004
     if isinstance(value, (int, float)):
         if value == 0:
             return Duration(0.0)
         raise ValueError(f"a duration needs a unit: write '{value}s' or '{value}ms', not {value!r}")
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration like '5s' or '200ms', got {type(value).__name__}")
+        raise ValueError(f"expected a duration like '5s' or '200ms', got {type(value).__name__}")  # noqa: TRY004
     text = value.strip()
     if text in ("0", ""):
         if text == "":
@@ -102,7 +115,7 @@ def format_duration(seconds: float) -> str:
 def parse_size(value: object) -> ByteSize:
     """`"4MiB"` → 4194304; plain integers are bytes."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like '4MiB' or a number of bytes, got {value!r}")
+        raise ValueError(f"expected a size like '4MiB' or a number of bytes, got {value!r}")  # noqa: TRY004
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative, got {value}")
@@ -214,6 +227,13 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
         return choices[0]
     if tp is Any or tp is object:
         return value
+    if isinstance(tp, type) and issubclass(tp, ParsesItself):
+        try:
+            return tp.from_config(value)
+        except ValueError as e:
+            # No value (None): the config has an issue, so its validate() does not run; cross-checks skip None.
+            issues.append(ConfigIssue(path, redact_text(str(e))))
+            return None
     if dataclasses.is_dataclass(tp):
         return decode_dataclass(tp, value, path, issues)  # type: ignore[arg-type]
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
@@ -304,10 +324,10 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
     if len(issues) > start or missing:
         try:
             return cls(**kwargs)
-        except Exception:  # a broken value already reported; fall back to defaults so checks go on
+        except Exception:  # noqa: BLE001 (a broken value already reported; fall back to defaults so checks go on)
             try:
                 return cls()
-            except Exception:
+            except Exception:  # noqa: BLE001 (reported above; the cross-checks skip None)
                 return None
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)

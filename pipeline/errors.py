@@ -20,6 +20,11 @@ class PermanentError(Exception):
     counted = False
 
 
+class TooLargeError(PermanentError):
+    """The backend refused the request as too large (HTTP 413): resending it whole never works,
+    but its halves may, so a caller that can split a request catches this one before PermanentError."""
+
+
 class RetryableError(Exception):
     """A transient failure; `retry_after` (seconds) is the server's throttle hint, if any."""
 

@@ -20,12 +20,12 @@ from pipeline.config import load_text
 from pipeline.configtypes import Duration, Secret, decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue, PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterHelper
+from pipeline.exporterhelper.queue import QueueConfig
+from pipeline.exporterhelper.retry import RetryConfig
 from pipeline.model import Payload, Signal
-from pipeline.queue import QueueConfig
-from pipeline.retry import RetryConfig
+from pipeline.net.tls import TLSClientConfig
 from pipeline.telemetry import Telemetry
 from pipeline.testing import make_logs, make_metrics, make_traces, nop_host, nop_settings, payload
-from pipeline.tlsconfig import TLSClientConfig
 
 Action = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
 
@@ -109,16 +109,17 @@ class _Logs(logs_service_pb2_grpc.LogsServiceServicer):
 
 
 async def start_backend(options: list[tuple[str, object]] | None = None,
-                        credentials: grpc.ServerCredentials | None = None) -> tuple[grpc.aio.Server, Backend]:
+                        credentials: grpc.ServerCredentials | None = None,
+                        address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, Backend]:
     b = Backend()
     server = grpc.aio.server(options=options)
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_Traces(b), server)
     metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_Metrics(b), server)
     logs_service_pb2_grpc.add_LogsServiceServicer_to_server(_Logs(b), server)
     if credentials is None:
-        b.port = server.add_insecure_port("127.0.0.1:0")
+        b.port = server.add_insecure_port(address)
     else:
-        b.port = server.add_secure_port("127.0.0.1:0", credentials)
+        b.port = server.add_secure_port(address, credentials)
     await server.start()
     return server, b
 
@@ -477,3 +478,39 @@ async def test_backend_outage_loses_nothing(backend: Backend) -> None:
     assert backend.calls == 6 + 5
     assert tel.value("otelpipe_exporter_sent_spans_total", exporter="otlp/tempo") == 30
     assert tel.value("otelpipe_exporter_send_failed_spans_total", exporter="otlp/tempo") == 0
+
+
+# ---------------------------------------------------------------- issue 10: the shared Endpoint
+
+async def test_an_unbracketed_ipv6_endpoint_is_dialled_as_host_and_port(make_exporter) -> None:
+    """`::1:PORT` passed validation as host `::1` but was dialled as the address `::1:PORT` (port 443)."""
+    server, b = await start_backend(address="[::1]:0")
+    try:
+        exp = await make_exporter(OTLPExporterConfig(endpoint=f"http://::1:{b.port}"))
+        await exp.push(payload(Signal.TRACES))
+        assert len(b.received[Signal.TRACES]) == 1
+    finally:
+        await server.stop(None)
+
+
+async def test_a_push_slower_than_timeout_fails_as_a_retryable_timeout(backend: Backend) -> None:
+    """The exporter sets no deadline of its own: the exporter helper's `timeout` cancels the call."""
+    release = asyncio.Event()
+
+    async def hang(ctx: grpc.aio.ServicerContext) -> None:
+        await release.wait()
+
+    backend.script = [hang]
+    tel = Telemetry(process_metrics=False)
+    settings = nop_settings("otlp", Kind.EXPORTER, Signal.TRACES, telemetry=tel)
+    cfg = config(backend.port, timeout=Duration(0.05), retry_on_failure=RetryConfig(enabled=False),
+                 sending_queue=QueueConfig(enabled=False))
+    helper = ExporterHelper(settings, otlp.create(settings, cfg), cfg)
+    await helper.start(nop_host())
+    try:
+        with pytest.raises(RetryableError):
+            await helper.consume(payload(Signal.TRACES, n=3))
+    finally:
+        release.set()
+        await helper.shutdown()
+    assert tel.value("otelpipe_exporter_send_failed_spans_total", exporter="otlp", reason="timeout") == 3

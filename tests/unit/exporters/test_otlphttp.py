@@ -17,7 +17,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from exporters import otlphttp
-from exporters.otlphttp import OTLPHTTPExporter, OTLPHTTPExporterConfig, parse_retry_after
+from exporters.otlphttp import OTLPHTTPExporter, OTLPHTTPExporterConfig
 from pipeline import otlpjson
 from pipeline.component import Factory, Kind, Stability
 from pipeline.components import make_factory_map
@@ -25,13 +25,14 @@ from pipeline.config import load_text
 from pipeline.configtypes import Duration, Secret, decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue, PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterHelper
+from pipeline.exporterhelper.queue import QueueConfig
+from pipeline.exporterhelper.retry import RetryConfig
 from pipeline.logutil import JSONFormatter
 from pipeline.model import Payload, Signal
-from pipeline.queue import QueueConfig
-from pipeline.retry import RetryConfig
+from pipeline.net.http import parse_retry_after
+from pipeline.net.tls import TLSClientConfig
 from pipeline.telemetry import Telemetry
 from pipeline.testing import make_logs, make_metrics, make_traces, nop_host, nop_settings, payload
-from pipeline.tlsconfig import TLSClientConfig
 
 Reply = Callable[[], web.Response]
 
@@ -556,3 +557,75 @@ async def test_helper_logs_of_a_failing_backend_never_carry_secrets(backend: Bac
     text = records_text(caplog)
     assert "will retry" in text and "failed permanently" in text
     assert_no_secret(text)
+
+
+# ---------------------------------------------------------------- issue 10: the shared HTTP client
+
+@pytest.fixture
+def local_time_is_not_utc(monkeypatch: pytest.MonkeyPatch) -> object:
+    """The process's local time zone five hours behind UTC (a POSIX TZ rule: no zone database needed)."""
+    monkeypatch.setenv("TZ", "EST5")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.parametrize("value", ["²", "9" * 400])
+async def test_a_retry_after_that_is_no_number_of_seconds_is_ignored(backend: Backend, make_exporter,
+                                                                    value: str) -> None:
+    """A non-ASCII digit used to escape as a ValueError, and a huge number became an infinite wait."""
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=backend.url))
+    backend.script = [status_reply(503, headers={"Retry-After": value})]
+    with pytest.raises(RetryableError, match="HTTP 503") as err:
+        await exp.push(payload(Signal.TRACES))
+    assert err.value.retry_after is None
+
+
+async def test_retry_after_asctime_date_is_gmt(backend: Backend, make_exporter, local_time_is_not_utc: object) -> None:
+    """The asctime HTTP-date form carries no zone and is GMT; it used to be read as local time."""
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=backend.url))
+    backend.script = [status_reply(429, headers={"Retry-After": time.asctime(time.gmtime(time.time() + 120))})]
+    with pytest.raises(RetryableError) as err:
+        await exp.push(payload(Signal.TRACES))
+    assert err.value.retry_after == pytest.approx(120, abs=3)
+
+
+@pytest.mark.parametrize("name", ["User-Agent", "user-agent"])
+async def test_a_configured_user_agent_is_sent(backend: Backend, make_exporter, name: str) -> None:
+    """Configured headers win over the exporter's own, as in the Collector; the configured one used to be dropped."""
+    exp = await make_exporter(OTLPHTTPExporterConfig(endpoint=backend.url, headers={name: Secret("custom/1")}))
+    await exp.push(payload(Signal.TRACES))
+    assert backend.requests[0].headers["User-Agent"] == "custom/1"
+
+
+async def test_a_push_slower_than_timeout_fails_as_a_retryable_timeout() -> None:
+    """The exporter sets no deadline of its own: the exporter helper's `timeout` cuts the request."""
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/v1/traces", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    tel = Telemetry(process_metrics=False)
+    settings = nop_settings("otlphttp", Kind.EXPORTER, Signal.TRACES, telemetry=tel)
+    cfg = OTLPHTTPExporterConfig(endpoint=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout=Duration(0.05),
+                                 retry_on_failure=RetryConfig(enabled=False), sending_queue=QueueConfig(enabled=False))
+    helper = ExporterHelper(settings, otlphttp.create(settings, cfg), cfg)
+    await helper.start(nop_host())
+    try:
+        with pytest.raises(RetryableError):
+            await helper.consume(payload(Signal.TRACES, n=3))
+        assert arrived.is_set()
+    finally:
+        release.set()
+        await helper.shutdown()
+        await runner.cleanup()
+    assert tel.value("otelpipe_exporter_send_failed_spans_total", exporter="otlphttp", reason="timeout") == 3

@@ -1,9 +1,16 @@
-"""TLS client settings shared by every exporter (`tls:` block, as the Collector's configtls)."""
+"""TLS client settings shared by every exporter (the `tls:` block, as the Collector's configtls).
+
+`insecure` means plain text, and only a gRPC exporter dialling `host:port` reads it (an `http://`
+or `https://` endpoint says it itself); `insecure_skip_verify` keeps TLS but trusts any certificate.
+"""
 from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+FileKey = Literal["ca_file", "cert_file", "key_file"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,12 +32,13 @@ class TLSClientConfig:
             out.append(("cert_file", "cert_file and key_file must be given together (client certificate)"))
         return out
 
-    def read(self, name: str) -> bytes | None:
-        value = getattr(self, name)
+    def read(self, name: FileKey) -> bytes | None:
+        """The bytes of `ca_file`, `cert_file` or `key_file` (gRPC takes PEM bytes, not paths), or None."""
+        value: str = getattr(self, name)
         return Path(value).read_bytes() if value else None
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """An SSLContext for HTTP clients, or None for plain text (`insecure: true`)."""
+        """An SSLContext for HTTP clients, or None for plain text (`insecure: true`). Reads files: call it once."""
         if self.insecure:
             return None
         ctx = ssl.create_default_context(cafile=self.ca_file or None)
