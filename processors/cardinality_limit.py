@@ -34,28 +34,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Literal
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from google.protobuf.descriptor import Descriptor
-from google.protobuf.message import Message
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    AggregationTemporality,
-    ExponentialHistogram,
-    Gauge,
-    Histogram,
-    Sum,
-    Summary,
-)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
 from pipeline.configtypes import Duration
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
-from processors.point_merge import merge_points
+from processors.point_merge import attribute_fingerprints, fold_groups, merge_points
 
 OVERFLOW_KEY = "otel.metric.overflow"
 _OVERFLOW_ATTR = KeyValue(key=OVERFLOW_KEY, value=AnyValue(string_value="true"))
@@ -64,6 +54,7 @@ _OVERFLOW_FPS = frozenset({
     KeyValue(key=OVERFLOW_KEY, value=AnyValue(bool_value=True)).SerializeToString(),
 })
 _CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DEFAULT_SERIES_TTL = Duration(3600.0)
 MAX_METRIC_LABELS = 1000  # distinct metric names in this processor's own self-metric labels
 
 FOLDED_METRIC = "processor_cardinality_limit_folded_points"
@@ -75,7 +66,7 @@ SERIES_METRIC = "processor_cardinality_limit_series"
 class CardinalityLimitConfig:
     max_series_per_metric: int = 2000
     limits: dict[str, int] = field(default_factory=dict)
-    series_ttl: Duration = Duration(3600.0)
+    series_ttl: Duration = DEFAULT_SERIES_TTL
     action: Literal["fold", "drop"] = "fold"
     drop_attributes: tuple[str, ...] = ()
     max_attribute_value_length: int = 0
@@ -100,7 +91,7 @@ class CardinalityLimitConfig:
 class _MetricState:
     """The series one metric name has let through, with when each was last seen."""
 
-    __slots__ = ("limit", "series", "last_sweep", "last_used", "limited")
+    __slots__ = ("last_sweep", "last_used", "limit", "limited", "series")
 
     def __init__(self, limit: int, now: float, limited: bool) -> None:
         self.limit = limit
@@ -108,61 +99,6 @@ class _MetricState:
         self.last_sweep = now
         self.last_used = now
         self.limited = limited  # has hit its limit or has its own entry in `limits`: report its series gauge
-
-
-if TYPE_CHECKING:
-    # The shape of the skeleton messages built below (typing only: the classes are made at run time).
-    class _SkeletonPoint(Protocol):
-        attributes: Sequence[bytes]
-
-    class _Skeleton(Protocol):
-        data_points: Sequence[_SkeletonPoint]
-
-    class _SkeletonType(Protocol):
-        def FromString(self, s: bytes, /) -> _Skeleton: ...
-
-
-def _attribute_skeletons() -> dict[str, _SkeletonType]:
-    """Per metric kind, a look-alike of its data container that keeps only each point's attributes as bytes.
-
-    Parsing `metric.<kind>.SerializeToString()` with it (in C) yields every
-    point's serialized attributes in one call, which makes the series identity
-    of a point (its sorted serialized KeyValues) several times cheaper than
-    walking attributes in Python. Field numbers come from the real descriptors.
-    The types live in a private descriptor pool; nothing global is touched.
-    """
-    f = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="otelpipe/cardinality_limit_attributes.proto",
-                                             package="otelpipe.cardinality_limit", syntax="proto3")
-    kinds: dict[str, type[Message]] = {"gauge": Gauge, "sum": Sum, "histogram": Histogram,
-                                       "exponential_histogram": ExponentialHistogram, "summary": Summary}
-    for kind, container in kinds.items():
-        points_field = container.DESCRIPTOR.fields_by_name["data_points"]
-        point_type = cast(Descriptor, points_field.message_type)  # a message field: never None
-        attrs_number = point_type.fields_by_name["attributes"].number
-        point = fdp.message_type.add(name=f"{kind}_point")
-        point.field.add(name="attributes", number=attrs_number, type=f.TYPE_BYTES, label=f.LABEL_REPEATED)
-        box = fdp.message_type.add(name=kind)
-        box.field.add(name="data_points", number=points_field.number, type=f.TYPE_MESSAGE, label=f.LABEL_REPEATED,
-                      type_name=f".otelpipe.cardinality_limit.{kind}_point")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return {kind: cast("_SkeletonType", message_factory.GetMessageClass(
-                pool.FindMessageTypeByName(f"otelpipe.cardinality_limit.{kind}")))
-            for kind in kinds}
-
-
-_SKELETONS = _attribute_skeletons()
-
-
-def _fingerprints(kind: str, data: Any) -> list[bytes]:
-    """Order-independent identity of each point's attribute set: its serialized KeyValues, sorted, joined."""
-    out = []
-    for p in _SKELETONS[kind].FromString(data.SerializeToString()).data_points:
-        a = p.attributes
-        n = len(a)
-        out.append(b"" if n == 0 else a[0] if n == 1 else b"".join(sorted(a)))
-    return out
 
 
 class CardinalityLimitProcessor:
@@ -279,21 +215,19 @@ class CardinalityLimitProcessor:
         edited = False
         origins: list[bytes] = []  # each point's identity before edits (series repeated in one request count once)
         if edits:
-            origins = _fingerprints(kind, data)
+            origins = attribute_fingerprints(kind, data)
             needles, max_len = self._drop_needles, self._max_len
             for i, fp in enumerate(origins):
                 # Only points whose serialized attributes could hold a dropped key or a long value are walked.
                 if (max_len and len(fp) > max_len) or any(n in fp for n in needles):
                     edited = self._edit(points[i].attributes) or edited
-        fps = _fingerprints(kind, data) if edited or not origins else origins
+        fps = attribute_fingerprints(kind, data) if edited or not origins else origins
         for i, fp in enumerate(fps):
             if fp in _OVERFLOW_FPS:
                 overflow.append(i)  # an upstream overflow point joins ours
                 continue
             key = (stream, fp)
-            if key in series:
-                series[key] = now
-            elif len(series) < limit or self._sweep(state, now):
+            if key in series or len(series) < limit or self._sweep(state, now):
                 series[key] = now
             else:
                 overflow.append(i)
@@ -306,14 +240,7 @@ class CardinalityLimitProcessor:
             origins = fps
         # Summaries are cumulative by definition; gauges have no temporality.
         cumulative = kind == "summary" or (kind != "gauge" and data.aggregation_temporality == _CUMULATIVE)
-        remove: list[int] = []
-        if groups:
-            for members in groups.values():
-                if len(members) > 1:
-                    target = points.add()
-                    target.attributes.extend(points[members[0]].attributes)
-                    merge_points(kind, cumulative, target, [(origins[i], points[i]) for i in members])
-                    remove.extend(members)
+        remove: list[int] = fold_groups(kind, cumulative, points, groups.values(), origins) if groups else []
         if overflow:
             state.limited = True
             if self.cfg.action == "fold":

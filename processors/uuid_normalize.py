@@ -20,11 +20,27 @@ handed on untouched, and the Python walker does the rest, with the same
 result. The decoded-message walk (`UUIDNormalize.rewrite`) remains for
 payloads that only exist decoded, for user `patterns` (which cannot be anchored
 on bytes) and for bytes the wire walker refuses.
+
+Metrics: points of one metric that normalization makes the same series (200
+routes `/v1/agents/<uuid>/runs` become one `/v1/agents/{uuid}/runs`) are merged
+into one point, so totals survive: an exporter keeps only one point of a
+series per timestamp (the Prometheus exporter took 1 of 200 StatsD
+increments). How sums, histograms, gauges and summaries merge, and what
+"the same series" means for delta and cumulative data, is in
+`processors/point_merge.py`. Only metrics in which a string changed are looked
+at, so a request normalization leaves alone pays nothing. Merged points leave
+the request: they are counted as dropped with `reason="merged"` (their values
+live on in the point they were merged into), so accepted = sent + dropped holds.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import cast
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
 from pipeline.model import ExportRequest, Payload, Signal
@@ -41,9 +57,15 @@ from processors.attrwalk import (
     SelectedKeys,
     WireFallback,
     WireRewriter,
-    iter_data_point_attributes,
     rewrite_attributes,
     wire_plan,
+)
+from processors.point_merge import (
+    MetricBytes,
+    MetricKey,
+    changed_metrics,
+    merge_same_series,
+    needs_origins,
 )
 
 DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
@@ -120,8 +142,8 @@ class UUIDNormalizeConfig:
         issues: list[object] = []
         for pat in (UUID_PATTERN, HEX_PATTERN, ULID_PATTERN):
             if re.search(pat, self.replacement):
-                issues.append(("replacement", f"{self.replacement!r} would itself be normalized again; "
-                                              "use text without ids, e.g. '{uuid}'"))
+                issues.append(("replacement", (f"{self.replacement!r} would itself be normalized again; "
+                                               "use text without ids, e.g. '{uuid}'")))
                 break
         return issues
 
@@ -154,13 +176,12 @@ class Normalizer:
         kind = m.lastgroup
         assert kind is not None
         text = m.group()
-        if kind == "hex":
-            # Digits and letters both, one letter case: ids and hashes, not numbers or words.
-            if text.isdigit() or not any(c.isdigit() for c in text) or (text != text.lower() and text != text.upper()):
-                return text
-        elif kind == "ulid":
-            if sum(c.isdigit() for c in text) < 2 or text.isdigit():
-                return text
+        # hex: digits and letters both, one letter case: ids and hashes, not numbers or words.
+        if kind == "hex" and (text.isdigit() or not any(c.isdigit() for c in text)
+                              or (text != text.lower() and text != text.upper())):
+            return text
+        if kind == "ulid" and (sum(c.isdigit() for c in text) < 2 or text.isdigit()):
+            return text
         self.counts[kind] = self.counts.get(kind, 0) + 1
         return self._placeholders[kind]
 
@@ -283,11 +304,25 @@ class UUIDNormalize:
             return self._decoded(payload)
         if new is not None:
             payload.replace_raw(new)
+            if self.signal is Signal.METRICS:
+                before, after = MetricBytes(raw), MetricBytes(new)
+                _merge(payload, changed_metrics(before, after), before, after)
         return payload
 
     def _decoded(self, payload: Payload) -> Payload:
-        if self.rewrite(payload.message):
-            payload.mutable()  # drop the stale wire bytes; the message was changed in place
+        msg = payload.message
+        if self.signal is not Signal.METRICS:
+            if self.rewrite(msg):
+                payload.mutable()  # drop the stale wire bytes; the message was changed in place
+            return payload
+        # Merging cumulative points needs each point's series before normalization (its origin).
+        before = None
+        if needs_origins(msg):  # type: ignore[arg-type]
+            before = MetricBytes(payload.raw_cached or msg.SerializeToString())
+        n, changed = self._rewrite_metrics(msg)
+        if n:
+            payload.mutable()
+            _merge(payload, changed, before)
         return payload
 
     def rewrite(self, msg: ExportRequest) -> int:
@@ -315,9 +350,40 @@ class UUIDNormalize:
                     for lr in sl.log_records:
                         n += rewrite_attributes(lr.attributes, fn, keys)
         else:
-            for attrs in iter_data_point_attributes(msg):
-                n += rewrite_attributes(attrs, fn, self._metric_keys)
+            n = self._rewrite_metrics(msg)[0]
         return n
+
+    def _rewrite_metrics(self, msg: ExportRequest) -> tuple[int, list[MetricKey]]:
+        """Normalize data point attributes in place; returns (strings changed, the metrics they are in)."""
+        fn, keys = self.fn, self._metric_keys
+        n = 0
+        changed: list[MetricKey] = []
+        for ri, rm in enumerate(msg.resource_metrics):  # type: ignore[union-attr]
+            for si, sm in enumerate(rm.scope_metrics):
+                for mi, m in enumerate(sm.metrics):
+                    kind = m.WhichOneof("data")
+                    if kind is None:
+                        continue
+                    k = 0
+                    for dp in getattr(m, kind).data_points:
+                        k += rewrite_attributes(dp.attributes, fn, keys)
+                    if k:
+                        n += k
+                        changed.append((ri, si, mi))
+        return n, changed
+
+
+def _merge(payload: Payload, changed: list[MetricKey], before: MetricBytes | None,
+           after: MetricBytes | None = None) -> None:
+    """Merge the points that became one series in the changed metrics; the payload recounts its items.
+
+    With `after` (the payload's bytes) the payload is decoded only if there is something to merge.
+    """
+    def request() -> ExportMetricsServiceRequest:
+        return cast(ExportMetricsServiceRequest, payload.message)
+
+    if changed and merge_same_series(request, changed, before, after):
+        payload.mark_changed()
 
 
 def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):  # type: ignore[no-untyped-def]
@@ -334,7 +400,9 @@ def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):
             counts.add(proc.fn.take_counts())
         return out
 
-    return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]
+    # Points merged into another are the only items that leave: counted as dropped, reason "merged".
+    return processor_from_func(settings, process, next_consumer, mutates_data=True,  # type: ignore[arg-type]
+                               drop_reason="merged")
 
 
 FACTORY = Factory(
@@ -346,4 +414,4 @@ FACTORY = Factory(
     description="Replaces UUIDs, ULIDs, long hex ids and numeric path segments with placeholders.",
 )
 
-__all__ = ["FACTORY", "UUIDNormalizeConfig", "PatternConfig", "UUIDNormalize", "Normalizer"]
+__all__ = ["FACTORY", "Normalizer", "PatternConfig", "UUIDNormalize", "UUIDNormalizeConfig"]

@@ -11,7 +11,12 @@ from pipeline.configtypes import decode_dataclass
 from pipeline.errors import ConfigError
 from pipeline.model import Payload, Signal
 from pipeline.testing import MetricsSink, kv, nop_host, nop_settings
-from processors.cardinality_limit import FACTORY, OVERFLOW_KEY, CardinalityLimitConfig, CardinalityLimitProcessor
+from processors.cardinality_limit import (
+    FACTORY,
+    OVERFLOW_KEY,
+    CardinalityLimitConfig,
+    CardinalityLimitProcessor,
+)
 
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE

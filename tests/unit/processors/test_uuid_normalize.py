@@ -324,3 +324,269 @@ def test_wire_path_gives_the_same_result_as_the_full_walk(signal: Signal, seed: 
     by_walk = walk(Payload(signal, message=signal.request_type.FromString(raw)))
     assert by_bytes.message == by_walk.message
     assert wire.fn.counts == walk.fn.counts
+
+
+# -- metrics: points that became one series are merged ----------------------------------------------------------
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    Exemplar,
+    Metric,
+)
+
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+T0 = 1_700_000_000_000_000_000
+SEC = 1_000_000_000
+
+
+def uid(i: int) -> str:
+    return str(uuid.UUID(int=i + 1))
+
+
+def route(i: int) -> str:
+    return f"/v1/agents/{uid(i)}/runs"
+
+
+def metric_request(*metrics: Metric) -> ExportMetricsServiceRequest:
+    req = ExportMetricsServiceRequest()
+    rm = req.resource_metrics.add()
+    rm.resource.attributes.append(kv("service.name", "agent"))
+    sm = rm.scope_metrics.add()
+    sm.scope.name = "test"
+    sm.metrics.extend(metrics)
+    return req
+
+
+def sum_of(points: list[tuple[object, dict[str, object], int, int]], *, temporality: int = DELTA,
+           name: str = "api.calls") -> Metric:
+    """points: (value, attributes, start, time)."""
+    m = Metric(name=name)
+    m.sum.is_monotonic = True
+    m.sum.aggregation_temporality = temporality  # type: ignore[assignment]
+    for value, attrs, start, t in points:
+        dp = m.sum.data_points.add(start_time_unix_nano=start, time_unix_nano=t)
+        if isinstance(value, int):
+            dp.as_int = value
+        else:
+            dp.as_double = value  # type: ignore[assignment]
+        dp.attributes.extend(kv(k, v) for k, v in attrs.items())
+    return m
+
+
+def hist_of(points: list[tuple[list[float], list[int], float, dict[str, object]]], *,
+            temporality: int = DELTA) -> Metric:
+    """points: (bounds, bucket counts, sum, attributes); min/max from the buckets' middle, time T0+1s."""
+    m = Metric(name="latency", unit="s")
+    m.histogram.aggregation_temporality = temporality  # type: ignore[assignment]
+    for bounds, counts, total, attrs in points:
+        dp = m.histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=T0 + SEC, count=sum(counts),
+                                         sum=total, min=total / 10, max=total)
+        dp.explicit_bounds.extend(bounds)
+        dp.bucket_counts.extend(counts)
+        dp.attributes.extend(kv(k, v) for k, v in attrs.items())
+    return m
+
+
+PATHS = ["wire", "decoded"]
+
+
+def normalize(req: ExportMetricsServiceRequest, path: str, **cfg: object) -> Payload:
+    """Run uuid_normalize on `req` from wire bytes (as the OTLP receiver hands them on) or a decoded message."""
+    proc = UUIDNormalize(UUIDNormalizeConfig(**cfg), Signal.METRICS)  # type: ignore[arg-type]
+    if path == "wire":
+        p = Payload(Signal.METRICS, raw=req.SerializeToString())
+    else:
+        p = Payload(Signal.METRICS, message=req)
+    out = proc(p)
+    assert out.items == Payload(Signal.METRICS, message=out.message).items  # the count is kept right
+    return out
+
+
+def points_of(p: Payload, index: int = 0) -> list:
+    m = p.message.resource_metrics[0].scope_metrics[0].metrics[index]
+    return list(getattr(m, m.WhichOneof("data")).data_points)
+
+
+def value_of(dp: object) -> object:
+    return getattr(dp, dp.WhichOneof("value"))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_delta_sums_of_one_window_add_up(path: str) -> None:
+    req = metric_request(sum_of([(1, {"route": route(i), "method": "post"}, T0, T0 + SEC) for i in range(200)]
+                                + [(5, {"route": "/health", "method": "get"}, T0, T0 + SEC)]))
+    out = normalize(req, path)
+    pts = points_of(out)
+    assert [(value_of(dp), attrs_of(dp)) for dp in pts] == [
+        (200, {"route": "/v1/agents/{uuid}/runs", "method": "post"}), (5, {"route": "/health", "method": "get"})]
+    assert (pts[0].start_time_unix_nano, pts[0].time_unix_nano) == (T0, T0 + SEC)
+    assert out.items == 2
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_delta_windows_stay_apart_and_each_adds_up(path: str) -> None:
+    w1, w2 = (T0, T0 + SEC), (T0 + SEC, T0 + 2 * SEC)
+    req = metric_request(sum_of([(1, {"route": route(0)}, *w1), (2, {"route": route(1)}, *w2),
+                                 (3, {"route": route(2)}, *w1), (4.5, {"route": route(3)}, *w2)]))
+    pts = points_of(normalize(req, path))
+    assert [(value_of(dp), dp.start_time_unix_nano, dp.time_unix_nano) for dp in pts] == [
+        (4, *w1), (6.5, *w2)]  # ints and doubles together make a double
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_cumulative_sums_count_each_original_series_once_at_its_latest_point(path: str) -> None:
+    req = metric_request(sum_of([
+        (10, {"route": route(0)}, T0, T0 + 5 * SEC),
+        (7, {"route": route(1)}, T0 + 2 * SEC, T0 + 5 * SEC),
+        (12, {"route": route(0)}, T0, T0 + 6 * SEC),  # the same series again, later: replaces its 10
+    ], temporality=CUMULATIVE))
+    (dp,) = points_of(normalize(req, path))
+    assert value_of(dp) == 19
+    assert (dp.start_time_unix_nano, dp.time_unix_nano) == (T0, T0 + 6 * SEC)  # earliest start, latest time
+    assert attrs_of(dp) == {"route": "/v1/agents/{uuid}/runs"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_histograms_merge_bucket_wise_and_other_bounds_stay_apart(path: str) -> None:
+    req = metric_request(hist_of([
+        ([1.0, 5.0], [1, 2, 0], 8.0, {"route": route(0)}),
+        ([1.0, 5.0], [0, 1, 3], 40.0, {"route": route(1)}),
+        ([2.0], [4, 4], 20.0, {"route": route(2)}),  # other bounds: not re-bucketed
+    ]))
+    pts = points_of(normalize(req, path))
+    assert len(pts) == 2
+    merged, apart = pts
+    assert (list(merged.explicit_bounds), list(merged.bucket_counts), merged.count, merged.sum) == (
+        [1.0, 5.0], [1, 3, 3], 7, 48.0)
+    assert (merged.min, merged.max) == (0.8, 40.0)
+    assert (list(apart.explicit_bounds), list(apart.bucket_counts)) == ([2.0], [4, 4])
+    assert attrs_of(merged) == attrs_of(apart) == {"route": "/v1/agents/{uuid}/runs"}
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_gauges_keep_the_latest_point(path: str) -> None:
+    m = Metric(name="queue.depth")
+    for i, (v, t) in enumerate([(3, T0 + 2 * SEC), (9, T0 + 3 * SEC), (1, T0 + SEC)]):
+        dp = m.gauge.data_points.add(time_unix_nano=t, as_int=v)
+        dp.attributes.append(kv("session", uid(i)))
+    (dp,) = points_of(normalize(metric_request(m), path))
+    assert (value_of(dp), dp.time_unix_nano, attrs_of(dp)) == (9, T0 + 3 * SEC, {"session": "{uuid}"})
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_summaries_add_count_and_sum_and_drop_quantiles(path: str) -> None:
+    m = Metric(name="step")
+    for i in range(3):
+        dp = m.summary.data_points.add(start_time_unix_nano=T0, time_unix_nano=T0 + SEC, count=2 + i, sum=1.5 * i)
+        dp.quantile_values.add(quantile=0.5, value=float(i))
+        dp.attributes.append(kv("run", uid(i)))
+    (dp,) = points_of(normalize(metric_request(m), path))
+    assert (dp.count, dp.sum, len(dp.quantile_values)) == (9, 4.5, 0)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_exponential_histograms_merge_at_a_common_scale(path: str) -> None:
+    m = Metric(name="tokens")
+    m.exponential_histogram.aggregation_temporality = DELTA  # type: ignore[assignment]
+    for i, scale in enumerate((2, 1)):
+        dp = m.exponential_histogram.data_points.add(start_time_unix_nano=T0, time_unix_nano=T0 + SEC, scale=scale,
+                                                     count=3, zero_count=1, sum=10.0)
+        dp.positive.offset = 4
+        dp.positive.bucket_counts.extend([1, 1])
+        dp.attributes.append(kv("run", uid(i)))
+    (dp,) = points_of(normalize(metric_request(m), path))
+    assert (dp.scale, dp.count, dp.zero_count, dp.sum) == (1, 6, 2, 20.0)
+    assert (dp.positive.offset, list(dp.positive.bucket_counts)) == (2, [2, 0, 1, 1])
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_exemplars_are_carried_and_flags_are_sensible(path: str) -> None:
+    def ex(v: float, t: int) -> Exemplar:
+        return Exemplar(as_double=v, time_unix_nano=t, trace_id=bytes(15) + bytes([int(v)]), span_id=bytes(8))
+
+    m = sum_of([(1, {"route": route(0)}, T0, T0 + SEC), (2, {"route": route(1)}, T0, T0 + SEC),
+                (0, {"route": route(2)}, T0, T0 + SEC)], temporality=DELTA)
+    pts = m.sum.data_points
+    pts[0].exemplars.append(ex(1.0, T0 + 1))
+    pts[1].exemplars.append(ex(2.0, T0 + 2))
+    pts[2].flags = 1  # no recorded value: not counted
+    ended = sum_of([(0, {"route": route(i)}, T0, T0 + SEC) for i in range(2)], name="ended")
+    for dp in ended.sum.data_points:
+        dp.flags = 1
+    out = normalize(metric_request(m, ended), path)
+    (dp,) = points_of(out)
+    assert value_of(dp) == 3 and dp.flags == 0
+    assert sorted(e.as_double for e in dp.exemplars) == [1.0, 2.0]
+    (gone,) = points_of(out, 1)
+    assert gone.flags == 1  # every part ended: so did the merged series
+
+
+def test_unspecified_temporality_is_left_alone() -> None:
+    req = metric_request(sum_of([(1, {"route": route(i)}, T0, T0 + SEC) for i in range(3)], temporality=0))
+    assert len(points_of(normalize(req, "wire"))) == 3
+
+
+def test_only_metrics_normalization_changed_are_merged() -> None:
+    same = sum_of([(1, {"k": "v"}, T0, T0 + SEC), (1, {"k": "v"}, T0, T0 + SEC)], name="already.duplicated")
+    raw = metric_request(same).SerializeToString()
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.METRICS)(Payload(Signal.METRICS, raw=raw))
+    assert out.raw_cached is raw  # nothing normalized: untouched, not decoded
+    req = metric_request(same, sum_of([(1, {"route": route(i)}, T0, T0 + SEC) for i in range(2)]))
+    out = normalize(req, "wire")
+    assert [len(points_of(out, i)) for i in (0, 1)] == [2, 1]
+
+
+def test_a_merge_keeps_the_order_of_points() -> None:
+    req = metric_request(sum_of([(1, {"route": "/a"}, T0, T0 + SEC), (2, {"route": route(0)}, T0, T0 + SEC),
+                                 (3, {"route": "/b"}, T0, T0 + SEC), (4, {"route": route(1)}, T0, T0 + SEC)]))
+    assert [(attrs_of(dp)["route"], value_of(dp)) for dp in points_of(normalize(req, "wire"))] == [
+        ("/a", 1), ("/v1/agents/{uuid}/runs", 6), ("/b", 3)]
+
+
+async def test_merged_points_are_counted_as_dropped_with_reason_merged() -> None:
+    settings = nop_settings("uuid_normalize", signal=Signal.METRICS)
+    sink = MetricsSink()
+    proc = FACTORY.create(settings, UUIDNormalizeConfig(), sink)
+    req = metric_request(sum_of([(1, {"route": route(i)}, T0, T0 + SEC) for i in range(50)]))
+    await proc.consume(Payload(Signal.METRICS, raw=req.SerializeToString()))
+    assert sink.items == 1
+    assert value_of(points_of(sink.payloads[0])[0]) == 50
+    assert settings.telemetry.value("otelpipe_processor_dropped_metric_points_total", processor="uuid_normalize",
+                                    reason="merged") == 49
+
+
+_ROUTES = st.sampled_from(["/a", "/b/{uuid}"] + [route(i) for i in range(6)] + [f"/b/{uid(i)}" for i in range(3)])
+
+
+@_PROP
+@given(st.lists(st.tuples(st.integers(0, 1000), _ROUTES, st.sampled_from(["get", "post"]), st.integers(0, 2)),
+                min_size=1, max_size=40),
+       st.sampled_from(PATHS))
+def test_delta_totals_survive_per_series_and_window(rows: list[tuple[int, str, str, int]], path: str) -> None:
+    req = metric_request(sum_of([(v, {"route": r, "method": m}, T0 + w * SEC, T0 + (w + 1) * SEC)
+                                 for v, r, m, w in rows]))
+    out = normalize(req, path)
+    if all(_N(r) == r for _, r, _, _ in rows):  # normalization changed nothing: nothing is merged
+        assert [value_of(dp) for dp in points_of(out)] == [v for v, _, _, _ in rows]
+        return
+    expected: dict[tuple[str, str, int], int] = {}
+    for v, r, m, w in rows:
+        k = (_N(r), m, w)
+        expected[k] = expected.get(k, 0) + v
+    got = {(attrs_of(dp)["route"], attrs_of(dp)["method"], (dp.start_time_unix_nano - T0) // SEC): value_of(dp)
+           for dp in points_of(out)}
+    assert got == expected and len(points_of(out)) == len(expected)
+
+
+def test_a_changed_request_with_nothing_to_merge_is_not_decoded() -> None:
+    req = metric_request(sum_of([(1, {"route": route(0)}, T0, T0 + SEC), (1, {"route": "/other"}, T0, T0 + SEC)]))
+    raw = req.SerializeToString()
+    p = Payload(Signal.METRICS, raw=raw)
+    out = UUIDNormalize(UUIDNormalizeConfig(), Signal.METRICS)(p)
+    assert out is p and p._message is None  # edited on the wire, series told apart on the bytes
+    assert out.raw_cached is not None and out.raw_cached != raw
+    assert [attrs_of(dp)["route"] for dp in points_of(out)] == ["/v1/agents/{uuid}/runs", "/other"]
