@@ -39,10 +39,17 @@ from pipeline.model import Payload, Signal
 from pipeline.netaddr import format_endpoint, parse_endpoint
 from pipeline.receiverhelper import Outcome, deliver
 from receivers.statsd_aggregator import DEFAULT_QUANTILES, Observer, StatsDAggregator
-from receivers.statsd_parser import DISTRIBUTION, HISTOGRAM, TIMER, ParseResult, StatsDParser
+from receivers.statsd_parser import (
+    DISTRIBUTION,
+    HISTOGRAM,
+    TIMER,
+    ParseResult,
+    StatsDParser,
+)
 
 DEFAULT_ENDPOINT = "0.0.0.0:8125"
 DEFAULT_SOCKET_BUFFER = ByteSize(8 * 1024 * 1024)
+DEFAULT_AGGREGATION_INTERVAL = Duration(10.0)
 MAX_UDP_PACKET = 65535
 # Datagrams read per wake-up before yielding to the loop (the flush task and other receivers).
 _MAX_DATAGRAMS_PER_WAKEUP = 4096
@@ -128,7 +135,7 @@ class StatsDReceiverConfig:
 
     endpoint: str = DEFAULT_ENDPOINT
     transport: Literal["udp"] = "udp"
-    aggregation_interval: Duration = Duration(10.0)
+    aggregation_interval: Duration = DEFAULT_AGGREGATION_INTERVAL
     enable_metric_type: bool = False
     timer_histogram_mapping: tuple[TimerHistogramMappingConfig, ...] = ()
     # Larger datagrams are cut at this size; the complete lines before the cut are kept.
@@ -360,7 +367,7 @@ class StatsDReceiver:
                     batch[i] = d[:cut] if cut > 0 else b""
             self._parser.parse(batch, res)
             self._agg.add(res)
-        except Exception as e:  # a parser bug must cost this batch, never the receiver
+        except Exception as e:  # noqa: BLE001 - a parser bug must cost this batch, never the receiver
             self._obs.refused(Signal.METRICS, max(len(batch), 1), "internal_error")
             self._log.error("statsd batch could not be parsed (a bug): its datagrams are lost", key="internal",
                             extra={"error": f"{type(e).__name__}: {e}", "datagrams": len(batch)})
@@ -422,7 +429,7 @@ class StatsDReceiver:
                 next_at = loop.time() + interval
             try:
                 await self._flush()
-            except Exception as e:  # a bug in one flush must not end the schedule
+            except Exception as e:  # noqa: BLE001 - a bug in one flush must not end the schedule
                 self._log.error("statsd flush failed (a bug): the interval's points are lost", key="flush",
                                 extra={"error": f"{type(e).__name__}: {e}"})
 
@@ -485,5 +492,12 @@ FACTORY = Factory(
     description="Receives StatsD / DogStatsD lines over UDP (8125) and aggregates them into OTLP metrics.",
 )
 
-__all__ = ["FACTORY", "StatsDReceiver", "StatsDReceiverConfig", "TimerHistogramMappingConfig",
-           "HistogramObserverConfig", "SummaryObserverConfig", "socket_kernel_drops"]
+__all__ = [
+    "FACTORY",
+    "HistogramObserverConfig",
+    "StatsDReceiver",
+    "StatsDReceiverConfig",
+    "SummaryObserverConfig",
+    "TimerHistogramMappingConfig",
+    "socket_kernel_drops",
+]

@@ -9,7 +9,11 @@ with types `c` (counter), `g` (gauge; `+N`/`-N` is a relative update), `ms`
 (`_e{...}`) and service checks (`_sc|...`) are recognised and skipped; unknown
 `|` fields from newer DogStatsD versions are ignored (and counted) rather than
 failing the line; every malformed line is reported with a reason and skipped
-without disturbing the other lines of its datagram.
+without disturbing the other lines of its datagram. A name with no visible
+character (`" :1|c"`: only whitespace, control or format characters, see
+`receivers/metric_names.py`) can never name a metric and is refused as
+`invalid_name`; the check costs nothing for a name that starts with a visible
+ASCII character.
 
 Why it looks the way it does: this is the per-line hot path of the StatsD
 receiver (hundreds of thousands of lines a second on one core), so the work is
@@ -33,6 +37,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from typing import Any
+
+from receivers.metric_names import INVALID_NAME, INVISIBLE_ABOVE_SPACE, is_unusable
 
 # Type codes: index into ParseResult.by_type and the aggregator's tables.
 COUNTER, GAUGE, TIMER, HISTOGRAM, DISTRIBUTION, SET = range(6)
@@ -63,6 +69,7 @@ SERVICE_CHECK = "service_check"
 UNKNOWN_FIELD = "unknown_field"
 
 _INF = math.inf
+_ABOVE_EVERY_NAME = "\U0010ffff"  # a name compared against it always goes to _head_problem
 _MAX_TS_SECONDS = 2**64 // 1_000_000_000
 
 
@@ -81,7 +88,7 @@ class ParseResult:
     examples              reason → the first offending line of this batch (for a rate-limited log)
     """
 
-    __slots__ = ("by_type", "weighted", "timed", "lines", "refused", "ignored", "examples")
+    __slots__ = ("by_type", "examples", "ignored", "lines", "refused", "timed", "weighted")
 
     def __init__(self) -> None:
         self.by_type: tuple[list[tuple[Any, ...]], ...] = ([], [], [], [], [], [])
@@ -162,18 +169,30 @@ class StatsDParser:
         maxlen = self.max_name_length
         # One substring search per batch spares the per-line event/service-check test in the usual case.
         special = "_e{" in text or "_sc|" in text
+        # An unusable name starts with an invisible character: one below "!" unless the batch holds
+        # invisible characters above the space (DEL, non-ASCII ones; rare), then any name may.
+        # (isascii() is O(1); the DEL search runs at memchr speed.)
+        if text.isascii():
+            rare = "\x7f" in text
+        else:
+            rare = INVISIBLE_ABOVE_SPACE.search(text) is not None
+        lowest = _ABOVE_EVERY_NAME if rare else "!"
         good = 0
         for line in text.split("\n"):
             if not line:
                 continue
-            if special and line[0] == "_" and (line.startswith("_e{") or line.startswith("_sc|")):
+            if special and line[0] == "_" and line.startswith(("_e{", "_sc|")):
                 res._ignore(EVENT if line[1] == "e" else SERVICE_CHECK)
                 continue
             head, sep, tail = line.partition("|")
             name, colon, vs = head.partition(":")
-            if not (colon and sep and 0 < len(name) <= maxlen):
-                res._refuse(_head_problem(name, colon, maxlen), line)
-                continue
+            # `lowest <= name`: the name is not empty and starts with a visible character (see `lowest`);
+            # any other (rare) name is looked at closely by _head_problem.
+            if not (colon and sep and lowest <= name and len(name) <= maxlen):
+                problem = _head_problem(name, colon, sep, maxlen)
+                if problem is not None:
+                    res._refuse(problem, line)
+                    continue
             # Everything after the value (type, rate, tags, container) is shared by many lines:
             # it is parsed once and then found in `tails` with one lookup.
             info = tails.get(tail)
@@ -375,18 +394,22 @@ class StatsDParser:
         return True
 
 
-def _head_problem(name: str, colon: str, maxlen: int) -> str:
-    """Why `name:value` (the part before the first '|') is unusable."""
+def _head_problem(name: str, colon: str, sep: str, maxlen: int) -> str | None:
+    """Why `name:value|` (the part up to the first '|') is unusable; None when it is fine after all."""
     if not colon:
         return MALFORMED_LINE
     if not name:
         return EMPTY_NAME
     if len(name) > maxlen:
         return NAME_TOO_LONG
-    return MALFORMED_LINE  # no '|type'
+    if is_unusable(name):
+        return INVALID_NAME
+    if not sep:
+        return MALFORMED_LINE  # no '|type'
+    return None  # a name starting with a space or a non-ASCII character, with a visible one in it
 
 
-def _scaled(x: int | float, rate: float) -> int | float:
+def _scaled(x: float, rate: float) -> int | float:
     """value / rate, kept an int when the client's value and the result are both whole numbers."""
     y = x / rate
     if type(x) is int and y.is_integer() and abs(y) < 2**63:

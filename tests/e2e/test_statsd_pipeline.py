@@ -13,6 +13,7 @@ from pipeline.model import Signal
 from pipeline.service import Service
 from pipeline.testing import running_service
 from receivers import statsd
+from receivers.statsd_aggregator import SCOPE_NAME, SCOPE_VERSION
 
 from .backends import GrpcBackend
 
@@ -92,3 +93,51 @@ async def test_statsd_and_dogstatsd_lines_reach_the_backend(svc: Service, backen
     tel = svc.telemetry
     assert tel.value("otelpipe_receiver_accepted_metric_points_total", receiver="statsd") == 4
     assert tel.value("otelpipe_receiver_statsd_ignored_total", receiver="statsd", reason="event") == 1
+
+
+UUID_CONFIG = """
+receivers:
+  statsd: {endpoint: "127.0.0.1:0", aggregation_interval: 1h}   # the test flushes by hand
+processors:
+  uuid_normalize: {}
+exporters:
+  prometheus: {endpoint: "127.0.0.1:0"}
+service:
+  pipelines:
+    metrics: {receivers: [statsd], processors: [uuid_normalize], exporters: [prometheus]}
+"""
+
+
+async def test_uuid_routes_normalized_into_one_series_keep_their_total(monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 increments on 200 distinct UUID routes: one `{uuid}` series worth 200, not 1."""
+    import uuid
+
+    import aiohttp
+
+    from tests.promtools import samples
+
+    for var in ("DD_ENV", "DD_SERVICE", "DD_VERSION", "DD_TAGS", "DD_ENTITY_ID", "DD_EXTERNAL_ENV"):
+        monkeypatch.delenv(var, raising=False)
+    async with running_service(UUID_CONFIG, factories()) as svc:
+        receiver = svc.component("receiver", "statsd")
+        host, port = svc.endpoint("receiver", "statsd", "udp").rsplit(":", 1)
+        dd = DogStatsd(host=host, port=int(port), disable_telemetry=True, disable_buffering=True,
+                       origin_detection_enabled=False)
+        try:
+            for i in range(200):
+                dd.increment("api.calls", tags=[f"route:/v1/agents/{uuid.UUID(int=i + 1)}/runs", "method:post"])
+        finally:
+            dd.close_socket()
+        await receiver.wait_for_lines(200)
+        await receiver.force_flush()
+        url = f"http://{svc.endpoint('exporter', 'prometheus', 'http')}/metrics"
+        async with aiohttp.ClientSession() as http, http.get(url) as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        tel = svc.telemetry
+        merged = tel.value("otelpipe_processor_dropped_metric_points_total", processor="uuid_normalize",
+                           reason="merged")
+    got = {labels: v for (name, labels), v in samples(text).items() if name == "api_calls_total"}
+    assert got == {frozenset({"route": "/v1/agents/{uuid}/runs", "method": "post", "instance": "",
+                              "otel_scope_name": SCOPE_NAME, "otel_scope_version": SCOPE_VERSION}.items()): 200.0}
+    assert merged == 199  # the 199 points merged into another one are accounted for

@@ -351,7 +351,7 @@ async def test_socket_buffer_and_kernel_drops_are_exposed() -> None:
 async def test_large_buffer_is_granted_or_reported() -> None:
     r = await start(socket_buffer_size=ByteSize(8 * 1024 * 1024))
     try:
-        with open("/proc/sys/net/core/rmem_max") as f:
+        with open("/proc/sys/net/core/rmem_max") as f:  # noqa: ASYNC230 - a /proc read does not block
             rmem_max = int(f.read())
         # With CAP_NET_ADMIN the full size is forced past rmem_max; without it the kernel caps it there.
         assert r.receiver.socket_buffer_bytes >= 2 * min(8 * 1024 * 1024, rmem_max)
@@ -472,8 +472,8 @@ def test_config_typo_is_rejected_with_its_path() -> None:
      "receivers.statsd.timer_histogram_mapping[0].histogram.buckets", "strictly increasing"),
     ("timer_histogram_mapping: [{statsd_type: timing, observer_type: summary, summary: {quantiles: [1.5]}}]",
      "receivers.statsd.timer_histogram_mapping[0].summary.quantiles", "between 0 and 1"),
-    ("timer_histogram_mapping: [{statsd_type: timing, observer_type: summary, "
-     "summary: {quantiles: [0.5], percentiles: [50]}}]",
+    (("timer_histogram_mapping: [{statsd_type: timing, observer_type: summary, "
+      "summary: {quantiles: [0.5], percentiles: [50]}}]"),
      "receivers.statsd.timer_histogram_mapping[0].summary", "not both"),
     ("timer_histogram_mapping: [{statsd_type: timing, observer_type: gauge, histogram: {buckets: [1]}}]",
      "receivers.statsd.timer_histogram_mapping[0].histogram", "only applies to observer_type 'histogram'"),
@@ -498,3 +498,13 @@ service:
     metrics: {receivers: [statsd, statsd/other], exporters: [debug]}
 """, FACTORIES)
     assert any("udp port 9125 is already used" in str(i) for i in e.value.issues)
+
+
+async def test_lines_with_blank_names_are_refused_one_by_one(rx: Running) -> None:
+    """A name with nothing visible in it (`" :1|c"`) can never become a metric: refused, the rest kept."""
+    rx.send(b"ok.a:1|c\n :1|c\n\t:2|g\n \xc2\xa0\xe2\x80\x8b:3|ms\nok.b:2|c", b"   :1|c|#k:v", b" padded.name:4|c")
+    got = await rx.flush_after(3)
+    assert set(got) == {"ok.a", "ok.b", " padded.name"}
+    assert value(got["ok.a"]) == 1 and value(got["ok.b"]) == 2
+    assert rx.refused("invalid_name") == 4
+    assert rx.refused("empty_name") == 0

@@ -236,3 +236,17 @@ def test_every_line_is_accounted_for_exactly_once(lines: list[str]) -> None:
 def test_arbitrary_bytes_never_raise(datagrams: list[bytes]) -> None:
     r = parse(*datagrams)
     assert r.lines >= 0
+
+
+@pytest.mark.parametrize("name", [" ", "   ", "\t", "\x00", "\x7f", " \u00a0\u200b\u3000", "\ufeff"])
+def test_names_without_a_visible_character_are_refused(name: str) -> None:
+    r = parse(f"{name}:1|c\nok:1|c\n{name}:2|g|#k:v".encode())
+    assert r.refused == {"invalid_name": 2}
+    assert r.by_type[COUNTER] == [("ok", 1)] and r.lines == 1
+    assert r.examples["invalid_name"] == f"{name}:1|c"
+
+
+@pytest.mark.parametrize("name", [" a", "a ", "é", "\u00a0x", "x\x00", "_", "-", "…"])
+def test_names_with_a_visible_character_are_kept(name: str) -> None:
+    r = parse(f"{name}:1|c".encode())
+    assert r.by_type[COUNTER] == [(name, 1)] and not r.refused
