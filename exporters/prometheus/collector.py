@@ -11,10 +11,15 @@ per-series cost to one tuple per sample for the 100k-series budget.
 cumulative series). The 0.0.4 text format has no place for them
 (prometheus_client would turn them into extra `*_created` gauge families), so
 the text view leaves them out, as the Collector's exporter does.
+
+A family that cannot be built (prometheus_client refuses its name, say) is
+left out of the scrape and reported through `on_skip` with its series count:
+one bad series must never turn every scrape into a 500. The store refuses the
+names it knows to be unusable; this is the net for whatever it does not know.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -32,13 +37,21 @@ from exporters.prometheus.store import FamilyView, MetricStore
 TARGET_HELP = "Target metadata"
 SCOPE_HELP = "Instrumentation scope metadata"
 
+#: Told about each family left out of a scrape: (family name, series in it, what went wrong).
+SkipReporter = Callable[[str, int, BaseException], None]
+
+
+def ignore_skip(_family: str, _series: int, _error: BaseException) -> None:
+    """The default SkipReporter: nothing to report to."""
+
 
 class StoreCollector:
     """Yields one family per store family, plus `target_info` and `otel_scope_info`."""
 
-    def __init__(self, store: MetricStore, *, openmetrics: bool) -> None:
+    def __init__(self, store: MetricStore, *, openmetrics: bool, on_skip: SkipReporter | None = None) -> None:
         self._store = store
         self._openmetrics = openmetrics
+        self._on_skip = on_skip or ignore_skip
 
     def collect(self) -> Iterator[Metric]:
         snap = self._store.snapshot()
@@ -51,14 +64,19 @@ class StoreCollector:
             if not fam.series:
                 continue
             shape = fam.shape
-            if shape is Shape.COUNTER:
-                yield _counter(fam, om)
-            elif shape is Shape.HISTOGRAM:
-                yield _histogram(fam, om)
-            elif shape is Shape.SUMMARY:
-                yield _summary(fam, om)
-            else:
-                yield _gauge(fam)
+            try:
+                if shape is Shape.COUNTER:
+                    metric = _counter(fam, om)
+                elif shape is Shape.HISTOGRAM:
+                    metric = _histogram(fam, om)
+                elif shape is Shape.SUMMARY:
+                    metric = _summary(fam, om)
+                else:
+                    metric = _gauge(fam)
+            except Exception as e:  # noqa: BLE001 - reported (counted, logged); the rest of the scrape goes on
+                self._on_skip(fam.name, len(fam.series), e)
+                continue
+            yield metric
 
 
 def _info(name: str, help_text: str, label_sets: list[dict[str, str]]) -> Metric:

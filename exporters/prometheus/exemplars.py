@@ -4,9 +4,12 @@ Only histograms and monotonic sums carry exemplars (the store never asks for
 others). Labels are `trace_id` and `span_id` (hex) plus the exemplar's filtered
 attributes, the latter only when everything fits OpenMetrics' limit of 128
 characters of label names and values: Prometheus refuses a whole scrape
-over one oversized exemplar. A pull endpoint has room for one exemplar per
-bucket, so each bucket shows the largest exemplar that fell in it, and a bucket
-without one repeats the one carried up from the nearest lower bucket.
+over one oversized exemplar. For the same reason an id of another length than
+OTLP's (16-byte trace ids, 8-byte span ids) is left out rather than written:
+a 100-byte `trace_id` from a broken producer would otherwise cost every
+scrape. A pull endpoint has room for one exemplar per bucket, so each bucket
+shows the largest exemplar that fell in it, and a bucket without one repeats
+the one carried up from the nearest lower bucket.
 """
 from __future__ import annotations
 
@@ -19,13 +22,14 @@ from prometheus_client.samples import Exemplar
 from exporters.prometheus.naming import join_labels, value_text
 
 LABELS_MAX_RUNES = 128  # OpenMetrics: label names + values of one exemplar, combined
+TRACE_ID_BYTES, SPAN_ID_BYTES = 16, 8  # OTLP; anything else is not an id
 
 
 def convert(e: OtlpExemplar, label_cache: dict[str, str] | None = None) -> Exemplar:
     labels: dict[str, str] = {}
-    if e.trace_id:
+    if len(e.trace_id) == TRACE_ID_BYTES:
         labels["trace_id"] = e.trace_id.hex()
-    if e.span_id:
+    if len(e.span_id) == SPAN_ID_BYTES:
         labels["span_id"] = e.span_id.hex()
     if e.filtered_attributes:
         extra = join_labels(((kv.key, value_text(kv.value)) for kv in e.filtered_attributes), label_cache)

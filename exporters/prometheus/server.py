@@ -10,6 +10,12 @@ Format: OpenMetrics (with exemplars and `_created`) when `enable_open_metrics`
 is set and the scraper's Accept header asks for `application/openmetrics-text`,
 otherwise the Prometheus text format 0.0.4. Each exporter owns its registries;
 the global prometheus_client REGISTRY is never touched.
+
+One series must never fail a whole scrape: a family the collector cannot build
+is left out there, and if the encoder still fails, the scrape is written again
+family by family, leaving out (and reporting through `on_skip`) only the
+families the encoder refuses. That second pass costs nothing while every
+family encodes.
 """
 from __future__ import annotations
 
@@ -24,7 +30,7 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics import exposition as om_exposition
 
-from exporters.prometheus.collector import StoreCollector
+from exporters.prometheus.collector import SkipReporter, StoreCollector, ignore_skip
 from exporters.prometheus.store import MetricStore
 from pipeline.logutil import RateLimitedLog
 from pipeline.netaddr import format_endpoint, parse_endpoint
@@ -93,20 +99,40 @@ def _escaping_for(generate: Callable[..., bytes], standard: str) -> str | None:
     return PREVALIDATED if fast == reference else standard
 
 
-def _encode(generate: Callable[..., bytes], registry: CollectorRegistry, escaping: str | None) -> bytes:
+def _encode(generate: Callable[..., bytes], registry: CollectorRegistry | _Families, escaping: str | None) -> bytes:
     return generate(registry) if escaping is None else generate(registry, escaping=escaping)
+
+
+class _Families:
+    """Already collected families, for the encoders (which only call `collect`)."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self._families)
+
+
+_EOF = b"# EOF\n"
+_SERIES_ONLY = ("le", "quantile")  # labels that split one series into several sample lines
+
+
+def _series_in(family: Metric) -> int:
+    return len({frozenset(kv for kv in s.labels.items() if kv[0] not in _SERIES_ONLY) for s in family.samples})
 
 
 class MetricsServer:
     def __init__(self, endpoint: str, store: MetricStore, *, open_metrics: bool,
-                 logger: logging.LoggerAdapter[logging.Logger] | None = None) -> None:
+                 logger: logging.LoggerAdapter[logging.Logger] | None = None,
+                 on_skip: SkipReporter | None = None) -> None:
         self._endpoint = endpoint
         self._open_metrics = open_metrics
         self._log = RateLimitedLog(logger) if logger is not None else None
+        self._on_skip = on_skip or ignore_skip
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(StoreCollector(store, openmetrics=False))
+        self.registry.register(StoreCollector(store, openmetrics=False, on_skip=on_skip))
         self.openmetrics_registry = CollectorRegistry(auto_describe=False)
-        self.openmetrics_registry.register(StoreCollector(store, openmetrics=True))
+        self.openmetrics_registry.register(StoreCollector(store, openmetrics=True, on_skip=on_skip))
         self._text_escaping = _escaping_for(text_latest, om_exposition.UNDERSCORES)
         self._om_escaping = _escaping_for(om_exposition.generate_latest, om_exposition.ALLOWUTF8)
         self._runner: web.AppRunner | None = None
@@ -114,10 +140,31 @@ class MetricsServer:
         self.endpoints: dict[str, str] = {}
 
     def render(self, openmetrics: bool = False) -> bytes:
-        """The exposition body (synchronous; any thread)."""
+        """The exposition body (synchronous; any thread); families the encoder refuses are left out."""
+        generate: Callable[..., bytes]
         if openmetrics:
-            return _encode(om_exposition.generate_latest, self.openmetrics_registry, self._om_escaping)
-        return _encode(text_latest, self.registry, self._text_escaping)
+            generate, registry, escaping = om_exposition.generate_latest, self.openmetrics_registry, self._om_escaping
+        else:
+            generate, registry, escaping = text_latest, self.registry, self._text_escaping
+        try:
+            return _encode(generate, registry, escaping)
+        except Exception:  # noqa: BLE001 - some family cannot be written: write the others, report that one
+            return self._render_each(generate, registry, escaping, openmetrics)
+
+    def _render_each(self, generate: Callable[..., bytes], registry: CollectorRegistry, escaping: str | None,
+                     openmetrics: bool) -> bytes:
+        """Encode family by family, leaving out the ones that fail (a collect() failure still raises)."""
+        parts: list[bytes] = []
+        for family in list(registry.collect()):
+            try:
+                body = _encode(generate, _Families([family]), escaping)
+            except Exception as e:  # noqa: BLE001 - reported (counted, logged); the other families are served
+                self._on_skip(family.name, _series_in(family), e)
+                continue
+            parts.append(body[:-len(_EOF)] if openmetrics and body.endswith(_EOF) else body)
+        if openmetrics:
+            parts.append(_EOF)
+        return b"".join(parts)
 
     async def render_async(self, openmetrics: bool = False) -> bytes:
         """Render in a worker thread; callers that arrive while a render of the same format runs share it."""
@@ -138,7 +185,7 @@ class MetricsServer:
         om = self._open_metrics and wants_openmetrics(request.headers.getall("Accept", []))
         try:
             body = await self.render_async(om)
-        except Exception as e:  # a bug, not bad input: say so once in a while and fail this scrape only
+        except Exception as e:  # noqa: BLE001 - a bug, not bad input: say so once in a while, fail this scrape only
             if self._log is not None:
                 self._log.error("rendering /metrics failed", key="render", extra={"error": repr(e)})
             return web.Response(status=500, text="rendering metrics failed; see the otelpipe log\n")

@@ -15,7 +15,10 @@ import pytest
 from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider, UpDownCounter
-from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import (
+    AggregationTemporality,
+    InMemoryMetricReader,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.version import __version__ as SDK_VERSION
@@ -33,7 +36,7 @@ OM_ACCEPT = ("application/openmetrics-text;version=1.0.0,application/openmetrics
 CTX = {"job": "support-agent", "instance": "pod-7", "otel_scope_name": "agent.metrics", "otel_scope_version": "0.1"}
 
 
-def L(**labels: str) -> frozenset[tuple[str, str]]:  # noqa: N802
+def L(**labels: str) -> frozenset[tuple[str, str]]:
     return frozenset({**CTX, **labels}.items())
 
 
@@ -99,10 +102,10 @@ async def exporter() -> AsyncIterator[PrometheusExporter]:
 
 async def scrape(exp: PrometheusExporter, accept: str | None = None) -> tuple[str, bytes]:
     headers = {"Accept": accept} if accept else {}
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://{exp.endpoints['http']}/metrics", headers=headers) as resp:
-            assert resp.status == 200
-            return resp.headers["Content-Type"], await resp.read()
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://{exp.endpoints['http']}/metrics", headers=headers) as resp:
+        assert resp.status == 200
+        return resp.headers["Content-Type"], await resp.read()
 
 
 async def push(exp: PrometheusExporter, reader: InMemoryMetricReader) -> None:

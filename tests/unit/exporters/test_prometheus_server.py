@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.exposition import generate_latest as text_latest
 from prometheus_client.openmetrics import exposition as om_exposition
 
-import exporters.prometheus as prometheus
+from exporters import prometheus
 from exporters.prometheus import PrometheusExporter, PrometheusExporterConfig
 from exporters.prometheus.server import PREVALIDATED, MetricsServer, wants_openmetrics
 from exporters.prometheus.store import MetricStore
@@ -25,7 +25,6 @@ from pipeline.model import Payload, Signal
 from pipeline.telemetry import Telemetry
 from pipeline.testing import kv, make_metrics, nop_host, nop_settings
 from tests.promtools import assert_openmetrics_ok, samples
-
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -168,10 +167,9 @@ async def test_render_failure_is_a_500_not_a_crash() -> None:
             raise RuntimeError("boom")
 
         exp.server.render = broken  # type: ignore[method-assign]
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://{exp.endpoints['http']}/metrics") as resp:
-                assert resp.status == 500
-                assert "see the otelpipe log" in await resp.text()
+        async with aiohttp.ClientSession() as session, session.get(f"http://{exp.endpoints['http']}/metrics") as resp:
+            assert resp.status == 500
+            assert "see the otelpipe log" in await resp.text()
     finally:
         await exp.shutdown()
 
@@ -277,6 +275,122 @@ async def test_rejected_points_are_failed_and_counted() -> None:
 
 def test_config_is_frozen() -> None:
     cfg = PrometheusExporterConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017 - dataclasses' FrozenInstanceError, whatever its base
         cfg.endpoint = "x"  # type: ignore[misc]
     assert replace(cfg, endpoint="127.0.0.1:1").endpoint == "127.0.0.1:1"
+
+
+# ------------------------------------------------------------------ one bad series never fails a scrape
+
+async def _scrape(exp: PrometheusExporter, openmetrics: bool = False) -> tuple[int, bytes]:
+    headers = {"Accept": "application/openmetrics-text; version=1.0.0"} if openmetrics else {}
+    async with aiohttp.ClientSession() as session, \
+            session.get(f"http://{exp.endpoints['http']}/metrics", headers=headers) as resp:
+        return resp.status, await resp.read()
+
+
+@pytest.mark.parametrize("name", [" ", "\t", "", "__", "-", "…"])
+async def test_a_metric_without_a_usable_name_does_not_fail_the_scrape(name: str) -> None:
+    tel = Telemetry(process_metrics=False)
+    s = settings(tel)
+    cfg = PrometheusExporterConfig(endpoint="127.0.0.1:0", enable_open_metrics=True)
+    exp = PrometheusExporter(s, cfg)
+    helper = ExporterHelper(s, exp, cfg)
+    await helper.start(nop_host())
+    try:
+        await helper.consume(Payload(Signal.METRICS, message=make_metrics(2, name=name)))
+        await helper.consume(Payload(Signal.METRICS, message=make_metrics(3, name="agent.requests")))
+        status, text = await _scrape(exp)
+        assert status == 200
+        got = samples(text)
+        assert {n for n, _ in got} == {"agent_requests_total"} and len(got) == 3
+        status, om = await _scrape(exp, openmetrics=True)
+        assert status == 200
+        assert {f.name for f in assert_openmetrics_ok(om)} == {"agent_requests"}
+        assert tel.value("otelpipe_exporter_prometheus_skipped_metric_points_total", exporter="prometheus/agents",
+                         reason="invalid_name") == 2
+        assert tel.value("otelpipe_exporter_send_failed_metric_points_total", exporter="prometheus/agents",
+                         reason="partial_success") == 2
+    finally:
+        await helper.shutdown()
+
+
+async def test_a_counter_named_total_without_suffixes_does_not_fail_the_scrape() -> None:
+    """`_total` without add_metric_suffixes is the family `` (empty) to prometheus_client: refused at update."""
+    tel = Telemetry(process_metrics=False)
+    s = settings(tel)
+    cfg = PrometheusExporterConfig(endpoint="127.0.0.1:0", add_metric_suffixes=False)
+    exp = PrometheusExporter(s, cfg)
+    helper = ExporterHelper(s, exp, cfg)
+    await helper.start(nop_host())
+    try:
+        await helper.consume(Payload(Signal.METRICS, message=make_metrics(2, name="_total")))
+        await helper.consume(Payload(Signal.METRICS, message=make_metrics(1, name="agent.requests")))
+        status, text = await _scrape(exp)
+        assert status == 200
+        assert {n for n, _ in samples(text)} == {"agent_requests_total"}
+        assert tel.value("otelpipe_exporter_prometheus_skipped_metric_points_total", exporter="prometheus/agents",
+                         reason="invalid_name") == 2
+    finally:
+        await helper.shutdown()
+
+
+async def test_a_family_that_cannot_be_built_is_left_out_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever the store lets through, one family that fails to build costs only its own series."""
+    from exporters.prometheus import collector
+
+    real_gauge = collector._gauge
+
+    def failing_gauge(view):  # type: ignore[no-untyped-def]
+        if view.name == "broken":
+            raise ValueError("cannot build this family")
+        return real_gauge(view)
+
+    monkeypatch.setattr(collector, "_gauge", failing_gauge)
+    tel = Telemetry(process_metrics=False)
+    exp = PrometheusExporter(settings(tel), PrometheusExporterConfig(endpoint="127.0.0.1:0", enable_open_metrics=True))
+    await exp.start(nop_host())
+    try:
+        broken = make_metrics(3, name="broken")
+        broken.resource_metrics[0].scope_metrics[0].metrics[0].sum.is_monotonic = False  # a gauge
+        await exp.push(Payload(Signal.METRICS, message=broken))
+        await exp.push(Payload(Signal.METRICS, message=make_metrics(2, name="agent.requests")))
+        for om in (False, True):
+            status, body = await _scrape(exp, openmetrics=om)
+            assert status == 200
+            names = {f.name for f in assert_openmetrics_ok(body)} if om else {n for n, _ in samples(body)}
+            assert names == ({"agent_requests"} if om else {"agent_requests_total"})
+        assert tel.value("otelpipe_exporter_prometheus_skipped_series_total", exporter="prometheus/agents",
+                         reason="render_error") == 6  # 3 series, two scrapes
+    finally:
+        await exp.shutdown()
+
+
+class _Unwritable:
+    """A family prometheus_client builds but its encoders refuse (a sample value that is not a number)."""
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import GaugeMetricFamily, Sample
+
+        fam = GaugeMetricFamily("unwritable", "A family the encoders cannot write.")
+        fam.samples.append(Sample("unwritable", {"k": "a"}, "not a number"))  # type: ignore[arg-type]
+        fam.samples.append(Sample("unwritable", {"k": "b"}, "nor this"))  # type: ignore[arg-type]
+        yield fam
+
+
+async def test_a_family_the_encoder_refuses_is_left_out_and_counted() -> None:
+    tel = Telemetry(process_metrics=False)
+    exp = PrometheusExporter(settings(tel), PrometheusExporterConfig(endpoint="127.0.0.1:0", enable_open_metrics=True))
+    await exp.start(nop_host())
+    try:
+        await exp.push(Payload(Signal.METRICS, message=make_metrics(2, name="agent.requests")))
+        exp.server.registry.register(_Unwritable())
+        exp.server.openmetrics_registry.register(_Unwritable())
+        status, text = await _scrape(exp)
+        assert status == 200 and {n for n, _ in samples(text)} == {"agent_requests_total"}
+        status, om = await _scrape(exp, openmetrics=True)
+        assert status == 200 and {f.name for f in assert_openmetrics_ok(om)} == {"agent_requests"}
+        assert tel.value("otelpipe_exporter_prometheus_skipped_series_total", exporter="prometheus/agents",
+                         reason="render_error") == 4  # 2 series, two scrapes
+    finally:
+        await exp.shutdown()

@@ -8,7 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     AggregationTemporality,
     Exemplar,
@@ -45,7 +47,7 @@ def attrs(d: dict[str, object] | None) -> list:
     return [kv(k, v) for k, v in (d or {}).items()]
 
 
-def num(value: float | int, labels: dict[str, object] | None = None, *, start: int = T0, t: int = T0 + SEC,
+def num(value: float, labels: dict[str, object] | None = None, *, start: int = T0, t: int = T0 + SEC,
         exemplars: Sequence[Exemplar] = (), flags: int = 0) -> NumberDataPoint:
     dp = NumberDataPoint(start_time_unix_nano=start, time_unix_nano=t, flags=flags)
     if isinstance(value, int):
@@ -116,7 +118,7 @@ def render(store: MetricStore, openmetrics: bool = False) -> bytes:
     return MetricsServer("127.0.0.1:0", store, open_metrics=True).render(openmetrics)
 
 
-def L(**labels: str) -> frozenset[tuple[str, str]]:  # noqa: N802 - reads like a label set
+def L(**labels: str) -> frozenset[tuple[str, str]]:
     return frozenset({**CTX, **labels}.items())
 
 
@@ -496,3 +498,20 @@ def test_histogram_exemplars_survive_updates_without_exemplars(store: MetricStor
     fams = {f.name: f for f in assert_openmetrics_ok(render(store, openmetrics=True))}
     bucket = next(s for s in fams["h"].samples if s.labels.get("le") == "1.0")
     assert bucket.value == 2.0 and bucket.exemplar is not None and bucket.exemplar.value == 0.5
+
+
+def test_exemplar_ids_of_the_wrong_length_do_not_break_the_openmetrics_scrape(store: MetricStore) -> None:
+    """Prometheus refuses a whole scrape over one exemplar past 128 characters of labels: ids must be OTLP-sized."""
+    long_trace = exemplar(1.0)
+    long_trace.trace_id = b"\x01" * 100
+    long_span = exemplar(2.0, t=T0 + SEC)
+    long_span.span_id = b"\x02" * 80
+    store.update(request(sum_metric("tokens", [num(10, {"k": "a"}, exemplars=[long_trace]),
+                                               num(20, {"k": "b"}, exemplars=[long_span])]),
+                         hist_metric("latency", [hist([1.0], [1, 0], 0.5, exemplars=[long_trace])])))
+    fams = {f.name: f for f in assert_openmetrics_ok(render(store, openmetrics=True))}
+    ex = {s.labels["k"]: s.exemplar for s in fams["tokens"].samples if s.name == "tokens_total"}
+    assert ex["a"].labels == {"span_id": f"{2:016x}"} and ex["a"].value == 1.0
+    assert ex["b"].labels == {"trace_id": f"{1:032x}"} and ex["b"].value == 2.0
+    bucket = next(s for s in fams["latency"].samples if s.labels.get("le") == "1.0")
+    assert bucket.exemplar.labels == {"span_id": f"{2:016x}"}
