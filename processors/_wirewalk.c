@@ -25,7 +25,9 @@
  *   `-hhhh-hhhh-hhhh-`, 2 `/digit`, 4 sixteen hex characters in a row, 8 twenty-six ULID
  *   characters in a row; 0 passes everything), which replaces the anchor scan for rules whose
  *   anchors are this simple. Under a WHOLE key every string leaf goes to whole_fn(text) and
- *   every bytes leaf becomes the string whole_fn(hex).
+ *   every bytes leaf becomes the string whole_fn(hex). In a map walked in text mode under a mapping
+ *   rule, an entry keyed `name`/`key` whose string the rule calls WHOLE makes the entries keyed
+ *   `value` WHOLE (unless SKIP): name/value pairs such as {name: DB_PASSWORD, value: ...}.
  *   Bytes it does not handle (truncated, groups, invalid UTF-8 in a string it decodes, a
  *   KeyValue with two keys or values, an AnyValue with two values) raise `fallback`.
  *
@@ -558,16 +560,33 @@ static int kv_parts(St *st, Py_ssize_t s, Py_ssize_t e, Py_ssize_t *ks, Py_ssize
     return 0;
 }
 
-/* A KeyValue: [lp, s) its length prefix, [s, e) its content. */
-static int kv(St *st, Py_ssize_t lp, Py_ssize_t s, Py_ssize_t e, PyObject *rule, PyObject *nested) {
+/* Name/value pairs in maps (attrwalk.NAME_KEYS / VALUE_KEYS, the same exact keys): an entry keyed
+ * `name` whose string value the map's rule calls WHOLE makes the entries keyed `value` WHOLE. */
+static int key_in(const uint8_t *k, Py_ssize_t n, const char *const *set) {
+    for (; *set != NULL; set++)
+        if ((Py_ssize_t)strlen(*set) == n && memcmp(*set, k, (size_t)n) == 0)
+            return 1;
+    return 0;
+}
+static const char *const NAME_KEYS[] = {"name", "Name", "NAME", "key", "Key", "KEY", NULL};
+static const char *const VALUE_KEYS[] = {"value", "Value", "VALUE", NULL};
+
+/* A KeyValue: [lp, s) its length prefix, [s, e) its content. `named`: it is an entry of a map whose
+ * name/value pair names a credential (see names_whole), visited whether or not it holds an offset. */
+static int kv(St *st, Py_ssize_t lp, Py_ssize_t s, Py_ssize_t e, PyObject *rule, PyObject *nested, int named) {
     Py_ssize_t ks, ke, vlp = 0, vcs, vce = 0;
     if (kv_parts(st, s, e, &ks, &ke, &vlp, &vcs, &vce) < 0)
         return -1;
     if (vcs < 0)
         return 0;
+    int forced = named && ks >= 0 && key_in(st->buf + ks, ke - ks, VALUE_KEYS);
+    if (named && !forced && !has_off(st, s, e))
+        return 0;
     int action = classify(st, rule, ks, ke);
     if (action < 0)
         return -1;
+    if (forced && action == A_TEXT)
+        action = A_WHOLE;
     if (action == A_SKIP || (action == A_TEXT && !has_off(st, vcs, vce)))
         return 0;
     if (push(st, lp, s, e) < 0 || push(st, vlp, vcs, vce) < 0)
@@ -633,13 +652,53 @@ static int any_whole(St *st, Py_ssize_t s, Py_ssize_t e) {
     return any_elements(st, tag, lp, cs, ce, 1, NULL);
 }
 
+/* Whether the map [s, e) holds a name/value pair that names a credential: its KeyValues in order,
+ * until one keyed as in NAME_KEYS holds a string that `rule` (a mapping) calls WHOLE. 1, 0 or -1. */
+static int names_whole(St *st, Py_ssize_t s, Py_ssize_t e, PyObject *rule) {
+    Py_ssize_t i = s;
+    while (i < e) {
+        Py_ssize_t elp = 0, ecs = 0, ece = 0;
+        uint64_t etag;
+        int ld = next_field(st, &i, e, &etag, &elp, &ecs, &ece);
+        if (ld < 0)
+            return -1;
+        if (!ld || etag != TAG_STRING)
+            continue;
+        Py_ssize_t ks, ke, vlp = 0, vcs, vce = 0;
+        if (kv_parts(st, ecs, ece, &ks, &ke, &vlp, &vcs, &vce) < 0)
+            return -1;
+        if (vcs < 0 || ks < 0 || !key_in(st->buf + ks, ke - ks, NAME_KEYS))
+            continue;
+        uint64_t vtag = 0;
+        Py_ssize_t vf = 0, slp = 0, scs = 0, sce = 0;
+        int r = any_field(st, vcs, vce, &vtag, &vf, &slp, &scs, &sce);
+        if (r < 0)
+            return -1;
+        if (r == 0 || vtag != TAG_STRING)
+            continue;
+        int action = classify(st, rule, scs, sce);
+        if (action < 0)
+            return -1;
+        if (action == A_WHOLE)
+            return 1;
+    }
+    return 0;
+}
+
 /* The elements of an array or map value (`tag` says which; [lp, cs) its length prefix, [cs, ce)
  * its content): each AnyValue of an array, each KeyValue of a map. In text mode only the elements
- * holding an offset, map keys classified by `nested`; in whole mode every element's every leaf. */
+ * holding an offset, map keys classified by `nested` (and a map's name/value pair, see kv); in whole
+ * mode every element's every leaf. */
 static int any_elements(St *st, uint64_t tag, Py_ssize_t lp, Py_ssize_t cs, Py_ssize_t ce, int whole,
                         PyObject *nested) {
     if (push(st, lp, cs, ce) < 0)
         return -1;
+    int named = 0;
+    if (tag == TAG_KVLIST && !whole && nested != Py_None && !PyTuple_CheckExact(nested)) {
+        named = names_whole(st, cs, ce, nested);
+        if (named < 0)
+            return -1;
+    }
     Py_ssize_t i = cs;
     while (i < ce) {
         Py_ssize_t elp = 0, ecs = 0, ece = 0;
@@ -647,10 +706,10 @@ static int any_elements(St *st, uint64_t tag, Py_ssize_t lp, Py_ssize_t cs, Py_s
         int ld = next_field(st, &i, ce, &etag, &elp, &ecs, &ece);
         if (ld < 0)
             return -1;
-        if (!ld || etag != TAG_STRING || (!whole && !has_off(st, ecs, ece)))
+        if (!ld || etag != TAG_STRING || (!whole && !named && !has_off(st, ecs, ece)))
             continue;
         if (tag == TAG_KVLIST && !whole) {
-            if (kv(st, elp, ecs, ece, nested, nested) < 0)
+            if (kv(st, elp, ecs, ece, nested, nested, named) < 0)
                 return -1;
             continue;
         }
@@ -705,7 +764,7 @@ static int walk_msg(St *st, Py_ssize_t s, Py_ssize_t e, Py_ssize_t node) {
                 return -1;
             break;
         case K_ATTRS:
-            if (kv(st, lp, cs, ce, sp->rule, sp->nested) < 0)
+            if (kv(st, lp, cs, ce, sp->rule, sp->nested, 0) < 0)
                 return -1;
             break;
         default: /* K_ANY */

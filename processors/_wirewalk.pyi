@@ -1,12 +1,13 @@
 """Types of the C extension processors/_wirewalk.c (see the comment at its top)."""
 from collections.abc import Callable, Sequence
+from typing import TypeAlias
 
 PF_UUID: int
 PF_NUM: int
 PF_HEX: int
 PF_ULID: int
 
-Step = tuple[int, int, int, object, object]
+Step: TypeAlias = tuple[int, int, int, object, object]
 
 class Walker:
     def __init__(self, nodes: list[list[Step]], fallback: type[BaseException]) -> None: ...

@@ -152,6 +152,25 @@ class WireFallback(Exception):
 
 #: What a rule does with an attribute, by key.
 SKIP, TEXT, WHOLE = 0, 1, 2
+#: Name/value pairs in maps (`{name: DB_PASSWORD, value: ...}`, Kubernetes env, AWS tags): in a map
+#: walked under a mapping rule, an entry keyed as in NAME_KEYS whose string value the rule calls WHOLE
+#: (a key name that names a credential) makes the entries keyed as in VALUE_KEYS WHOLE too, unless the
+#: rule says SKIP for them. Exact keys, the same bytes in processors/_wirewalk.c.
+NAME_KEYS: frozenset[str] = frozenset({"name", "Name", "NAME", "key", "Key", "KEY"})
+VALUE_KEYS: frozenset[str] = frozenset({"value", "Value", "VALUE"})
+_NAME_KEYS_B = frozenset(k.encode() for k in NAME_KEYS)
+_VALUE_KEYS_B = frozenset(k.encode() for k in VALUE_KEYS)
+
+
+def names_whole(values: Iterable[KeyValue], rule: Mapping[str, int]) -> bool:
+    """Whether a map's name/value pair names a credential (see NAME_KEYS), on a decoded map."""
+    for kv in values:
+        if kv.key in NAME_KEYS and kv.value.WhichOneof("value") == "string_value" and \
+                rule[kv.value.string_value] == WHOLE:
+            return True
+    return False
+
+
 #: KeyRule: a mapping key -> SKIP/TEXT/WHOLE (`rule[key]`: a dict lookup in C for known keys, see
 #: `SelectedKeys` and `ClassifiedKeys`); None means TEXT for every key (the key is not decoded).
 KeyRule = Mapping[str, int] | None
@@ -700,7 +719,60 @@ class WireRewriter:
                     self._put(f, ce, _string_field(b"\n", new))
         elif tag == _ARRAY_TAG or tag == _KVLIST_TAG:
             self._stack.append([lp, cs, ce, -1, 0])
-            self._msg(cs, ce, spec.array if tag == _ARRAY_TAG else spec.kvlist)
+            rule = spec.nested
+            if tag == _KVLIST_TAG and rule is not None and not isinstance(rule, SelectedKeys) and \
+                    self._names_whole(cs, ce, rule):
+                self._named_map(cs, ce, rule, spec)
+            else:
+                self._msg(cs, ce, spec.array if tag == _ARRAY_TAG else spec.kvlist)
+            self._leave()
+
+    def _names_whole(self, s: int, e: int, rule: Mapping[str, int]) -> bool:
+        """`names_whole` on the wire: the KeyValues of the KeyValueList [s, e), in order, until one
+        keyed as in NAME_KEYS holds a string that `rule` calls WHOLE."""
+        buf = self._buf
+        for tag, _f, _lp, cs, ce in _ld_fields(buf, s, e):
+            if tag != _STRING_TAG:
+                continue
+            ks, ke, value = self._kv_parts(cs, ce)
+            if value is None or ks < 0 or buf[ks:ke] not in _NAME_KEYS_B:
+                continue
+            v = self._any_field(value[1], value[2])
+            if v is not None and v[0] == _STRING_TAG and rule[buf[v[3]:v[4]].decode()] == WHOLE:
+                return True
+        return False
+
+    def _named_map(self, s: int, e: int, rule: Mapping[str, int], spec: _AnySpec) -> None:
+        """The KeyValues of a map whose name/value pair names a credential: as `_kv` does (without
+        its fast path), but entries keyed as in VALUE_KEYS are WHOLE (unless SKIP) and visited
+        whether or not they hold an offset."""
+        buf = self._buf
+        stack = self._stack
+        for tag, _f, lp, cs, ce in _ld_fields(buf, s, e):
+            if tag != _STRING_TAG:
+                continue
+            ks, ke, value = self._kv_parts(cs, ce)
+            if value is None:
+                continue
+            key = buf[ks:ke] if ks >= 0 else b""
+            forced = key in _VALUE_KEYS_B
+            if not forced and not self._has_offset(cs, ce):
+                continue
+            action = rule[key.decode()]
+            if forced and action == TEXT:
+                action = WHOLE
+            if action == SKIP:
+                continue
+            vlp, vcs, vce = value
+            if action == TEXT and not self._has_offset(vcs, vce):
+                continue
+            stack.append([lp, cs, ce, -1, 0])
+            stack.append([vlp, vcs, vce, -1, 0])
+            if action == WHOLE:
+                self._any_whole(vcs, vce)
+            else:
+                self._any_text(vcs, vce, spec)
+            self._leave()
             self._leave()
 
     def _any_whole(self, s: int, e: int) -> None:

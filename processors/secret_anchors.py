@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable
 
 from processors.anchorscan import Anchor, shaped
-from processors.secret_detectors import FULL, GATED, PAIR
+from processors.secret_detectors import AWS_SECRET_NAMES, FULL, GATED, PAIR
 from processors.secret_keys import KeyMatcher
 
 #: Bytes patterns that every match of a detector contains, inside the string holding the match,
@@ -23,8 +23,14 @@ _ANCHORS: dict[str, tuple[tuple[bytes, int | str], ...]] = {
     "jwt": ((rb"eyJ", 2),),
     "bearer": ((rb"earer[ \t]", -1), (rb"EARER[ \t]", -1)),
     "aws_access_key_id": ((rb"AKIA", 0), (rb"ASIA", 0), (rb"ABIA", 0), (rb"ACCA", 0)),
-    "aws_secret_key": ((rb"AKIA", 0), (rb"ASIA", 0)),
-    "url_password": ((rb"://[^\s/:@?#'\"<>]{1,256}:[^\s/@?#'\"<>]{1,256}@", FULL),),
+    # the key id form, and the key-word form whose match starts at the `y` of `..._key`
+    "aws_secret_key": ((rb"AKIA", 0), (rb"ASIA", 0),
+                       *((re.escape(n.encode()), len(n) - 1) for n in AWS_SECRET_NAMES)),
+    "url_password": ((rb"://[^\s/:@?#'\"<>]{0,256}:[^\s/@?#'\"<>]{1,256}@", FULL),),
+    "telegram_bot_token": ((rb":A[A-Za-z0-9_\-]{34}", 0),),
+    "huggingface_token": ((rb"hf_", 2),),
+    "sendgrid_key": ((rb"SG\.", 1),),
+    "slack_webhook": ((rb"hooks\.slack\.com/", 10),),  # the match starts at the `k` of `slack`
     "basic": ((rb"asic[ \t]", -1), (rb"ASIC[ \t]", -1)),
     "github_token": ((rb"gh[pousr]_", 3), (rb"github_pat_", 10)),
     "slack_token": ((rb"xox[abposre]-", 0), (rb"xapp-", 0)),

@@ -62,6 +62,20 @@ class Detector:
 
 
 _T = r"A-Za-z0-9_\-"
+#: A PEM block, from its BEGIN line to its END line (or the end of a truncated value); its newlines
+#: may be real or JSON escapes (`\n`), so the body is anything up to the END line.
+_PEM = r"-----BEGIN[A-Z0-9 ]{0,40}-----[^\x00]*?(?:-----END[A-Z0-9 ]{0,40}-----|(?=\x00)|\Z)"
+#: The value of a `key=value` pair: a run of these characters, where a backslash may not start the
+#: escape of a closing quote (`\"`, `\\\"`: the value is then inside a JSON string inside JSON), so
+#: masking it leaves the escaping intact. No two branches start with the same character: linear.
+_PAIR_CHAR = r"[^\s&,;\"'<>()\[\]{}\x00\\]"
+_PAIR_BACKSLASH = r"\\(?!\\*[\"'])"
+_PAIR_VALUE = rf"(?:{_PAIR_CHAR}|{_PAIR_BACKSLASH}){_PAIR_CHAR}*(?:{_PAIR_BACKSLASH}{_PAIR_CHAR}*)*"
+#: An optional opening quote, escaped as often as the JSON it is in is nested.
+_OPEN_QUOTE = r"(?:\\*[\"'])?"
+#: Where the key-word form of an AWS secret key can be (the `y` of `..._key` matched last).
+AWS_SECRET_NAMES = ("ecret_access_key", "ECRET_ACCESS_KEY", "ecret-access-key", "ecretAccessKey", "ws_secret_key",
+                     "WS_SECRET_KEY")
 DETECTORS: tuple[Detector, ...] = (
     Detector("card_number", "0123456789",
              r"(?<![0-9A-Za-z.][0-9])(?:[0-9]{12,18}|[0-9]{3}(?:"
@@ -69,13 +83,32 @@ DETECTORS: tuple[Detector, ...] = (
              r"-[0-9]{4}-[0-9]{4}-(?:[0-9]{4}-[0-9]{1,3}|[0-9]{1,4})|-[0-9]{6}-[0-9]{4,5}))"
              r"(?![0-9A-Za-z]|\.[0-9])",
              "payment card numbers that pass the Luhn check and have a card issuer prefix", gated=True),
-    Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{1,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
-             "the password of `scheme://user:password@host` (user and host are kept)", has_value_group=True),
+    Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{0,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
+             "the password of `scheme://user:password@host` and `redis://:password@host` (user and host are kept)",
+             has_value_group=True),
+    # before credential_pair: at a `:` the first detector that matches is the only one tried
+    Detector("telegram_bot_token", ":", r"(?<=[0-9]{5}:)(?P<v>A[A-Za-z0-9_\-]{34})(?![A-Za-z0-9_\-])",
+             "Telegram bot tokens (`123456789:AA...`; the bot id before the colon is kept)", has_value_group=True),
     Detector("credential_pair", ":=",
-             r"(?<=[A-Za-z0-9_\-\"' ][:=])[ \t]{0,3}[\"']?(?!//)"
-             r"(?P<v>(?:(?i:bearer|basic|token)[ \t]+)?[^\s&,;\"'<>()\[\]{}\x00]+)",
-             "`password=...`, `token: ...`, `\"api_key\": \"...\"` pairs in query strings, log lines and JSON "
-             "(the key before the separator must pass the key-name rule)", has_value_group=True),
+             rf"(?<=[A-Za-z0-9_\-\"' ][:=])[ \t]{{0,3}}{_OPEN_QUOTE}(?!//)"
+             rf"(?P<v>{_PEM}|(?:(?i:bearer|basic|token)[ \t]+)?{_PAIR_VALUE})",
+             "`password=...`, `token: ...`, `\"api_key\": \"...\"` pairs in query strings, log lines and JSON, also "
+             "inside a JSON string inside JSON (the key before the separator must pass the key-name rule; a PEM "
+             "block after it goes whole), and `{\"name\": \"DB_PASSWORD\", \"value\": \"...\"}` name/value pairs",
+             has_value_group=True),
+    # the name/value form of credential_pair: the separator is the `,` after the name's string; the
+    # value is the quoted string after `"value":` (JSON) or `'value':` (a Python dict's repr). At the
+    # top level a string holds any escape (`\"` is a quote inside it); inside a JSON string (the quotes
+    # escaped) it ends at the first escaped quote, however often escaped.
+    *(Detector("credential_pair", ",",
+               rf"(?<=[\"'],)[ \t]{{0,3}}{q}(?:value|Value|VALUE){q}[ \t]{{0,3}}:[ \t]{{0,3}}{q}"
+               rf"(?P<v>(?:[^{q}\\\x00]|\\[^\x00])+)",
+               "credential_pair's name/value form: the quoted string after `\"value\":` when the string before "
+               "it names a credential", has_value_group=True) for q in ('\"', "'")),
+    *(Detector("credential_pair", ",",
+               rf"(?<=[\"'],)[ \t]{{0,3}}\\+{q}(?:value|Value|VALUE)\\+{q}[ \t]{{0,3}}:[ \t]{{0,3}}\\+{q}"
+               rf"(?P<v>(?!\\*{q})[^{q}\\\x00]*(?:\\(?!\\*{q})[^{q}\\\x00]*)*)",
+               "credential_pair's name/value form inside a JSON string", has_value_group=True) for q in ('\"', "'")),
     Detector("private_key", "-",
              r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----[^\x00]*?"
              r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|(?=\x00)|\Z)",
@@ -98,18 +131,34 @@ DETECTORS: tuple[Detector, ...] = (
              "OpenAI API keys (sk-..., sk-proj-...)", 1),
     Detector("stripe_key", "_", r"(?<=[sr]k_)(?<![A-Za-z0-9_][sr]k_)(?:live|test)_[A-Za-z0-9]{16,}",
              "Stripe secret and restricted keys (sk_live_, rk_live_, and their _test_ forms)", 2),
+    Detector("huggingface_token", "_", r"(?<=hf_)(?<![A-Za-z0-9_]hf_)[A-Za-z0-9]{30,64}(?![A-Za-z0-9_])",
+             "Hugging Face access tokens (hf_...)", 2),
     Detector("aws_secret_key", "A",
              r"(?<![A-Za-z0-9]A)(?:KIA|SIA)[A-Z0-9]{16}[^A-Za-z0-9\n\x00]{1,20}[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])",
-             "AWS secret access keys written next to their key id (`AKIA... wJalr...`); under a key such as "
-             "aws_secret_access_key the key-name rule and credential_pair mask them"),
+             "AWS secret access keys written next to their key id (`AKIA... wJalr...`) or after their name and "
+             "blanks (`aws_secret_access_key wJalr...`); after `=` or `:` the key-name rule and credential_pair "
+             "mask them"),
+    Detector("aws_secret_key", "yY",
+             "(?:" + "|".join(f"(?<={n})" for n in AWS_SECRET_NAMES) + ")"
+             r"[ \t]+[\"']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+             "aws_secret_key's key-word form: `aws_secret_access_key wJalr...`", has_value_group=True),
     Detector("aws_access_key_id", "A", r"(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
              "AWS access key ids (AKIA..., ASIA...)"),
     Detector("google_api_key", "A", rf"(?<![{_T}]A)Iza[{_T}]{{35}}(?![{_T}])", "Google API keys (AIza...)"),
     Detector("jwt", "J", rf"(?<=eyJ)(?<![{_T}]eyJ)[{_T}]{{8,}}\.[{_T}]{{2,}}\.[{_T}]*", "JSON Web Tokens", 2),
     Detector("slack_token", "x", r"(?<![A-Za-z0-9\-]x)(?:ox[abposre]|app)-[A-Za-z0-9\-]{10,}",
              "Slack tokens (xoxb-, xoxp-, xapp-, ...)"),
+    Detector("slack_webhook", "k",
+             r"(?<=hooks\.slack)\.com/(?:services|workflows|triggers)/"
+             r"(?P<v>T[A-Z0-9]{6,16}(?:/[A-Za-z0-9]{6,40}){1,2}/[A-Za-z0-9]{16,64})(?![A-Za-z0-9])",
+             "Slack webhook URLs (`https://hooks.slack.com/services/T.../B.../...`; the host is kept)",
+             has_value_group=True),
+    Detector("sendgrid_key", "G", r"(?<=SG)(?<![A-Za-z0-9_\-.]SG)\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])",
+             "SendGrid API keys (SG.<22>.<43>)", 1),
 )
-DETECTOR_NAMES: tuple[str, ...] = tuple(d.name for d in DETECTORS)
+#: A detector may be written as several entries of one name (one per form, e.g. credential_pair's
+#: `key=value` and name/value forms): they are counted, switched and gated as one.
+DETECTOR_NAMES: tuple[str, ...] = tuple(dict.fromkeys(d.name for d in DETECTORS))
 
 #: Values that follow a credential word in logs without being credentials.
 _PAIR_STOPWORDS = frozenset({
@@ -287,13 +336,15 @@ _STOPWORD_MAX = max(map(len, _PAIR_STOPWORDS))
 
 
 #: From a key term's occurrence to the separator of a `key=value` pair whose key holds it:
-#: the rest of the key, an optional closing quote and blanks (as `Masker._pair_ok` reads back).
-PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*[\"']?[ \t]*(?=[:=])")
+#: the rest of the key, an optional closing quote (escaped any number of times: JSON inside JSON)
+#: and blanks (as `Masker._pair_ok` reads back). The separator is `:` or `=`, or the `,` between the
+#: name and the value of a name/value pair.
+PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*(?:\\*[\"'])?[ \t]*(?=[:=,])")
 #: `PAIR_TAIL` from the start of the key, with groups for the whole tail (`tail`: it ends at the
 #: separator) and the key (`key`), to be followed by a detector regex (see `_compile`). The
 #: quantifiers are possessive, which changes nothing: a shorter run of key characters, no quote
 #: or fewer blanks would leave a key character, quote or blank before the separator.
-_PAIR_HEAD = r"(?P<tail>(?P<key>[A-Za-z0-9_.\-]*+)[\"']?+[ \t]*+)(?=[:=])"
+_PAIR_HEAD = r"(?P<tail>(?P<key>[A-Za-z0-9_.\-]*+)(?:\\*+[\"'])?+[ \t]*+)(?=[:=,])"
 #: A class of everything but what `\s` matches in ASCII text, left open (see `_for_ascii`).
 _ASCII_NOT_SPACE = "[^" + "".join(f"\\x{ord(c):02x}" for c in map(chr, range(128)) if c.isspace())
 _NEG_SPACE_CLASS = re.compile(r"(?<!\\)\[\^\\s")  # `[^\s` opening a class (not `\[^\s`)
@@ -322,8 +373,8 @@ _Check = Callable[[str, re.Match[str], int, int, int], bool]
 #: costs one tuple index instead of a group-name lookup, a dict of `back`s and a dict of validators.
 _Rule = tuple[str, int, int, "_Check | None"]
 _Rules = tuple["_Rule | None", ...]
-#: The detectors whose match starts at a `key=value` separator.
-_AT_SEPARATOR = frozenset(d.name for d in DETECTORS if set(d.first) & {":", "="})
+#: The detectors whose match starts at a `key=value` separator (or a name/value pair's `,`).
+_AT_SEPARATOR = frozenset(d.name for d in DETECTORS if set(d.first) & {":", "=", ","})
 _NEVER = re.compile(r"(?!)")
 
 
@@ -373,12 +424,17 @@ def _aws_secret_key_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -
     return _aws_secret_ok(s[p:m.end()][-40:])
 
 
+def _huggingface_ok(s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+    return looks_random(s[p + 1:m.end()], 30, 1 << 30)  # the match starts at the `_` of `hf_`
+
+
 _VALIDATORS: dict[str, _Check] = {
     "bearer": _bearer_ok,
     "basic": _basic_ok,
     "openai_key": _openai_ok,
     "card_number": _card_ok,
     "aws_secret_key": _aws_secret_key_ok,
+    "huggingface_token": _huggingface_ok,
 }
 
 
@@ -804,7 +860,7 @@ class Masker:
         # it (after an optional closing quote and spaces) and must pass the key-name rule.
         head = s[:p].rstrip(" \t")
         if head.endswith(("\"", "'")):
-            head = head[:-1]
+            head = head[:-1].rstrip("\\")  # `\"`: a key inside a JSON string
         key = head[len(head.rstrip(_KEY_CHARS_STR)):]
         if not key or self.keys.classify(key) != SENSITIVE:
             return False

@@ -9,6 +9,14 @@ must appear as whole parts, so `http.request.header.authorization` and
 it, so it does not match either. Pure functions and one bounded cache; the
 value detectors (`processors.secret_detectors`) use the same matcher for
 `key=value` pairs inside text.
+
+Semantic-convention identifiers (`session.id`, `gen_ai.conversation.id`, ...)
+are not credentials: they are what agent teams group and correlate by, so the
+exact keys in `identifier_keys` are kept even where a term would match them
+(`session.id` has the parts of `session_id`, which stays a credential in a
+cookie or a query string). Precedence, from the strongest: `allowed_keys`
+(left alone), a key written out in `blocked_keys` (masked, even an identifier),
+`identifier_keys` (kept), then the blocked terms.
 """
 from __future__ import annotations
 
@@ -27,6 +35,16 @@ DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
     "credential", "credentials",
     "private_key", "privatekey",
     "access_key", "accesskey",
+    "account_key", "accountkey",
+)
+
+#: OpenTelemetry semantic-convention identifiers, kept by default although a term may match them:
+#: they name a session, conversation or user, they do not grant access to anything.
+DEFAULT_IDENTIFIER_KEYS: tuple[str, ...] = (
+    "session.id", "session.previous_id",
+    "gen_ai.conversation.id", "gen_ai.agent.id", "gen_ai.response.id", "gen_ai.tool.call.id",
+    "user.id", "enduser.id", "enduser.pseudo.id",
+    "client.id", "messaging.client.id",
 )
 
 #: Name parts that, after a sensitive term, make the key describe the credential instead
@@ -60,10 +78,14 @@ class KeyMatcher:
     a recomputation, never memory).
     """
 
-    __slots__ = ("_terms", "_allowed_exact", "_allowed_prefixes", "_cache", "_qualifiers")
+    __slots__ = ("_allowed_exact", "_allowed_prefixes", "_cache", "_kept", "_qualifiers", "_terms")
 
     def __init__(self, blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS, allowed_keys: Iterable[str] = (),
-                 qualifiers: frozenset[str] = KEY_QUALIFIERS) -> None:
+                 qualifiers: frozenset[str] = KEY_QUALIFIERS,
+                 identifier_keys: Iterable[str] = DEFAULT_IDENTIFIER_KEYS) -> None:
+        blocked_keys = tuple(blocked_keys)
+        # identifiers are kept unless blocked_keys writes the key out (see the module docstring)
+        self._kept = frozenset(k.lower() for k in identifier_keys) - {b.lower() for b in blocked_keys}
         terms = []
         for t in blocked_keys:
             parts = tuple(key_parts(t))
@@ -83,7 +105,10 @@ class KeyMatcher:
         self._cache: dict[str, int] = {}
 
     def classify(self, key: str) -> int:
-        """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone)."""
+        """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone).
+
+        An identifier (`identifier_keys`) is NOT_SENSITIVE: its value still goes through
+        value detection, only the key-name rule leaves it alone."""
         c = self._cache.get(key)
         if c is None:
             c = self._classify(key)
@@ -98,6 +123,8 @@ class KeyMatcher:
         low = key.lower()
         if low in self._allowed_exact or any(low.startswith(p) for p in self._allowed_prefixes):
             return ALLOWED
+        if low in self._kept:
+            return NOT_SENSITIVE
         parts = key_parts(key)
         return SENSITIVE if self.parts_sensitive(parts) else NOT_SENSITIVE
 

@@ -8,8 +8,11 @@ exporter sees them, with two mechanisms (both on by default; rules in
 1. Sensitive keys: an attribute (or a map entry in a log body) whose key names a
    credential (`http.request.header.authorization`, `x-api-token`, `db.password`)
    has its whole value replaced. Counts such as `gen_ai.usage.input_tokens` are
-   not credentials and are left alone. `allowed_keys` exempts keys from both
-   mechanisms.
+   not credentials and are left alone, and so are semantic-convention
+   identifiers (`session.id`, `identifier_keys`). `allowed_keys` exempts keys
+   from both mechanisms. In a map (a kvlist value or a log body) that holds a
+   name/value pair (`{name: DB_PASSWORD, value: ...}`, also `key`/`Value`...),
+   the `value` entry is masked whole when the `name` entry names a credential.
 2. Secret values anywhere in a string: only the secret part is replaced and the
    text around it is kept.
 
@@ -51,6 +54,7 @@ from processors.attrwalk import (
     SKIP,
     STRING,
     TEXT,
+    VALUE_KEYS,
     WHOLE,
     AnyText,
     Attrs,
@@ -59,6 +63,7 @@ from processors.attrwalk import (
     WireFallback,
     WireRewriter,
     iter_data_point_attributes,
+    names_whole,
     replace_whole_value,
     wire_plan,
 )
@@ -67,6 +72,7 @@ from processors.secret_detectors import DETECTOR_NAMES, GATED, Masker, Replacer
 from processors.secret_keys import (
     ALLOWED,
     DEFAULT_BLOCKED_KEYS,
+    DEFAULT_IDENTIFIER_KEYS,
     NOT_SENSITIVE,
     SENSITIVE,
     KeyMatcher,
@@ -84,6 +90,9 @@ class SecretMaskConfig:
     blocked_keys: tuple[str, ...] = DEFAULT_BLOCKED_KEYS
     #: keys left alone by both mechanisms (case-insensitive; a trailing '*' matches a prefix)
     allowed_keys: tuple[str, ...] = ()
+    #: semantic-convention identifiers that mechanism 1 keeps although a term matches them
+    #: (`session.id`); a key written out in blocked_keys is masked all the same
+    identifier_keys: tuple[str, ...] = DEFAULT_IDENTIFIER_KEYS
     #: mechanism 2: detect secret values inside strings
     value_detection: bool = True
     #: switch single detectors off (or back on), e.g. {card_number: false}
@@ -129,6 +138,8 @@ class SecretMaskConfig:
                 issues.append(("hash_length", f"must be between 6 and 64 hex digits, got {self.hash_length}"))
         if any(not k for k in self.allowed_keys):
             issues.append(("allowed_keys", "must not contain empty keys"))
+        if any(not k for k in self.identifier_keys):
+            issues.append(("identifier_keys", "must not contain empty keys"))
         if not issues and self.replacement and self.value_detection:
             from dataclasses import replace
 
@@ -139,7 +150,7 @@ class SecretMaskConfig:
 
 
 def make_masker(cfg: SecretMaskConfig) -> Masker:
-    keys = KeyMatcher(cfg.blocked_keys, cfg.allowed_keys)
+    keys = KeyMatcher(cfg.blocked_keys, cfg.allowed_keys, identifier_keys=cfg.identifier_keys)
     key = cfg.hash_key.reveal().encode() if cfg.mode == "hash" else None
     replacer = Replacer(cfg.replacement, key, cfg.hash_length)
     return Masker(keys=keys, replacer=replacer, enabled=cfg.enabled_detectors(), blocked_values=cfg.blocked_values)
@@ -250,10 +261,24 @@ class SecretMask:
             return 0
         kind = v.WhichOneof("value")
         if kind == "kvlist_value":
-            return self._attrs(v.kvlist_value.values, owner, out)
+            values = v.kvlist_value.values
+            if self.key_matching and names_whole(values, self._key_rule):
+                return self._named_map(values, owner, out)
+            return self._attrs(values, owner, out)
         if kind == "array_value":
             return sum(self._any(item, owner, out) for item in v.array_value.values)
         return 0
+
+    def _named_map(self, values: Iterable[KeyValue], owner: object, out: list[tuple[Any, str, str, object]]) -> int:
+        """`_attrs` for a map whose name/value pair names a credential (`attrwalk.NAME_KEYS`): its
+        value entries are masked whole, unless allowed."""
+        n = 0
+        for kv in values:
+            if kv.key in VALUE_KEYS and self.masker.keys.classify(kv.key) != ALLOWED:
+                n += replace_whole_value(kv.value, self.masker.mask_value)
+            else:
+                n += self._attrs((kv,), owner, out)
+        return n
 
     def _text(self, holder: Any, field_name: str, owner: object, out: list[tuple[Any, str, str, object]]) -> None:
         s = getattr(holder, field_name)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -149,14 +150,102 @@ async def test_metrics_and_logs_over_http(backend: GrpcBackend) -> None:
         finally:
             mexp.shutdown()
             lexp.shutdown()
-        await backend.wait_for(Signal.METRICS, 3)
+        await backend.wait_for(Signal.METRICS, 1)
         await backend.wait_for(Signal.LOGS, 2)
     points = [dp for r in backend.requests[Signal.METRICS] for rm in r.resource_metrics  # type: ignore[attr-defined]
               for sm in rm.scope_metrics for m in sm.metrics for dp in m.sum.data_points]
-    assert sorted({a.key: a.value.string_value for a in dp.attributes}["http.route"] for dp in points) == \
-        ["/v1/agents/{uuid}/steps/{id}"] * 3
+    # Normalized routes and masked session ids make the three series one: merged, the total stays 3.
+    assert [{a.key: a.value.string_value for a in dp.attributes}["http.route"] for dp in points] == \
+        ["/v1/agents/{uuid}/steps/{id}"]
     assert all({a.key: a.value.string_value for a in dp.attributes}["session_id"] == "[REDACTED]" for dp in points)
+    assert [dp.as_int for dp in points] == [3]
     bodies = sorted(lr.body.string_value for r in backend.requests[Signal.LOGS]  # type: ignore[attr-defined]
                     for rl in r.resource_logs for sl in rl.scope_logs for lr in sl.log_records)
     assert bodies == ["connected to postgres://agent:[REDACTED]@db.internal:5432/runs",
                       "retrying with Authorization: [REDACTED]"]
+
+
+# -- issue 9: what leaked, through the daemon's wire path (no summary attributes: bytes edited in place) --
+
+WIRE_CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {{endpoint: "127.0.0.1:0"}}
+      http: {{endpoint: "127.0.0.1:0"}}
+processors:
+  secret_mask: {{}}
+exporters:
+  otlp: {{endpoint: "{backend}", tls: {{insecure: true}}}}
+service:
+  pipelines:
+    traces: {{receivers: [otlp], processors: [secret_mask], exporters: [otlp]}}
+    logs: {{receivers: [otlp], processors: [secret_mask], exporters: [otlp]}}
+"""
+PEM_LINE = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDZq8xT1vN4mK7pL2"  # fake
+SA_JSON = ('{"type": "service_account", "project_id": "agent-prod", "private_key": "-----BEGIN PRIVATE KEY-----\\n'
+           + PEM_LINE + '\\n-----END PRIVATE KEY-----\\n", "client_email": "runner@agent-prod.iam.gserviceaccount.com"}')
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documentation example
+SLACK_TOKEN = "abcDEF123ghiJKL456mnoPQR"
+HF_TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh"
+
+
+async def test_issue_9_secrets_are_masked_and_identifiers_kept_end_to_end(backend: GrpcBackend) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "support-agent"}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    arguments = '{"credentials": ' + SA_JSON + ', "notify": "https://hooks.slack.com/services/T0123ABCD/B0456EFGH/' \
+                + SLACK_TOKEN + '"}'
+    call = '{"name": "deploy_model", "arguments": ' + json.dumps(arguments) + "}"
+    with provider.get_tracer("agent.runtime").start_as_current_span("execute_tool deploy_model", attributes={
+            "gen_ai.tool.call.arguments": call, "session.id": RUN_ID, "gen_ai.conversation.id": RUN_ID,
+            "http.request.header.cookie": "sessionid=s3ss10nc00k1e", "tool.output":
+            f"aws_access_key_id AKIAIOSFODNN7EXAMPLE aws_secret_access_key {AWS_SECRET}; token {HF_TOKEN}"}):
+        pass
+    provider.shutdown()
+
+    logger_provider = LoggerProvider(resource=Resource.create({"service.name": "support-agent"}))
+    log_exporter = InMemoryLogRecordExporter()
+    logger_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
+    logger_provider.get_logger("agent.runtime").emit(body={
+        "event": "container.start", "env": [{"name": "DB_PASSWORD", "value": "hunter2pw"},
+                                            {"name": "DB_HOST", "value": "db.internal"}],
+        "cache": "redis://:r3disPassw0rd@cache.internal:6379/0"})
+    logger_provider.shutdown()
+
+    async with running_service(WIRE_CONFIG.format(backend=f"127.0.0.1:{backend.port}"), factories()) as svc:
+        span_exporter = GrpcSpanExporter(endpoint=svc.endpoint("receiver", "otlp", "grpc"), insecure=True)
+        lexp = HttpLogExporter(endpoint="http://" + svc.endpoint("receiver", "otlp", "http") + "/v1/logs")
+        try:
+            assert await asyncio.to_thread(span_exporter.export, list(exporter.get_finished_spans())) \
+                is SpanExportResult.SUCCESS
+            await asyncio.to_thread(lexp.export, list(log_exporter.get_finished_logs()))
+        finally:
+            span_exporter.shutdown()
+            lexp.shutdown()
+        await backend.wait_for(Signal.TRACES, 1)
+        await backend.wait_for(Signal.LOGS, 1)
+        telemetry = svc.telemetry
+    wire = b"".join(r.SerializeToString() for s in (Signal.TRACES, Signal.LOGS)  # type: ignore[attr-defined]
+                    for r in backend.requests[s])
+    for secret in (PEM_LINE, AWS_SECRET, SLACK_TOKEN, HF_TOKEN, "AKIAIOSFODNN7EXAMPLE", "s3ss10nc00k1e", "hunter2pw",
+                   "r3disPassw0rd"):
+        assert secret.encode() not in wire, secret
+    span = backend.spans()[0]  # type: ignore[attr-defined]
+    attrs = {a.key: a.value.string_value for a in span.attributes}
+    assert attrs["session.id"] == RUN_ID and attrs["gen_ai.conversation.id"] == RUN_ID
+    assert attrs["http.request.header.cookie"] == "[REDACTED]"
+    inner = json.loads(json.loads(attrs["gen_ai.tool.call.arguments"])["arguments"])  # still valid JSON, twice
+    assert inner["credentials"]["private_key"] == "[REDACTED]\n"
+    assert inner["credentials"]["client_email"] == "runner@agent-prod.iam.gserviceaccount.com"
+    assert inner["notify"] == "https://hooks.slack.com/services/[REDACTED]"
+    record = backend.requests[Signal.LOGS][0].resource_logs[0].scope_logs[0].log_records[0]  # type: ignore[attr-defined]
+    body = {kv.key: kv.value for kv in record.body.kvlist_value.values}
+    env = [{kv.key: kv.value.string_value for kv in item.kvlist_value.values} for item in body["env"].array_value.values]
+    assert env == [{"name": "DB_PASSWORD", "value": "[REDACTED]"}, {"name": "DB_HOST", "value": "db.internal"}]
+    assert body["cache"].string_value == "redis://:[REDACTED]@cache.internal:6379/0"
+    counted = {d: telemetry.value("otelpipe_processor_masked_values_total", processor="secret_mask", detector=d)
+               for d in ("credential_pair", "slack_webhook", "aws_secret_key", "aws_access_key_id", "huggingface_token",
+                         "key", "url_password")}
+    assert counted == {"credential_pair": 1, "slack_webhook": 1, "aws_secret_key": 1, "aws_access_key_id": 1,
+                       "huggingface_token": 1, "key": 2, "url_password": 1}

@@ -142,6 +142,110 @@ def _secrets() -> list[tuple[str, str, str]]:
             number = "-".join(number[i:i + 4] for i in range(0, 16, 4))
         add("card_number", _rng.choice(["card {s} declined", "payment_method: {s}", "charged {s} for $20.00",
                                         "{s}", "cc={s}&exp=12/29"]), number)
+    out.extend(_issue_9_secrets())
+    return out
+
+
+def _pem_body(lines: int = 6) -> list[str]:
+    return [_tok(64, ALNUM + "+/") for _ in range(lines)] + [_tok(28, ALNUM + "+/") + "=="]
+
+
+def _gcp_service_account(body: list[str]) -> str:
+    """A GCP service-account key file as `json.dumps` writes it: the PEM's newlines are `\\n` escapes."""
+    pem = "-----BEGIN PRIVATE KEY-----\\n" + "\\n".join(body) + "\\n-----END PRIVATE KEY-----\\n"
+    project = f"agent-prod-{_rng.randrange(1000, 9999)}"
+    key_id, client_id = _tok(40, "0123456789abcdef"), _rng.randrange(10**20, 10**21)
+    return (f'{{"type": "service_account", "project_id": "{project}", "private_key_id": "{key_id}", '
+            f'"private_key": "{pem}", "client_email": "agent-runner@{project}.iam.gserviceaccount.com", '
+            f'"client_id": "{client_id}", "auth_uri": "https://accounts.google.com/o/oauth2/auth", '
+            '"token_uri": "https://oauth2.googleapis.com/token", "universe_domain": "googleapis.com"}')
+
+
+def _escape_json(text: str) -> str:
+    """`text` as the content of a JSON string (what a tool call's `arguments` holds)."""
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _issue_9_secrets() -> list[tuple[str, str, str]]:
+    """What `secret_mask: {}` leaked in issue 9, in the places agent platforms put it."""
+    out: list[tuple[str, str, str]] = []
+
+    def add(kind: str, template: str, secret: str) -> None:
+        out.append((kind, template.replace("{s}", secret), secret))
+
+    # A PEM block after a sensitive key: the whole block goes, not just `-----BEGIN`.
+    body = _pem_body()
+    sa_json = _gcp_service_account(body)
+    for line in (body[0], body[3], body[-1]):
+        out.append(("private_key", sa_json, line))
+    body = _pem_body()
+    call = '{"name": "deploy_model", "arguments": "' + _escape_json('{"credentials": ' + _gcp_service_account(body)
+                                                                    + ', "region": "us-central1"}') + '"}'
+    for line in (body[0], body[-1]):
+        out.append(("private_key", call, line))
+    body = _pem_body(4)
+    for t in ('private_key = "-----BEGIN EC PRIVATE KEY-----\n{s}\n-----END EC PRIVATE KEY-----"',
+              "ssh_private_key: -----BEGIN OPENSSH PRIVATE KEY-----\n{s}\n-----END OPENSSH PRIVATE KEY-----",
+              ('{"level": "debug", "msg": "loaded signing key", "pem": "-----BEGIN RSA PRIVATE KEY-----\\n{s}'
+               '\\n-----END RSA PRIVATE KEY-----\\n"}')):
+        sep = "\\n" if "\\n{s}" in t else "\n"
+        secret = sep.join(_pem_body(4))
+        add("private_key", t, secret)
+    # AWS: key id and secret separated by blanks and the secret's name (shell history, CLI help, logs).
+    for t in ("aws_access_key_id {k} aws_secret_access_key {s}", "aws configure set aws_secret_access_key {s}",
+              "--aws-secret-access-key {s} --region us-east-1", "SecretAccessKey    {s}",
+              "AWS_SECRET_ACCESS_KEY '{s}'"):
+        key_id = "AKIA" + _tok(16, string.ascii_uppercase + "234567")
+        add("aws_secret_key", t.replace("{k}", key_id), _tok(40, ALNUM + "/+"))
+    # Secrets inside a JSON string inside JSON: tool-call arguments, nested once and twice.
+    for t in (('{"id": "call_8Hx2", "type": "function", "function": {"name": "query_db", "arguments": '
+               '"{\\"sql\\": \\"select 1\\", \\"db_password\\": \\"{s}\\"}"}}'),
+              ('{"tool": "http_get", "arguments": "{\\"url\\": \\"https://api.example.com\\", '
+               '\\"api_key\\": \\"{s}\\"}"}'),
+              '{"input": "{\\"arguments\\": \\"{\\\\\\"token\\\\\\": \\\\\\"{s}\\\\\\"}\\"}"}',
+              "{'arguments': '{\\'password\\': \\'{s}\\'}'}"):
+        add("credential_pair", t, _tok(_rng.choice([12, 20, 32]), ALNUM + "!#%^*"))
+    # Name/value pairs as JSON text (Kubernetes env, ECS task definitions, AWS tags).
+    for t in ('[{"name": "DB_PASSWORD", "value": "{s}"}, {"name": "DB_HOST", "value": "db.internal"}]',
+              '{"env": [{"name": "OPENAI_API_KEY", "value": "{s}"}]}',
+              '{"Key": "api_token", "Value": "{s}"}',
+              '"containerDefinitions": [{"environment": [{"name": "STRIPE_SECRET","value":"{s}"}]}]',
+              '{"arguments": "{\\"env\\": [{\\"name\\": \\"REDIS_PASSWORD\\", \\"value\\": \\"{s}\\"}]}"}',
+              "env=[{'name': 'DB_PASSWORD', 'value': '{s}'}, {'name': 'DB_HOST', 'value': 'db'}]"):
+        add("credential_pair", t, _tok(_rng.choice([10, 16, 24]), ALNUM + "!#%^*"))
+    add("credential_pair", '[{"name": "SMTP_PASSWORD", "value": "{s}"}]', "correct horse battery staple 42")
+    # Azure storage and service bus connection strings.
+    for t in ("DefaultEndpointsProtocol=https;AccountName=agentlogs;AccountKey={s};EndpointSuffix=core.windows.net",
+              'AZURE_STORAGE_CONNECTION_STRING="DefaultEndpointsProtocol=https;AccountName=x;AccountKey={s}"',
+              ("Endpoint=sb://agents.servicebus.windows.net/;SharedAccessKeyName=RootManageSharedAccessKey;"
+               "SharedAccessKey={s}")):
+        add("credential_pair", t, _tok(86, ALNUM + "+/") + "==")
+    # redis URLs with a password and no user.
+    for t in ("connecting to redis://:{s}@cache.internal:6379/0", "REDIS_URL=rediss://:{s}@redis-prod.cache.amazonaws.com:6380",
+              "celery broker redis://:{s}@10.0.3.7:6379/1 unreachable"):
+        add("url_password", t, _tok(_rng.choice([12, 24]), ALNUM + "!$%*"))
+    # Hugging Face access tokens.
+    for t in ("huggingface-cli login --token {s}", "loaded {s} from ~/.cache/huggingface/token",
+              'InferenceClient(model="meta-llama/Llama-3.1-8B-Instruct", token="{s}")', "{s}",
+              "401 Unauthorized for hf token {s}"):
+        add("huggingface_token", t, "hf_" + _tok(34, string.ascii_letters))
+    # SendGrid API keys.
+    for t in ('sg = SendGridAPIClient("{s}")', "mail sent with {s}", "SG key {s} revoked", "{s}"):
+        add("sendgrid_key", t, "SG." + _tok(22, B64URL) + "." + _tok(43, B64URL))
+    # Slack incoming webhooks (the URL is the credential; the host is kept).
+    for t in ("posting alert to https://hooks.slack.com/services/{s}", '{"webhook_url": "https://hooks.slack.com/services/{s}"}',
+              "curl -X POST -d @payload.json https://hooks.slack.com/services/{s}"):
+        team, channel = "T" + _tok(10, string.ascii_uppercase + string.digits), "B" + _tok(10, string.ascii_uppercase + string.digits)
+        token = _tok(24)
+        out.append(("slack_webhook", t.replace("{s}", f"{team}/{channel}/{token}"), token))
+    token = _tok(32, string.hexdigits.lower())
+    out.append(("slack_webhook", f"workflow trigger https://hooks.slack.com/workflows/T0123ABCD/A0456EFGH/4700123456/{token}",
+                token))
+    # Telegram bot tokens (the bot id before the colon is public; the part after it is the secret).
+    for t in ("https://api.telegram.org/bot{id}:{s}/sendMessage", 'bot = telebot.TeleBot("{id}:{s}")',
+              "TELEGRAM_BOT_TOKEN={id}:{s}", "using telegram bot {id}:{s} for alerts"):
+        bot_id = str(_rng.randrange(10**8, 10**10))
+        add("telegram_bot_token", t.replace("{id}", bot_id), "AA" + _tok(33, B64URL))
     return out
 
 
@@ -192,6 +296,31 @@ def _non_secrets() -> list[str]:
         "Content-Type: application/json", "Accept-Encoding: gzip, deflate", "key=value", "id=12345",
         "session ended after 30s", "cookie consent banner shown", "credential provider chain exhausted",
         "the private key file is /etc/ssl/private/agent.key",
+        # look-alikes of the secrets issue 9 added
+        "hf_hub_download(repo_id='gpt2', filename='config.json')", "export HF_HOME=/data/hf_cache",
+        "hf_transfer enabled for faster downloads", "from huggingface_hub import hf_hub_url",
+        "hf_abcdefghijklmnopqrstuvwxyzabcdefgh", "chf_rate=1.2",
+        "SG. Smith approved the refund", "region SG.1 is degraded", "see SG.example.com for details",
+        "SG.abc.def", "TSG.abcdefghijklmnopqrstuv.abcdefghijklmnopqrstuvwxyzabcdefghijklmnopq",
+        "https://api.slack.com/messaging/webhooks", "https://hooks.slack.com/", "https://hooks.slack.com/services/",
+        "https://hooks.slack.com/services/new", "https://app.slack.com/client/T01234567/C0123ABCD",
+        "https://slack.com/help/articles/115005265063-Incoming-webhooks-for-Slack",
+        "123456789:42", "ratio 16:9", "elapsed 12:30:45", "trace 1750000000:0 ok", "10.0.0.1:6379",
+        "order 123456789:ABC", "user 123456789:Alice", "1700000000:AAAAAAAA", "bot 123456789 started",
+        "redis://cache.internal:6379/0", "redis://localhost:6379", "http://:8080/health", "redis://:@cache:6379",
+        "DefaultEndpointsProtocol=https;AccountName=agentlogs;EndpointSuffix=core.windows.net",
+        "SharedAccessKeyName=RootManageSharedAccessKey", "storage account key rotated on friday",
+        "aws_secret_access_key is not set", "aws_secret_access_key missing from profile default",
+        "the SecretAccessKey field is required",
+        '[{"name": "DB_HOST", "value": "db.internal"}, {"name": "DB_PORT", "value": "5432"}]',
+        '{"name": "max_tokens", "value": "4096"}', '{"name": "password_length", "value": "16"}',
+        '{"name": "session.id", "value": "3f2c8a4e-9b1d-4c7e-a5f3-0d8e6b2a1c94"}',
+        '{"name": "DB_PASSWORD", "value": ""}', '{"name": "API_KEY", "value": "null"}',
+        "[{'name': 'DB_HOST', 'value': 'db.internal'}]", "{'name': 'password_length', 'value': '16'}",
+        '{"name": "search", "arguments": "{\\"query\\": \\"refund policy\\", \\"top_k\\": 5}"}',
+        '{"arguments": "{\\"path\\": \\"C:\\\\\\\\Users\\\\\\\\runner\\"}"}',
+        '"-----BEGIN CERTIFICATE-----\\nMIIBszCCAVmgAwIBAgIUeXample\\n-----END CERTIFICATE-----\\n"',
+        '{"public_key": "-----BEGIN PUBLIC KEY-----\\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEexample\\n-----END PUBLIC KEY-----"}',
     ]
     return out
 
@@ -204,7 +333,9 @@ SENSITIVE_KEYS = [
     "app.secret_key", "token", "access_token", "refresh_token", "x-api-token", "X-Auth-Token", "id_token",
     "api_key", "apiKey", "APIKey", "x-api-key", "OPENAI_API_KEY", "apikey", "authorization",
     "http.request.header.authorization", "http.response.header.set-cookie", "Proxy-Authorization",
-    "cookie", "http.request.header.cookie", "session_id", "sessionId", "session.id", "credentials",
+    "cookie", "http.request.header.cookie", "session_id", "sessionId", "credentials",
+    "session_token", "session.token", "sessionid", "set-cookie", "http.response.header.set-cookie",
+    "AccountKey", "storage.account_key", "azure.storage.accountkey",
     "aws.credential", "private_key", "privateKey", "tls.private_key", "access_key", "aws_access_key_id",
     "AWS_SECRET_ACCESS_KEY", "github.token", "slack_bot_token", "x-amz-security-token",
 ]
@@ -215,4 +346,7 @@ PLAIN_KEYS = [
     "gen_ai.conversation.id", "http.route", "url.full", "service.name", "user.id", "authentication.method",
     "keyboard.layout", "api.version", "access.log.path", "credential.provider", "private.network",
     "http.request.header.content-type", "tokenizer", "tokenizer.name", "gen_ai.tool.call.id",
+    # semantic-convention identifiers: kept by default (`identifier_keys`)
+    "session.id", "session.previous_id", "enduser.id", "enduser.pseudo.id", "client.id", "Session.Id",
+    "AccountName",
 ]

@@ -59,6 +59,8 @@ SECRET_CONFIGS = {
     "keys-off": SecretMaskConfig(key_matching=False),
     "allowed": SecretMaskConfig(allowed_keys=("debug.*", "http.request.header.cookie")),
     "some-off": SecretMaskConfig(detectors={"credential_pair": False, "card_number": False, "jwt": False}),
+    "names-allowed": SecretMaskConfig(allowed_keys=("db_password", "Value"), identifier_keys=()),
+    "ids-blocked": SecretMaskConfig(blocked_keys=("password", "token", "session.id", "user.id")),
 }
 UUID_CONFIGS = {
     "default": UUIDNormalizeConfig(),
@@ -102,10 +104,10 @@ def uuid_both_ways(cfg: UUIDNormalizeConfig, signal: Signal, raw: bytes, backend
     wire.fn.take_counts()
     ref.fn.take_counts()
     out = wire(Payload(signal, raw=raw))
-    expected = signal.request_type.FromString(raw)
-    ref.rewrite(expected)
-    assert out.raw_cached is not None
-    assert signal.request_type.FromString(out.raw_cached) == expected
+    expected = ref(Payload(signal, message=signal.request_type.FromString(raw))).message
+    if signal is not Signal.METRICS:  # metrics whose points normalization merges leave the wire path
+        assert out.raw_cached is not None
+    assert out.message == expected
     assert wire.fn.take_counts() == ref.fn.take_counts()
 
 
@@ -127,8 +129,11 @@ _text = st.one_of(
     st.sampled_from(['{"query": "x", "headers": {"Authorization": "Bearer sk-proj-abcdefghij0123456789ABCD"}}',
                      "token=abc123 and password: hunter2", "x\x00token=abc", "naïve café token=zz9-Ωmega",
                      "Authorization: Basic dXNlcjpwYXNzd29yZA==", "4111 1111 1111 1111"]),
+    # key names as values: the names of name/value pairs
+    st.sampled_from(SENSITIVE_KEYS + PLAIN_KEYS),
 )
-_key = st.one_of(st.sampled_from(SENSITIVE_KEYS + PLAIN_KEYS + [
+_NAME_VALUE_KEYS = ["name", "Name", "NAME", "key", "Key", "KEY", "value", "Value", "VALUE"]
+_key = st.one_of(st.sampled_from(SENSITIVE_KEYS + PLAIN_KEYS + _NAME_VALUE_KEYS + [
     "http.route", "url.path", "rpc.method", "run.id", "debug.token", "http.request.header.cookie", "token", ""]),
     st.text(max_size=10))
 _scalar = st.one_of(
@@ -150,9 +155,15 @@ def _kvlist(pairs: list[tuple[str, AnyValue]]) -> AnyValue:
     return v
 
 
+_name_value = st.builds(lambda name_key, name, value_key, value, extra: [(name_key, AnyValue(string_value=name)),
+                                                                         (value_key, value), *extra],
+                        st.sampled_from(["name", "Key", "KEY", "value", "nome"]),
+                        st.sampled_from(SENSITIVE_KEYS + PLAIN_KEYS + ["", "db_password"]),
+                        st.sampled_from(["value", "Value", "VALUE", "name", "val"]), _scalar,
+                        st.lists(st.tuples(_key, _scalar), max_size=2)).flatmap(st.permutations)
 _value = st.recursive(_scalar, lambda inner: st.one_of(
-    st.lists(inner, max_size=3).map(_array), st.lists(st.tuples(_key, inner), max_size=3).map(_kvlist)),
-    max_leaves=6)
+    st.lists(inner, max_size=3).map(_array), st.lists(st.tuples(_key, inner), max_size=3).map(_kvlist),
+    _name_value.map(_kvlist)), max_leaves=6)
 _attrs = st.lists(st.tuples(_key, _value), max_size=5).map(lambda ps: [KeyValue(key=k, value=v) for k, v in ps])
 
 
@@ -345,6 +356,61 @@ def test_awkward_but_valid_encodings(raw: bytes, backend: str) -> None:
     Signal.TRACES.request_type.FromString(raw)  # valid protobuf
     secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, backend)
     uuid_both_ways(UUIDNormalizeConfig(), Signal.TRACES, raw, backend)
+
+
+def _map(*kvs: bytes) -> bytes:
+    """An AnyValue holding a map of the given KeyValues."""
+    return _ld(6, b"".join(_ld(1, k) for k in kvs))
+
+
+def _s(text: str) -> bytes:
+    return _ld(1, text.encode())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("attr,gone,kept", [
+    (_kv_bytes("env", _ld(5, _ld(1, _map(_kv_bytes("name", _s("DB_PASSWORD")), _kv_bytes("value", _s("hunter2")))))),
+     b"hunter2", b"DB_PASSWORD"),
+    (_kv_bytes("env", _map(_kv_bytes("value", _s("hunter2"), value_first=True), _kv_bytes("Key", _s("api_key")))),
+     b"hunter2", b"api_key"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _ld(7, b"password")), _kv_bytes("value", _s("hunter2")))), b"", b"hunter2"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _s("DB_HOST")), _kv_bytes("NAME", _s("token")),
+                           _kv_bytes("VALUE", _s("aaa")), _kv_bytes("value", _s("bbb")), _kv_bytes("other", _s("ccc")))),
+     b"bbb", b"ccc"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _s("SECRET")), _kv_bytes("value", _map(_kv_bytes("a", _s("xyz")),
+                                                                                    _kv_bytes("b", _ld(3, b"\x01")))))),
+     b"xyz", b"SECRET"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _s("password")), _kv_bytes("value", _ld(7, b"\x00\xff")),
+                           _kv_bytes("value", b""))), b"\x00\xff", b"password"),
+    (_kv_bytes("debug.env", _map(_kv_bytes("name", _s("password")), _kv_bytes("value", _s("hunter2")))), b"", b"hunter2"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _s("session.id")), _kv_bytes("value", _s("s-1")))), b"", b"s-1"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _s("token")), _kv_bytes("value", _s("sk-proj-abcdefghij0123456789ABCD")))),
+     b"sk-proj", b"token"),
+], ids=["array-of-maps", "value-first", "name-not-a-string", "several-names", "map-value", "bytes-and-empty",
+        "allowed", "identifier", "anchor-in-value"])
+def test_name_value_pairs_in_maps_give_the_decoded_result(attr: bytes, gone: bytes, kept: bytes, backend: str) -> None:
+    raw = _request(_span_bytes(attr))
+    Signal.TRACES.request_type.FromString(raw)
+    body = _ld(1, _ld(2, _ld(2, _ld(5, _map(_kv_bytes("name", _s("API_KEY")), _kv_bytes("Value", _s("k")))))))
+    for cfg in (*SECRET_CONFIGS.values(), SecretMaskConfig(allowed_keys=("debug.*",))):
+        secret_both_ways(cfg, Signal.TRACES, raw, backend)
+        secret_both_ways(cfg, Signal.LOGS, body, backend)
+    out = SecretMask(SecretMaskConfig(allowed_keys=("debug.*",)), Signal.TRACES, **_kw(backend))(
+        Payload(Signal.TRACES, raw=raw)).serialize()
+    assert (not gone or gone not in out) and kept in out
+
+
+def test_a_malformed_entry_in_a_named_map_takes_the_decoded_path() -> None:
+    # the second entry has two keys: the walkers do not guess (neither skips it: the map names a credential)
+    raw = _request(_span_bytes(_kv_bytes("env", _map(_kv_bytes("name", _s("password")),
+                                                     _ld(1, b"a") + _ld(1, b"b") + _ld(2, _s("x")),
+                                                     _kv_bytes("value", _s("hunter2"))))))
+    for native in (True, False):
+        proc = SecretMask(SecretMaskConfig(), Signal.TRACES, native=native)
+        with pytest.raises(WireFallback):
+            proc.wire.rewrite(raw, proc.scanner.scan(raw)[0], lambda t, s, e: t)  # type: ignore[union-attr]
+    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "hyperscan+c", wire_path=False)
+    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "re+python", wire_path=False)
 
 
 def test_a_keyvalue_with_two_keys_takes_the_decoded_path_and_counts_once() -> None:

@@ -539,3 +539,142 @@ def test_card_followed_by_other_digits_is_still_masked(text: str) -> None:
     # Found by hypothesis: a greedy digit run that swallowed a following number made the
     # whole match fail validation and the card leaked.
     assert "1111 1111" not in mask(text) and "5865-3498" not in mask(text) and "4111111111111111" not in mask(text)
+
+
+# -- what leaked in issue 9 -----------------------------------------------------------------------
+
+_PEM_BODY = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7\\nq1w2e3r4t5y6u7i8o9p0AbCdEfGh"
+
+
+@pytest.mark.parametrize("text,expected", [
+    # a PEM block after a sensitive key goes whole (BEGIN line, body, END line), escaped `\n` or not
+    ('{"private_key": "-----BEGIN PRIVATE KEY-----\\n' + _PEM_BODY + '\\n-----END PRIVATE KEY-----\\n", "a": "b"}',
+     '{"private_key": "' + R + '\\n", "a": "b"}'),
+    ("private_key: -----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA1x\n-----END RSA PRIVATE KEY-----\nnext: 1",
+     f"private_key: {R}\nnext: 1"),
+    ('"-----BEGIN EC PRIVATE KEY-----\\nMHcCAQEEIBx0a1b2c3\\n-----END EC PRIVATE KEY-----\\n"', f'"{R}\\n"'),
+    # AWS secret after its name and blanks
+    ("aws_access_key_id AKIAIOSFODNN7EXAMPLE aws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     f"aws_access_key_id {R} aws_secret_access_key {R}"),
+    ("aws configure set aws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+     f"aws configure set aws_secret_access_key {R}"),
+    ("aws_secret_access_key is not set", "aws_secret_access_key is not set"),
+    # JSON inside a JSON string: the escaped quotes stay, the secret goes
+    ('{"arguments": "{\\"q\\": \\"x\\", \\"api_key\\": \\"abc123XYZ\\"}"}',
+     '{"arguments": "{\\"q\\": \\"x\\", \\"api_key\\": \\"' + R + '\\"}"}'),
+    ('{"a": "{\\"b\\": \\"{\\\\\\"password\\\\\\": \\\\\\"hunter2x\\\\\\"}\\"}"}',
+     '{"a": "{\\"b\\": \\"{\\\\\\"password\\\\\\": \\\\\\"' + R + '\\\\\\"}\\"}"}'),
+    # name/value pairs in JSON text
+    ('[{"name": "DB_PASSWORD", "value": "s3cr3t pass"}, {"name": "DB_HOST", "value": "db"}]',
+     f'[{{"name": "DB_PASSWORD", "value": "{R}"}}, {{"name": "DB_HOST", "value": "db"}}]'),
+    ('{"Key": "API_KEY", "Value": "abc"}', f'{{"Key": "API_KEY", "Value": "{R}"}}'),
+    ('{"name": "DB_PASSWORD", "value": "a\\"b c"}', f'{{"name": "DB_PASSWORD", "value": "{R}"}}'),
+    ("{'name': 'DB_PASSWORD', 'value': 'it\\'s \"x\"'}", f"{{'name': 'DB_PASSWORD', 'value': '{R}'}}"),
+    ('{"name": "max_tokens", "value": "4096"}', '{"name": "max_tokens", "value": "4096"}'),
+    # connection strings and URLs
+    ("DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=abc+/def==;EndpointSuffix=core.windows.net",
+     f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={R};EndpointSuffix=core.windows.net"),
+    ("redis://:hunter2pw@cache:6379/0", f"redis://:{R}@cache:6379/0"),
+    ("redis://:@cache:6379/0", "redis://:@cache:6379/0"),
+    # provider tokens
+    ("token hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh ok", f"token {R} ok"),
+    ("hf_hub_download", "hf_hub_download"),
+    ("key SG.abcdefghijABCDEFGHIJ12.abcdefghijABCDEFGHIJabcdefghijABCDEFGHIJ123 ok", f"key {R} ok"),
+    ("SG. Smith approved", "SG. Smith approved"),
+    ("https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcDEF123ghiJKL456mnoPQR",
+     f"https://hooks.slack.com/services/{R}"),
+    ("https://hooks.slack.com/services/new", "https://hooks.slack.com/services/new"),
+    ("https://api.telegram.org/bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq/getMe",
+     f"https://api.telegram.org/bot123456789:{R}/getMe"),
+    ("elapsed 123456789:42", "elapsed 123456789:42"),
+])
+def test_issue_9_leaks_are_masked_and_look_alikes_kept(text: str, expected: str) -> None:
+    assert mask(text) == expected
+
+
+@pytest.mark.parametrize("name", ["huggingface_token", "sendgrid_key", "slack_webhook", "telegram_bot_token"])
+def test_new_detectors_can_be_switched_off(name: str) -> None:
+    kind_text = next(t for k, t, _ in SECRETS if k == name and "=" not in t and "token" not in t.lower().split(name)[0])
+    assert mask(kind_text) != kind_text
+    assert mask(kind_text, detectors={name: False}) == kind_text
+
+
+def test_name_value_pairs_in_kvlists_mask_the_value() -> None:
+    env = [{"name": "DB_PASSWORD", "value": "hunter2"}, {"name": "DB_HOST", "value": "db.internal"},
+           {"Key": "api_token", "Value": "abc", "Other": "kept"}, {"name": "PASSWORD_LENGTH", "value": "16"},
+           {"name": "SECRET", "value": ["a", "b"]}, {"key": "password", "value": 5}]
+    msg = make_traces(1, attrs={"container.env": env})
+    logs = make_logs(1)
+    logs.resource_logs[0].scope_logs[0].log_records[0].body.CopyFrom(any_value({"name": "TOKEN", "value": "t0k"}))
+    span = run(Signal.TRACES, msg).message.resource_spans[0].scope_spans[0].spans[0]
+    items = [{kv.key: kv.value for kv in item.kvlist_value.values} for item in span.attributes[0].value.array_value.values]
+    assert items[0]["value"].string_value == R and items[0]["name"].string_value == "DB_PASSWORD"
+    assert items[1]["value"].string_value == "db.internal"
+    assert items[2]["Value"].string_value == R and items[2]["Other"].string_value == "kept"
+    assert items[3]["value"].string_value == "16"
+    assert [v.string_value for v in items[4]["value"].array_value.values] == [R, R]
+    assert items[5]["value"].int_value == 5
+    body = run(Signal.LOGS, logs).message.resource_logs[0].scope_logs[0].log_records[0].body
+    assert {kv.key: kv.value.string_value for kv in body.kvlist_value.values} == {"name": "TOKEN", "value": R}
+
+
+def test_name_value_pairs_follow_the_key_rule_settings() -> None:
+    env = [{"name": "DB_PASSWORD", "value": "hunter2"}]
+    for kw in ({"key_matching": False}, {"allowed_keys": ("db_password",)}, {"allowed_keys": ("value",)}):
+        span = run(Signal.TRACES, make_traces(1, attrs={"env": env}), **kw).message.resource_spans[0].scope_spans[0].spans[0]
+        item = {kv.key: kv.value.string_value for kv in span.attributes[0].value.array_value.values[0].kvlist_value.values}
+        assert item["value"] == "hunter2", kw
+
+
+def test_semantic_convention_identifiers_are_kept_and_credentials_next_to_them_masked() -> None:
+    ids = {"session.id": "3f2c8a4e-9b1d-4c7e-a5f3-0d8e6b2a1c94", "gen_ai.conversation.id": "conv_123",
+           "user.id": "u_42", "enduser.id": "alice", "client.id": "agent-7", "session.previous_id": "s-1"}
+    creds = {"session_token": "st-1", "session.token": "st-2", "sessionid": "sid-3", "cookie": "a=b",
+             "http.request.header.set-cookie": "sessionid=abc", "session_id": "s-4"}
+    span = run(Signal.TRACES, make_traces(1, attrs={**ids, **creds})).message.resource_spans[0].scope_spans[0].spans[0]
+    assert attrs_of(span) == {**ids, **{k: R for k in creds}}
+    # value detection still applies to an identifier, and `session.id=...` in text is not a credential pair
+    span = run(Signal.TRACES, make_traces(1, attrs={"session.id": "Bearer abcDEF123456xyz", "note": "session.id=abc"})
+               ).message.resource_spans[0].scope_spans[0].spans[0]
+    assert attrs_of(span) == {"session.id": f"Bearer {R}", "note": "session.id=abc"}
+
+
+def test_blocked_keys_naming_an_identifier_mask_it_and_allowed_keys_still_win() -> None:
+    blocked = (*sk.DEFAULT_BLOCKED_KEYS, "session.id")
+    km = sk.KeyMatcher(blocked, ())
+    assert km.classify("session.id") == sk.SENSITIVE and km.classify("Session.Id") == sk.SENSITIVE
+    assert km.classify("user.id") == sk.NOT_SENSITIVE
+    assert sk.KeyMatcher(blocked, ("session.id",)).classify("session.id") == sk.ALLOWED
+    assert sk.KeyMatcher(identifier_keys=()).classify("session.id") == sk.SENSITIVE
+    span = run(Signal.TRACES, make_traces(1, attrs={"session.id": "s-1", "user.id": "u"}), blocked_keys=blocked
+               ).message.resource_spans[0].scope_spans[0].spans[0]
+    assert attrs_of(span) == {"session.id": R, "user.id": "u"}
+    span = run(Signal.TRACES, make_traces(1, attrs={"session.id": "s-1"}), identifier_keys=()
+               ).message.resource_spans[0].scope_spans[0].spans[0]
+    assert attrs_of(span) == {"session.id": R}
+
+
+def test_identifier_keys_config_is_validated() -> None:
+    issues: list = []
+    decode_dataclass(SecretMaskConfig, {"identifier_keys": ["session.id", ""]}, "processors.secret_mask", issues)
+    assert [(i.path, i.message) for i in issues] == [("processors.secret_mask.identifier_keys",
+                                                      "must not contain empty keys")]
+
+
+async def test_new_detectors_are_counted_under_their_names() -> None:
+    settings = nop_settings("secret_mask", signal=Signal.TRACES)
+    sink = TracesSink()
+    proc = FACTORY.create(settings, SecretMaskConfig(), sink)
+    texts = {"huggingface_token": "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh",
+             "sendgrid_key": "SG.abcdefghijABCDEFGHIJ12.abcdefghijABCDEFGHIJabcdefghijABCDEFGHIJ123",
+             "slack_webhook": "https://hooks.slack.com/services/T0123ABCD/B0456EFGH/abcDEF123ghiJKL456mnoPQR",
+             "telegram_bot_token": "bot123456789:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsawq",
+             "aws_secret_key": "aws_secret_access_key wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}
+    env = [{"name": "DB_PASSWORD", "value": "hunter2"}]
+    attrs = {f"tool.output.{i}": text for i, text in enumerate(texts.values())}
+    await proc.consume(Payload(Signal.TRACES, message=make_traces(1, attrs={**attrs, "env": env})))
+    await proc.shutdown()
+    tel = settings.telemetry
+    for name in texts:
+        assert tel.value("otelpipe_processor_masked_values_total", detector=name, processor="secret_mask") == 1, name
+    assert tel.value("otelpipe_processor_masked_values_total", detector="key", processor="secret_mask") == 1

@@ -292,3 +292,40 @@ def test_libhyperscan_called_from_c_finds_what_the_binding_finds(parts: list[byt
         binding = _scanner(anchors, "python")
         for ids in (True, False):
             assert libhs.scan(data, ids=ids) == binding.scan(data, ids=ids)
+
+
+def test_a_map_whose_name_entry_names_a_whole_key_gets_its_value_entries_whole() -> None:
+    # Name/value pairs (attrwalk.NAME_KEYS): only the name holds an offset, and the value entries are
+    # still visited and written whole, alike by both walkers; a map without such a name, or a rule that
+    # cannot call a name WHOLE (selected keys), changes nothing.
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    from pipeline.testing import any_value, make_traces
+
+    msg = make_traces(1)
+    span = msg.resource_spans[0].scope_spans[0].spans[0]
+    del span.attributes[:]
+    env = [{"name": "password", "Value": "hunter2", "other": "kept"}, {"KEY": "host", "value": "db"},
+           {"value": ["a", 7], "Name": "password"}]
+    span.attributes.append(KeyValue(key="env", value=any_value(env)))
+    span.attributes.append(KeyValue(key="k", value=AnyValue(kvlist_value=any_value({"key": "password",
+                                                                                     "value": "x"}).kvlist_value)))
+    raw = msg.SerializeToString()
+    offsets = [m.start() for m in re.finditer(rb"password", raw)]
+    for rule, changed in ((ClassifiedKeys(lambda k: WHOLE if k == "password" else 1), True),
+                          (SelectedKeys(["env", "k", "password", "value", "Value"]), False)):
+        plan = wire_plan(Signal.TRACES.request_type.DESCRIPTOR, {"resource_spans": {"scope_spans": {"spans": {
+            "attributes": Attrs(rule, rule)}}}})
+        outs = [WireRewriter(plan, native=n).rewrite(raw, offsets, lambda t, s, e: t, lambda t: "<" + t + ">")
+                for n in (True, False)]
+        assert outs[0] == outs[1]
+        if not changed:
+            assert outs[0] is None
+            continue
+        got = Signal.TRACES.request_type.FromString(outs[0]).resource_spans[0].scope_spans[0].spans[0]
+        items = [{kv.key: kv.value for kv in v.kvlist_value.values} for v in got.attributes[0].value.array_value.values]
+        assert items[0]["Value"].string_value == "<hunter2>" and items[0]["other"].string_value == "kept"
+        assert items[1]["value"].string_value == "db"
+        assert [v.string_value or v.int_value for v in items[2]["value"].array_value.values] == ["<a>", 7]
+        assert {kv.key: kv.value.string_value for kv in got.attributes[1].value.kvlist_value.values} == \
+            {"key": "password", "value": "<x>"}
