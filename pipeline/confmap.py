@@ -44,13 +44,72 @@ class RawConfig:
         return self.files[-1] if self.files else ""
 
 
+# How many nodes a document may expand to through aliases. PyYAML shares an aliased
+# object instead of copying it, so a "billion laughs" document parses quickly and
+# explodes later, in whatever walks the data (env expansion, decoding); the bound
+# is checked on the composed node graph, before anything is constructed.
+MAX_ALIAS_EXPANSION = 100_000
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_alias_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph that aliases expand past MAX_ALIAS_EXPANSION nodes, or that contains itself.
+
+    One iterative post-order walk over the distinct nodes (each counted once,
+    with its expanded size memoised), so the check costs what the text costs,
+    however far the aliases would expand it. Raises yaml.YAMLError.
+    """
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    aliased = False
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            total = 1 + sum(sizes[id(c)] for c in _children(node))
+            if aliased and total > MAX_ALIAS_EXPANSION:
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"aliases expand this document to more than {MAX_ALIAS_EXPANSION} nodes (a 'billion laughs' "
+                    "document?); write the repeated values out or use fewer aliases", node.start_mark)
+            sizes[key] = total
+            continue
+        if key in on_path:
+            raise yaml.composer.ComposerError(None, None, "an alias refers to itself (a recursive structure); "
+                                                          "config values cannot contain themselves", node.start_mark)
+        if key in sizes:  # a second reference to a finished node: an alias
+            aliased = True
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node))
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that reports duplicate keys instead of silently keeping the last."""
+    """SafeLoader that reports duplicate keys instead of silently keeping the last, and bounds aliases."""
+
+    def compose_document(self) -> yaml.Node | None:
+        node: yaml.Node | None = super().compose_document()
+        if node is not None:
+            _check_alias_expansion(node)
+        return node
 
 
 def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:  # `<<: *base`: merged keys may be overridden, SafeLoader merges them
+            continue
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -66,6 +125,10 @@ def parse_yaml(text: str, name: str) -> tuple[dict[str, Any], list[ConfigIssue]]
     """One YAML document as a mapping, or an issue saying where the syntax broke."""
     try:
         data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        # PyYAML composes and constructs recursively: a pathologically nested document
+        # must be a readable issue, not a traceback.
+        return {}, [ConfigIssue("", "invalid YAML: the document is nested too deeply", file=name)]
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -166,6 +229,6 @@ def expand_env(data: Any, env: Mapping[str, str] | None = None, path: str = "",
             scalar = yaml.safe_load(out)
         except yaml.YAMLError:
             return out
-        if isinstance(scalar, (int, float, bool)) and not isinstance(scalar, type(None)):
+        if isinstance(scalar, (int, float, bool)):
             return scalar
     return out
