@@ -4,19 +4,30 @@
 `/healthz` says the process is alive, `/readyz` is 503 until every pipeline has
 started and again while draining (so Kubernetes stops routing to a pod that is
 shutting down), and `/status` is JSON: pipelines, components and counters.
+
+It runs on the same guarded low-level server as the OTLP/HTTP receiver
+(`pipeline.httpserver`): header and idle timeouts, and a small cap on
+connections, so sockets left open against this port cannot use up the
+process's file descriptors; its refusals are counted in
+`otelpipe_admin_refused_connections_total{reason}`.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from pipeline.httpserver import GuardedServer, ServerTimeouts, auto_max_connections
 from pipeline.netaddr import format_endpoint, parse_endpoint
 from pipeline.telemetry import Telemetry
+
+# Scrapers and probes need a handful of connections; the rest of the descriptors are the pipelines'.
+ADMIN_MAX_CONNECTIONS = 64
+_Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
@@ -26,26 +37,29 @@ class AdminServer:
         self._telemetry = telemetry
         self._is_ready = is_ready
         self._status = status
-        self._runner: web.AppRunner | None = None
+        self._runner: web.ServerRunner | None = None
         self._started = time.time()
+        self._routes: dict[str, _Handler] = {
+            "/metrics": make_aiohttp_handler(telemetry.registry),  # type: ignore[dict-item]
+            "/healthz": self._healthz,
+            "/readyz": self._readyz,
+            "/status": self._status_handler,
+        }
+        self._refused = telemetry.counter("admin_refused_connections",
+                                          "Connections the admin server closed before reading a request, by reason.",
+                                          ("reason",))
         self.endpoints: dict[str, str] = {}
-
-    def _app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", make_aiohttp_handler(self._telemetry.registry))
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/status", self._status_handler)
-        return app
 
     async def start(self) -> None:
         host, port = parse_endpoint(self._address)
-        self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
+        server = GuardedServer(self._handle, max_connections=min(ADMIN_MAX_CONNECTIONS, auto_max_connections()),
+                               timeouts=ServerTimeouts(), on_refused=lambda reason: self._refused.labels(reason).inc(),
+                               access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or None, port, reuse_address=True)
         await site.start()
-        sock = site._server.sockets[0]  # type: ignore[union-attr]
-        bound = sock.getsockname()
+        bound = self._runner.addresses[0]
         self.endpoints = {"http": format_endpoint("127.0.0.1" if host in ("", "0.0.0.0") else host, bound[1])}
 
     async def shutdown(self) -> None:
@@ -53,14 +67,22 @@ class AdminServer:
             await self._runner.cleanup()
             self._runner = None
 
-    async def _healthz(self, _req: web.Request) -> web.Response:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        handler = self._routes.get(request.path)
+        if handler is None:
+            return web.Response(status=404, text="404: Not Found")
+        if request.method not in ("GET", "HEAD"):
+            return web.Response(status=405, text="405: Method Not Allowed", headers={"Allow": "GET, HEAD"})
+        return await handler(request)
+
+    async def _healthz(self, _req: web.BaseRequest) -> web.Response:
         return web.json_response({"status": "ok", "uptime_s": round(time.time() - self._started, 3)})
 
-    async def _readyz(self, _req: web.Request) -> web.Response:
+    async def _readyz(self, _req: web.BaseRequest) -> web.Response:
         if self._is_ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
 
-    async def _status_handler(self, _req: web.Request) -> web.Response:
+    async def _status_handler(self, _req: web.BaseRequest) -> web.Response:
         body = {**self._status(), "counters": self._telemetry.snapshot()}
         return web.Response(body=orjson.dumps(body, default=str), content_type="application/json")

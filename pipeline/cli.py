@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import logging
 import os
+import resource
 import signal
 import sys
 from collections.abc import Sequence
@@ -64,6 +65,24 @@ def cmd_components(_args: argparse.Namespace) -> int:
     return 0
 
 
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as every Go program (the Collector too) does at start.
+
+    Distributions often start services with a soft limit of 1024 and a much
+    higher hard one; each client connection costs a descriptor. Returns the
+    (old, new) soft limit; the new one is unchanged when raising is refused.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:  # e.g. an unlimited hard limit above the kernel's nr_open
+        log.info("cannot raise the open-file limit", extra={"soft": soft, "hard": hard, "error": str(e)})
+        return soft, soft
+    return soft, hard
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()  # before any gRPC thread exists; see pipeline/memtune.py
     paths = _config_paths(args)
@@ -77,6 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     tel = cfg.service.telemetry.logs
     configure_logging(tel.level, tel.encoding)
+    old_nofile, nofile = raise_open_file_limit()
+    if nofile != old_nofile:
+        log.info("raised the open-file limit", extra={"from": old_nofile, "to": nofile})
     for w in cfg.warnings:
         log.warning(w.message, extra={"path": w.path, "file": w.file})
 

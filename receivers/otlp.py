@@ -14,7 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.configtypes import ByteSize
+from pipeline.configtypes import ByteSize, Duration
+from pipeline.httpserver import (
+    AUTO_MAX_CONNECTIONS_CEILING,
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_READ_HEADER_TIMEOUT,
+    DEFAULT_READ_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+    ServerTimeouts,
+)
 from pipeline.model import Signal
 from pipeline.netaddr import parse_endpoint
 from receivers.otlp_grpc import OTLPGRPCServer
@@ -51,9 +59,9 @@ class GRPCConfig:
     def validate(self) -> list[object]:
         out = _endpoint_issues(self.endpoint)
         if not 1 <= self.max_recv_msg_size_mib <= _MAX_RECV_MSG_SIZE_MIB_LIMIT:
-            out.append(("max_recv_msg_size_mib", f"must be between 1 and {_MAX_RECV_MSG_SIZE_MIB_LIMIT} (MiB), "
-                                                  f"got {self.max_recv_msg_size_mib}; the default is "
-                                                  f"{DEFAULT_MAX_RECV_MSG_SIZE_MIB}"))
+            out.append(("max_recv_msg_size_mib", (f"must be between 1 and {_MAX_RECV_MSG_SIZE_MIB_LIMIT} (MiB), "
+                                                   f"got {self.max_recv_msg_size_mib}; the default is "
+                                                   f"{DEFAULT_MAX_RECV_MSG_SIZE_MIB}")))
         if self.max_concurrent_streams < 0:
             out.append(("max_concurrent_streams", "must be 0 (grpc's default) or a positive number"))
         return out
@@ -84,7 +92,14 @@ class CORSConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HTTPConfig:
-    """`protocols.http`: where OTLP/HTTP listens, its URL paths and its request size limit."""
+    """`protocols.http`: where OTLP/HTTP listens, its URL paths, its request size limit and connection limits.
+
+    The timeouts are the Collector's confighttp ones, with its defaults and Go's
+    fallbacks (a zero `read_header_timeout` or `idle_timeout` takes `read_timeout`;
+    0 everywhere means no timeout). `max_connections` has no Collector
+    equivalent: 0 picks a quarter of the process's open-file limit (at most
+    4096), so idle sockets can never starve the other listeners of descriptors.
+    """
 
     endpoint: str = "0.0.0.0:4318"
     # Enforced on the body as sent AND after decompression (a gzip bomb is refused with 413).
@@ -95,15 +110,33 @@ class HTTPConfig:
     cors: CORSConfig | None = None
     # Copy the request's HTTP headers into Payload.headers (the Collector's include_metadata).
     include_metadata: bool = False
+    # Whole body, once the header is read; slower is answered 408 (0: no limit, the Collector's default).
+    read_timeout: Duration = DEFAULT_READ_TIMEOUT
+    # A connection whose first request header is not complete by then is closed.
+    read_header_timeout: Duration = DEFAULT_READ_HEADER_TIMEOUT
+    # A response that cannot be written by then (a client that stopped reading) closes the connection.
+    write_timeout: Duration = DEFAULT_WRITE_TIMEOUT
+    # A keep-alive connection with no complete next request by then is closed.
+    idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
+    # Concurrent connections; past it new ones are closed at once. 0: automatic (see above).
+    max_connections: int = 0
 
     def url_paths(self) -> dict[Signal, str]:
         return {Signal.TRACES: self.traces_url_path, Signal.METRICS: self.metrics_url_path,
                 Signal.LOGS: self.logs_url_path}
 
+    def timeouts(self) -> ServerTimeouts:
+        return ServerTimeouts(read_timeout=self.read_timeout, read_header_timeout=self.read_header_timeout,
+                              write_timeout=self.write_timeout, idle_timeout=self.idle_timeout)
+
     def validate(self) -> list[object]:
         out = _endpoint_issues(self.endpoint)
         if self.max_request_body_size <= 0:
             out.append(("max_request_body_size", "must be greater than 0, e.g. '20MiB' (the default)"))
+        out.extend(self.timeouts().validate())
+        if self.max_connections < 0:
+            out.append(("max_connections", (f"must be 0 (automatic: a quarter of the open-file limit, at most "
+                                            f"{AUTO_MAX_CONNECTIONS_CEILING}) or a positive number")))
         seen: dict[str, str] = {}
         for signal, path in self.url_paths().items():
             key = f"{signal.value}_url_path"
@@ -178,6 +211,11 @@ class OTLPReceiver:
             # A transport that did bind must not outlive a failed start (e.g. HTTP port in use).
             await self.shutdown()
             raise
+
+    @property
+    def http_connections(self) -> int:
+        """Connections the OTLP/HTTP transport holds open now (0 when it is not running)."""
+        return self._http.open_connections if self._http is not None else 0
 
     async def shutdown(self) -> None:
         """Stop accepting on both transports at once; each lets in-flight requests finish briefly."""

@@ -3,10 +3,17 @@
 An aiohttp low-level server (no router, no middlewares: one dict lookup per
 request) with aiohttp's own body decompression turned off, so that
 `max_request_body_size` is enforced twice: on the bytes as sent (at most
-limit+1 of them are ever read) and on the decompressed bytes, which are
-inflated with `zlib.decompressobj(...).decompress(data, max_length)` and so
-stop one byte past the limit — a gzip bomb costs at most limit+1 bytes of
-memory and is answered 413.
+limit+1 of them are ever read) and on the decompressed bytes (see
+`otlp_http_body`: inflating stops one byte past the limit, a gzip bomb is
+answered 413, and more than MAX_GZIP_MEMBERS concatenated members 400).
+
+The event loop only ever does a bounded amount of work per request: a body
+larger than a few hundred KiB (protobuf) or a few KiB (JSON, whose decoding
+is Python code) is inflated and decoded in this server's small worker pool,
+so `/healthz`, other clients and signal handling keep running meanwhile.
+Connections are capped and timed out as the Collector's confighttp server
+does (`pipeline.httpserver`); a body that arrives slower than `read_timeout`
+allows is answered 408.
 
 Protobuf bodies are decoded once and kept as the Payload's wire bytes (no
 re-encode downstream); OTLP/JSON goes through `pipeline.otlpjson`. Answers
@@ -18,26 +25,36 @@ and success is an empty Export*ServiceResponse in the request's content type.
 """
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 import zlib
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
-from aiohttp import StreamReader, web
+from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
 
 from pipeline import otlpjson
 from pipeline.component import Consumer, Settings
+from pipeline.httpserver import GuardedServer, auto_max_connections
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.netaddr import parse_endpoint
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
 from receivers.otlp_grpc import local_address
+from receivers.otlp_http_body import (
+    BodyTooLarge,
+    Inflater,
+    TooManyMembers,
+    decompress,
+    read_body,
+)
 
 if TYPE_CHECKING:
     from receivers.otlp import CORSConfig, HTTPConfig
@@ -46,70 +63,29 @@ PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 # How long shutdown lets in-flight requests finish before they are cancelled.
 SHUTDOWN_GRACE = 5.0
+# Bodies up to these sizes (as sent, and once inflated) are decoded on the event loop; larger
+# ones in the worker pool. upb decodes protobuf at ~1 GB/s (256 KiB: ~0.3 ms); OTLP/JSON goes
+# through Python-level json_format at ~7 MB/s (16 KiB: ~2 ms).
+INLINE_PROTOBUF_BYTES = 256 * 1024
+INLINE_JSON_BYTES = 16 * 1024
+# Worker threads per OTLP/HTTP server: decoding holds the GIL (except zlib), so more threads
+# add no throughput, only more contention with the event loop.
+DECODE_WORKERS = 2
+
+__all__ = ["BodyTooLarge", "OTLPHTTPServer", "decompress"]
+_T = TypeVar("_T")
 
 # google.rpc.Code values used in error bodies.
 _INVALID_ARGUMENT = 3
+_DEADLINE_EXCEEDED = 4
 _RESOURCE_EXHAUSTED = 8
 _UNAVAILABLE = 14
 _GRPC_CODE_FOR_OUTCOME = {Outcome.THROTTLED: _RESOURCE_EXHAUSTED, Outcome.UNAVAILABLE: _UNAVAILABLE,
                           Outcome.PERMANENT: _INVALID_ARGUMENT}
 
-_GZIP_WBITS = 16 + zlib.MAX_WBITS
 _ENCODINGS = {"": None, "identity": None, "gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
 _UNSUPPORTED_MEDIA_TYPE = f"415 unsupported media type, supported: [{JSON}, {PROTOBUF}]"
 _METHOD_NOT_ALLOWED = "405 method not allowed, supported: [POST]"
-
-
-class BodyTooLarge(Exception):
-    """The body, as sent or once decompressed, is larger than max_request_body_size."""
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Inflate a gzip or deflate body, producing at most `limit + 1` bytes before giving up.
-
-    Raises BodyTooLarge past `limit` and zlib.error for a corrupt or truncated
-    stream. Concatenated gzip members are accepted (as Go's gzip reader does).
-    """
-    if encoding == "gzip":
-        wbits = _GZIP_WBITS
-    else:
-        # HTTP "deflate" means the zlib format, but some clients send raw deflate.
-        zlib_header = len(body) >= 2 and body[0] & 0x0F == 8 and ((body[0] << 8) | body[1]) % 31 == 0
-        wbits = zlib.MAX_WBITS if zlib_header else -zlib.MAX_WBITS
-    parts: list[bytes] = []
-    total = 0
-    data = body
-    while True:
-        d = zlib.decompressobj(wbits)
-        # max_length >= 1 here (0 would mean "no limit"): total <= limit on every pass.
-        out = d.decompress(data, limit + 1 - total)
-        total += len(out)
-        if total > limit:
-            raise BodyTooLarge(f"decompressed body is larger than {limit} bytes")
-        parts.append(out)
-        if not d.eof:
-            raise zlib.error(f"truncated {encoding} stream")
-        data = d.unused_data
-        if not data or encoding != "gzip":
-            if data:
-                raise zlib.error(f"unexpected data after the end of the {encoding} stream")
-            break
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-async def read_body(content: StreamReader, limit: int) -> bytes:
-    """Read the whole body, but never more than `limit + 1` bytes (BodyTooLarge past `limit`)."""
-    parts: list[bytes] = []
-    total = 0
-    while True:
-        chunk = await content.read(limit + 1 - total)
-        if not chunk:
-            break
-        total += len(chunk)
-        if total > limit:
-            raise BodyTooLarge(f"body is larger than {limit} bytes")
-        parts.append(chunk)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class CORS:
@@ -175,17 +151,25 @@ class OTLPHTTPServer:
         self.endpoint = ""
         self._receiver = str(settings.id)
         self._limit = int(cfg.max_request_body_size)
+        self._read_timeout = float(cfg.timeouts().read_timeout)
         self._routes: dict[str, tuple[Signal, Consumer]] = {
             path: (signal, consumers[signal]) for signal, path in cfg.url_paths().items() if signal in consumers}
         self._cors = CORS(cfg.cors) if cfg.cors is not None and cfg.cors.allowed_origins else None
         self._allow = "POST, OPTIONS" if self._cors else "POST"
         self._log = RateLimitedLog(settings.logger)
+        self._refused_connections = settings.telemetry.counter(
+            "receiver_refused_connections", "Connections a receiver closed before reading a request, by reason.",
+            ("receiver", "transport", "reason"))
         self._runner: web.ServerRunner | None = None
+        self._server: GuardedServer | None = None
+        self._executor: ThreadPoolExecutor | None = None
 
     async def start(self) -> str:
         """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
         host, port = parse_endpoint(self.cfg.endpoint)
-        server = web.Server(self._handle, access_log=None, auto_decompress=False)
+        max_connections = self.cfg.max_connections or auto_max_connections()
+        server = GuardedServer(self._handle, max_connections=max_connections, timeouts=self.cfg.timeouts(),
+                               on_refused=self._connection_refused, access_log=None, auto_decompress=False)
         runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         bind = host or "0.0.0.0"
@@ -197,19 +181,33 @@ class OTLPHTTPServer:
         except BaseException:
             await runner.cleanup()
             raise
-        self._runner = runner
+        self._runner, self._server = runner, server
+        self._executor = ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix=f"{self._receiver}-http-decode")
         bound_port = runner.addresses[0][1]
         self.endpoint = local_address(host, bound_port)
         self.settings.logger.info("OTLP/HTTP receiver listening",
                                   extra={"endpoint": self.cfg.endpoint, "bound": self.endpoint,
-                                         "paths": sorted(self._routes)})
+                                         "paths": sorted(self._routes), "max_connections": max_connections})
         return self.endpoint
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish for up to SHUTDOWN_GRACE seconds; safe twice."""
-        runner, self._runner = self._runner, None
+        runner, self._runner, self._server = self._runner, None, None
         if runner is not None:
             await runner.cleanup()
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            # A decode still running after the grace period finishes in its thread; nothing waits for it.
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def open_connections(self) -> int:
+        return self._server.open_connections if self._server is not None else 0
+
+    def _connection_refused(self, reason: str) -> None:
+        self._refused_connections.labels(self._receiver, "http", reason).inc()
+        self._log.warning("closed an OTLP/HTTP connection", key=f"connection-{reason}",
+                          extra={"reason": reason, "max_connections": self._server and self._server.max_connections})
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         route = self._routes.get(request.path)
@@ -247,22 +245,25 @@ class OTLPHTTPServer:
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            body = await read_body(request.content, limit)
-            if encoding is not None:
-                body = decompress(body, encoding, limit)
+            if self._read_timeout:
+                async with asyncio.timeout(self._read_timeout):
+                    body = await read_body(request.content, limit)
+            else:
+                body = await read_body(request.content, limit)
+            payload = await self._decode_body(signal, is_json, body, encoding, limit)
+        except TimeoutError:
+            return self._refuse(signal, is_json, 408, "timeout", _DEADLINE_EXCEEDED,
+                                f"the request body took longer than read_timeout ({self._read_timeout:g}s) to arrive")
         except BodyTooLarge as e:
             return self._refuse(signal, is_json, 413, "too_large", _RESOURCE_EXHAUSTED,
                                 f"{e} (max_request_body_size)")
+        except TooManyMembers as e:
+            return self._refuse(signal, is_json, 400, "too_many_members", _INVALID_ARGUMENT,
+                                f"cannot decompress body: {e}")
         except zlib.error as e:
             return self._refuse(signal, is_json, 400, "malformed", _INVALID_ARGUMENT, f"cannot decompress body: {e}")
         except (ConnectionError, HttpProcessingError) as e:
             return self._refuse(signal, is_json, 400, "malformed", _INVALID_ARGUMENT, f"cannot read body: {e}")
-        try:
-            if is_json:
-                payload = Payload(signal, message=otlpjson.decode(signal, body), receiver=self._receiver)
-            else:
-                payload = Payload(signal, message=signal.request_type.FromString(body), raw=body,
-                                  receiver=self._receiver)
         except (DecodeError, ValueError, TypeError, RecursionError) as e:
             return self._refuse(signal, is_json, 400, "malformed", _INVALID_ARGUMENT,
                                 f"cannot decode {signal.request_type.__name__}: {e}")
@@ -272,6 +273,42 @@ class OTLPHTTPServer:
         if result.outcome is Outcome.OK:
             return web.Response(status=200, body=b"{}" if is_json else b"", content_type=JSON if is_json else PROTOBUF)
         return self._pipeline_error(signal, is_json, result)
+
+    async def _decode_body(self, signal: Signal, is_json: bool, body: bytes, encoding: str | None,
+                           limit: int) -> Payload:
+        """Inflate and decode, on the event loop while the work is small, in the worker pool otherwise.
+
+        A compressed body is inflated on the loop only up to the inline size;
+        past it, the worker pool resumes inflating where the loop stopped.
+        """
+        inline = INLINE_JSON_BYTES if is_json else INLINE_PROTOBUF_BYTES
+        inflater = Inflater(body, encoding, limit) if encoding is not None else None
+        if len(body) <= inline and (inflater is None or inflater.run(inline)):
+            data = body if inflater is None else inflater.result()
+            if len(data) <= inline:
+                return self._decode(signal, is_json, data, False)
+            return await self._in_worker(self._decode, signal, is_json, data, True)
+        return await self._in_worker(self._inflate_and_decode, signal, is_json, body, inflater)
+
+    def _inflate_and_decode(self, signal: Signal, is_json: bool, body: bytes, inflater: Inflater | None) -> Payload:
+        if inflater is not None:
+            inflater.run()
+            body = inflater.result()
+        return self._decode(signal, is_json, body, True)
+
+    def _decode(self, signal: Signal, is_json: bool, data: bytes, in_worker: bool) -> Payload:
+        if not is_json:
+            return Payload(signal, message=signal.request_type.FromString(data), raw=data, receiver=self._receiver)
+        payload = Payload(signal, message=otlpjson.decode(signal, data), receiver=self._receiver)
+        if in_worker:
+            payload.serialize()  # encode now, in the worker, rather than later on the event loop
+        return payload
+
+    async def _in_worker(self, fn: Callable[..., _T], *args: object) -> _T:
+        executor = self._executor
+        if executor is None:  # stopped while this request was being read
+            raise ConnectionResetError("the OTLP/HTTP receiver is shutting down")
+        return await asyncio.get_running_loop().run_in_executor(executor, fn, *args)
 
     def _pipeline_error(self, signal: Signal, is_json: bool, result: Result) -> web.Response:
         """deliver() already counted the refusal; answer 429/503 with Retry-After, or 400."""
@@ -292,8 +329,8 @@ class OTLPHTTPServer:
                           extra={"signal": signal.value, "status": status, "reason": reason, "error": message})
         resp = web.Response(status=status, body=_status_body(is_json, code, message),
                             content_type=JSON if is_json else PROTOBUF)
-        if status == 413:
-            resp.force_close()  # the rest of an oversized body is not worth keeping the connection for
+        if status in (408, 413):
+            resp.force_close()  # the rest of a slow or oversized body is not worth keeping the connection for
         return resp
 
     def _refuse_text(self, signal: Signal, status: int, reason: str, text: str) -> web.Response:

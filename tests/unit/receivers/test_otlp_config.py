@@ -12,7 +12,13 @@ from pipeline.config import Config, load_text
 from pipeline.configtypes import decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue
 from pipeline.model import Signal
-from receivers.otlp import FACTORY, GRPCConfig, HTTPConfig, OTLPReceiverConfig, ProtocolsConfig
+from receivers.otlp import (
+    FACTORY,
+    GRPCConfig,
+    HTTPConfig,
+    OTLPReceiverConfig,
+    ProtocolsConfig,
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -167,3 +173,27 @@ def test_port_zero_never_clashes() -> None:
     cfg: Any = otlp(load("  otlp:\n    protocols:\n      grpc: {endpoint: '127.0.0.1:0'}\n"
                          "      http: {endpoint: '127.0.0.1:0'}\n"))
     assert cfg.protocols.grpc.endpoint == "127.0.0.1:0"
+
+
+def test_http_server_limits_default_to_the_collectors_confighttp() -> None:
+    http = HTTPConfig()
+    # confighttp.NewDefaultServerConfig: no read timeout, 1m header, 30s write, 1m idle
+    assert (http.read_timeout, http.read_header_timeout, http.write_timeout, http.idle_timeout) == (0, 60, 30, 60)
+    assert http.max_connections == 0  # automatic: a share of the open-file limit
+    cfg = otlp(load("  otlp:\n    protocols:\n      http:\n        read_timeout: 30s\n"
+                    "        read_header_timeout: 5s\n        write_timeout: 1m\n        idle_timeout: 90s\n"
+                    "        max_connections: 500\n"))
+    http = cfg.protocols.http
+    assert (http.read_timeout, http.read_header_timeout, http.write_timeout, http.idle_timeout) == (30, 5, 60, 90)
+    assert http.max_connections == 500
+
+
+@pytest.mark.parametrize("line,path,words", [
+    ("http: {max_connections: -1}", "receivers.otlp.protocols.http.max_connections", "automatic"),
+    ("http: {read_header_timeout: 5}", "receivers.otlp.protocols.http.read_header_timeout", "unit"),
+    ("http: {idle_timout: 5s}", "receivers.otlp.protocols.http.idle_timout", "did you mean 'idle_timeout'"),
+])
+def test_bad_http_server_limits_are_rejected_with_their_path(line: str, path: str, words: str) -> None:
+    issues = errors(f"  otlp:\n    protocols:\n      {line}\n")
+    assert path in [i.path for i in issues], issues
+    assert words in next(i.message for i in issues if i.path == path)

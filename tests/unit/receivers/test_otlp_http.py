@@ -21,7 +21,11 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
+from opentelemetry.sdk._logs.export import (
+    InMemoryLogRecordExporter,
+    LogRecordExportResult,
+    SimpleLogRecordProcessor,
+)
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricExportResult
 from opentelemetry.sdk.resources import Resource
@@ -31,13 +35,33 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import Status as SpanStatus
 from opentelemetry.trace import StatusCode as SpanStatusCode
 
-import receivers.otlp_http as otlp_http
 from pipeline.component import Consumer, Kind
-from pipeline.errors import DataRefusedError, PermanentError, QueueFullError, RetryableError
+from pipeline.errors import (
+    DataRefusedError,
+    PermanentError,
+    QueueFullError,
+    RetryableError,
+)
 from pipeline.model import Signal
 from pipeline.telemetry import Telemetry
-from pipeline.testing import Sink, make_logs, make_metrics, make_traces, nop_host, nop_settings
-from receivers.otlp import FACTORY, CORSConfig, GRPCConfig, HTTPConfig, OTLPReceiver, OTLPReceiverConfig, ProtocolsConfig
+from pipeline.testing import (
+    Sink,
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_host,
+    nop_settings,
+)
+from receivers import otlp_http_body
+from receivers.otlp import (
+    FACTORY,
+    CORSConfig,
+    GRPCConfig,
+    HTTPConfig,
+    OTLPReceiver,
+    OTLPReceiverConfig,
+    ProtocolsConfig,
+)
 from receivers.otlp_http import BodyTooLarge, decompress
 
 PB = {"Content-Type": "application/x-protobuf"}
@@ -345,7 +369,7 @@ async def test_expect_100_continue() -> None:
 
 
 class ZlibSpy:
-    """Stands in for the zlib module in otlp_http and counts every byte inflated."""
+    """Stands in for the zlib module in otlp_http_body and counts every byte inflated."""
 
     error = zlib.error
     MAX_WBITS = zlib.MAX_WBITS
@@ -373,7 +397,7 @@ class ZlibSpy:
 async def test_compression_bomb_is_413_without_inflating_it(monkeypatch: pytest.MonkeyPatch, encoding: str,
                                                             compress: Any) -> None:
     spy = ZlibSpy()
-    monkeypatch.setattr(otlp_http, "zlib", spy)
+    monkeypatch.setattr(otlp_http_body, "zlib", spy)
     sink = Sink()
     async with running({Signal.TRACES: sink}, max_request_body_size=LIMIT) as client:
         bomb = compress(make_traces(1, attrs={"blob": "\0" * (64 * 1024 * 1024)}).SerializeToString())
