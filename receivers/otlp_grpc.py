@@ -5,8 +5,17 @@ the raw message bytes: we decode them once with the request type's `FromString`
 (malformed → INVALID_ARGUMENT) and keep those bytes on the Payload, so nothing
 is re-encoded on the way to an exporter that sends protobuf. grpc core does the
 rest in C: gzip decompression and the `max_recv_msg_size_mib` limit (checked on
-the decompressed message; RESOURCE_EXHAUSTED before any Python runs, which also
-means those refusals are visible only to the client, not in our counters).
+the decompressed message; RESOURCE_EXHAUSTED before any Python runs).
+
+So that those core refusals are counted too, `Export` is registered as a
+stream-unary method: the handler starts before the message is read and reads
+it itself (`context.read()`). A unary client cannot tell the difference, and a
+read that yields no message means core ended the call: counted `too_large`
+(the message was over the limit or could not be inflated; core gives no
+reason, so a client that cancels before its message arrives counts the same),
+or `timeout` when the client's deadline had passed. A client that really sent
+no message (only a hand-made streaming call can) gets INVALID_ARGUMENT and
+counts as `malformed`.
 A signal with no consumer has no service registered, so grpc answers
 UNIMPLEMENTED for it.
 
@@ -19,7 +28,8 @@ exporter looks for it.
 """
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import grpc
@@ -57,7 +67,7 @@ _STATUS_FOR_OUTCOME = {
 }
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-ExportHandler = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[bytes]]
+ExportHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
 
 
 def local_address(host: str, port: int) -> str:
@@ -74,7 +84,7 @@ def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | Non
         return (("grpc-status-details-bin", status.SerializeToString()),)
     seconds = max(retry_after, 0.0)
     whole = int(seconds)
-    info = RetryInfo(retry_delay=Duration(seconds=whole, nanos=int(round((seconds - whole) * 1e9))))
+    info = RetryInfo(retry_delay=Duration(seconds=whole, nanos=round((seconds - whole) * 1e9)))
     detail = AnyProto()
     detail.Pack(info)
     status.details.append(detail)
@@ -112,7 +122,7 @@ class OTLPGRPCServer:
         host, port = parse_endpoint(self.cfg.endpoint)
         server = grpc.aio.server(options=self._options())
         for signal, consumer in self.consumers.items():
-            handler = grpc.unary_unary_rpc_method_handler(self._make_export(signal, consumer))
+            handler = grpc.stream_unary_rpc_method_handler(self._make_export(signal, consumer))
             server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(SERVICE_NAMES[signal], {"Export": handler}),))
         bind = format_endpoint(host or "0.0.0.0", port)
@@ -144,7 +154,11 @@ class OTLPGRPCServer:
         receiver = self._receiver
         include_metadata = self.cfg.include_metadata
 
-        async def export(body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        async def export(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+            body = await context.read()
+            if not isinstance(body, bytes):  # grpc.aio.EOF: no message
+                await self._no_message(signal, context)
+                return _EMPTY_RESPONSE
             try:
                 msg = decode(body)
             except (DecodeError, ValueError) as e:
@@ -162,6 +176,33 @@ class OTLPGRPCServer:
             return _EMPTY_RESPONSE  # not reached: abort raises
 
         return export
+
+    async def _no_message(self, signal: Signal, context: grpc.aio.ServicerContext) -> None:
+        """The call ended without a request message: find out whether grpc core ended it, and count it once.
+
+        If core refused the message (or the client gave up), the call is over:
+        the next operation on it fails, or grpc cancels this handler. Only a
+        client that half-closed without sending anything lets it succeed.
+        """
+        remaining = context.time_remaining()
+        reason = "timeout" if remaining is not None and remaining <= 0 else "too_large"
+        try:
+            await context.send_initial_metadata(())
+        except asyncio.CancelledError:
+            self._count_core_refusal(signal, reason)
+            raise
+        except grpc.aio.InternalError:  # ExecuteBatchError: the call was already finished by core
+            self._count_core_refusal(signal, reason)
+            return
+        self.obs.refused(signal, 1, "malformed")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"no {signal.request_type.__name__} message was sent")
+
+    def _count_core_refusal(self, signal: Signal, reason: str) -> None:
+        self.obs.refused(signal, 1, reason)
+        self._log.warning("grpc refused an OTLP/gRPC request before it was read", key=f"{reason}-{signal.value}",
+                          extra={"signal": signal.value, "reason": reason,
+                                 "max_recv_msg_size_mib": self.cfg.max_recv_msg_size_mib})
 
     async def _abort(self, context: grpc.aio.ServicerContext, signal: Signal, result: Result) -> None:
         code = _STATUS_FOR_OUTCOME[result.outcome]
