@@ -25,8 +25,12 @@ import re
 from typing import Any
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsPartialSuccess,
     ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
 )
+
+from pipeline.model import Payload, Signal
 
 #: The refusal reason for receivers (the `reason` label of otelpipe_receiver_refused_metric_points_total).
 INVALID_NAME = "invalid_name"
@@ -88,9 +92,30 @@ def drop_unusable_metrics(request: ExportMetricsServiceRequest) -> tuple[int, st
     return points, message
 
 
+def screen(payload: Payload) -> tuple[int, str]:
+    """Remove unusable metrics from a metrics payload the receiver just decoded; (points removed, message).
+
+    A payload whose names are all usable is untouched (it keeps its wire
+    bytes); otherwise its message is changed and its item count updated.
+    """
+    if payload.signal is not Signal.METRICS:
+        return 0, ""
+    points, message = drop_unusable_metrics(payload.message)  # type: ignore[arg-type]
+    if message:
+        payload.mark_changed()
+    return points, message
+
+
+def partial_success(points: int, message: str) -> ExportMetricsServiceResponse:
+    """The OTLP answer for a request some of whose points were refused (never retried by clients)."""
+    return ExportMetricsServiceResponse(
+        partial_success=ExportMetricsPartialSuccess(rejected_data_points=points, error_message=message))
+
+
 def _points(metric: Any) -> int:
     kind = metric.WhichOneof("data")
     return 0 if kind is None else len(getattr(metric, kind).data_points)
 
 
-__all__ = ["INVALID_NAME", "INVISIBLE_ABOVE_SPACE", "INVISIBLE_CLASS", "drop_unusable_metrics", "is_unusable"]
+__all__ = ["INVALID_NAME", "INVISIBLE_ABOVE_SPACE", "INVISIBLE_CLASS", "drop_unusable_metrics", "is_unusable",
+           "partial_success", "screen"]

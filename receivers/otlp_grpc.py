@@ -45,6 +45,7 @@ from pipeline.model import Payload, Signal
 from pipeline.netaddr import format_endpoint, parse_endpoint
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
+from receivers import metric_names
 
 if TYPE_CHECKING:
     from receivers.otlp import GRPCConfig
@@ -168,10 +169,15 @@ class OTLPGRPCServer:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                     f"cannot decode {signal.request_type.__name__}: {e}")
             headers = _metadata(context) if include_metadata else None
-            result = await deliver(consumer, Payload(signal, message=msg, raw=body, receiver=receiver,
-                                                     headers=headers), obs)
+            payload = Payload(signal, message=msg, raw=body, receiver=receiver, headers=headers)
+            rejected, why = metric_names.screen(payload)
+            if rejected:
+                obs.refused(signal, rejected, metric_names.INVALID_NAME)
+            if why and payload.items == 0:  # nothing usable was left to deliver
+                return bytes(metric_names.partial_success(rejected, why).SerializeToString())
+            result = await deliver(consumer, payload, obs)
             if result.outcome is Outcome.OK:
-                return _EMPTY_RESPONSE
+                return bytes(metric_names.partial_success(rejected, why).SerializeToString()) if why else _EMPTY_RESPONSE
             await self._abort(context, signal, result)
             return _EMPTY_RESPONSE  # not reached: abort raises
 

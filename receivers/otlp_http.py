@@ -47,6 +47,7 @@ from pipeline.model import Payload, Signal
 from pipeline.netaddr import parse_endpoint
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
+from receivers import metric_names
 from receivers.otlp_grpc import local_address
 from receivers.otlp_http_body import (
     BodyTooLarge,
@@ -269,10 +270,23 @@ class OTLPHTTPServer:
                                 f"cannot decode {signal.request_type.__name__}: {e}")
         if self.cfg.include_metadata:
             payload.headers = {k.lower(): v for k, v in request.headers.items()}
+        rejected, why = metric_names.screen(payload)
+        if rejected:
+            self.obs.refused(signal, rejected, metric_names.INVALID_NAME)
+        if why and payload.items == 0:  # nothing usable was left to deliver
+            return self._partial_success(is_json, rejected, why)
         result = await deliver(consumer, payload, self.obs)
         if result.outcome is Outcome.OK:
+            if why:
+                return self._partial_success(is_json, rejected, why)
             return web.Response(status=200, body=b"{}" if is_json else b"", content_type=JSON if is_json else PROTOBUF)
         return self._pipeline_error(signal, is_json, result)
+
+    def _partial_success(self, is_json: bool, rejected: int, why: str) -> web.Response:
+        """200 with an ExportMetricsServiceResponse whose partial_success says what was refused and why."""
+        response = metric_names.partial_success(rejected, why)
+        body = otlpjson.encode(response) if is_json else response.SerializeToString()
+        return web.Response(status=200, body=body, content_type=JSON if is_json else PROTOBUF)
 
     async def _decode_body(self, signal: Signal, is_json: bool, body: bytes, encoding: str | None,
                            limit: int) -> Payload:
