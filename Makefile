@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-deps bench lint clean docker
 
-$(STAMP): pyproject.toml setup.py processors/_wirewalk.c processors/_hsscan.c processors/_matches.h
+$(STAMP): pyproject.toml setup.py processors/privacy/_wirewalk.c processors/privacy/_hsscan.c processors/privacy/_matches.h
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -17,7 +17,7 @@ setup: $(STAMP)
 
 # promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`),
 # openssl for the TLS test certificates, and on amd64 libhyperscan-dev, so that `setup` builds
-# processors/_hsscan.c (secret_mask's scan without Python callbacks; optional elsewhere).
+# processors/privacy/_hsscan.c (secret_mask's scan without Python callbacks; optional elsewhere).
 HS_PKG := $(shell [ "$$(dpkg --print-architecture 2>/dev/null)" = amd64 ] && echo libhyperscan-dev)
 
 system-deps:

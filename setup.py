@@ -1,14 +1,14 @@
 """Build hook for the C extensions; everything else is declared in pyproject.toml.
 
-* `processors._wirewalk`: the privacy processors' wire walker (see the comment at the top of
-  processors/_wirewalk.c). Needs only a C compiler.
-* `processors._hsscan`: secret_mask's anchor scan calling libhyperscan directly (see
-  processors/_hsscan.c). Needs the system library too (Debian: libhyperscan-dev; `make test`
+* `processors.privacy._wirewalk`: the privacy processors' wire walker (see the comment at the top of
+  processors/privacy/_wirewalk.c). Needs only a C compiler.
+* `processors.privacy._hsscan`: secret_mask's anchor scan calling libhyperscan directly (see
+  processors/privacy/_hsscan.c). Needs the system library too (Debian: libhyperscan-dev; `make test`
   installs it on x86_64).
 
 Both are optional: where they cannot be built the install still succeeds and the Python code
 they replace does the same work, with the same results, slower. `make test` checks that they
-were built on the machines it sets up (tests/unit/processors/test_wirewalk_native.py).
+were built on the machines it sets up (tests/unit/processors/privacy/test_wirewalk_native.py).
 """
 from setuptools import Extension, setup
 
@@ -17,9 +17,9 @@ _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializer
 
 setup(
     ext_modules=[
-        Extension("processors._wirewalk", ["processors/_wirewalk.c"], depends=["processors/_matches.h"],
+        Extension("processors.privacy._wirewalk", ["processors/privacy/_wirewalk.c"], depends=["processors/privacy/_matches.h"],
                   optional=True, extra_compile_args=_FLAGS),
-        Extension("processors._hsscan", ["processors/_hsscan.c"], depends=["processors/_matches.h"],
+        Extension("processors.privacy._hsscan", ["processors/privacy/_hsscan.c"], depends=["processors/privacy/_matches.h"],
                   libraries=["hs"], optional=True, extra_compile_args=_FLAGS),
     ],
 )

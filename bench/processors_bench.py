@@ -15,7 +15,7 @@ whenever a processor causes them:
 spans (and no resource attributes): agent spans with nothing to mask or normalize.
 `--scanner re` forces the CPython `re` anchor scanner (the fallback where hyperscan
 is not installed) instead of hyperscan; `--walker python` the pure-Python wire walker
-(the fallback where the C extension processors/_wirewalk.c is not built). CPU time is `time.process_time()`; the
+(the fallback where the C extension processors/privacy/_wirewalk.c is not built). CPU time is `time.process_time()`; the
 figure is the median of `--reps` loops of `--seconds` each.
 
   python bench/processors_bench.py --signal traces --items-per-request 100
@@ -40,8 +40,8 @@ sys.path.insert(0, SHARED_BENCH)
 import payloads  # noqa: E402  (the shared load generator)
 
 from pipeline.model import Payload, Signal  # noqa: E402
-from processors.secret_mask import SecretMask, SecretMaskConfig  # noqa: E402
-from processors.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig  # noqa: E402
+from processors.privacy.secret_mask import SecretMask, SecretMaskConfig  # noqa: E402
+from processors.privacy.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig  # noqa: E402
 
 SIGNALS = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
 

@@ -31,7 +31,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest  # noqa: E402
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,  # noqa: E402
+)
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality  # noqa: E402
 
 from exporters.prometheus.server import MetricsServer  # noqa: E402

@@ -35,10 +35,12 @@ sys.path[:0] = [str(ROOT), str(SHARED)]
 import payloads as shared_payloads  # noqa: E402
 
 from pipeline.component import Settings  # noqa: E402
-from pipeline.configtypes import decode_dataclass  # noqa: E402
+from pipeline.config.types import decode_dataclass  # noqa: E402
 from pipeline.model import Payload, Signal  # noqa: E402
 from pipeline.testing import Sink, nop_settings  # noqa: E402
-from processors import cardinality_limit, probabilistic_sampler, tail_sampling  # noqa: E402
+from processors.cardinality_limit import processor as cardinality_limit
+from processors.sampling import probabilistic as probabilistic_sampler
+from processors.sampling import tail as tail_sampling  # noqa: E402
 
 
 class CountingSink(Sink):

@@ -5,7 +5,7 @@
 
 Same as `otelpipe run --config F` (uvloop, the real Service and graph, SIGTERM
 drains), except that the `statsd` factory is added to the factory map when
-pipeline/components.py does not list it yet, and `--statsd-port` /
+otelpipe/components.py does not list it yet, and `--statsd-port` /
 `--socket-buffer` set STATSD_PORT / STATSD_SOCKET_BUFFER for the config. On exit it prints one JSON line with the
 receiver's own counts (lines parsed, datagrams read, refused lines, kernel
 drops), so a sweep's daemon.log shows what was actually processed.
@@ -23,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pipeline import components  # noqa: E402
+from otelpipe import components  # noqa: E402
 from pipeline.component import Kind  # noqa: E402
-from pipeline.config import load  # noqa: E402
+from pipeline.config.loader import load  # noqa: E402
 from pipeline.logutil import configure_logging  # noqa: E402
 from pipeline.service import Service  # noqa: E402
 from pipeline.telemetry import Telemetry  # noqa: E402
-from receivers import statsd  # noqa: E402
+from receivers.statsd import receiver as statsd  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "bench" / "configs" / "statsd_capacity.yaml"
 

@@ -21,7 +21,7 @@ import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from pipeline.httpserver import GuardedServer, ServerTimeouts, auto_max_connections
+from pipeline.net.server import GuardedServer, ServerTimeouts, auto_max_connections
 from pipeline.netaddr import format_endpoint, parse_endpoint
 from pipeline.telemetry import Telemetry
 

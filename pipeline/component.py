@@ -11,7 +11,7 @@ import builtins
 import enum
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -156,6 +156,17 @@ class Factory:
         if self.kind is Kind.CONNECTOR:
             return ", ".join(f"{a.value}->{b.value} ({st.value})" for (a, b), st in self.connects.items())
         return ", ".join(f"{s.value} ({st.value})" for s, st in self.signals.items())
+
+
+def make_factory_map(factories: Iterable[Factory]) -> dict[Kind, dict[str, Factory]]:
+    """Group factories by kind and type name; a duplicate type is a programming error."""
+    out: dict[Kind, dict[str, Factory]] = {k: {} for k in Kind}
+    for f in factories:
+        if f.type in out[f.kind]:
+            raise ValueError(f"duplicate {f.kind.value} factory for type {f.type!r}")
+        out[f.kind][f.type] = f
+    return out
+
 
 
 class Exporter(Protocol):

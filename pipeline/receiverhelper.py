@@ -11,7 +11,12 @@ import enum
 from dataclasses import dataclass
 
 from pipeline.component import Consumer
-from pipeline.errors import DataRefusedError, PermanentError, QueueFullError, RetryableError
+from pipeline.errors import (
+    DataRefusedError,
+    PermanentError,
+    QueueFullError,
+    RetryableError,
+)
 from pipeline.model import Payload
 from pipeline.telemetry import ReceiverObs
 

@@ -280,16 +280,15 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: 
 
 
 @contextlib.asynccontextmanager
-async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, Factory]] | None = None,
+async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, Factory]],
                           env: Mapping[str, str] | None = None, *,
                           admin_address: str = "127.0.0.1:0") -> AsyncIterator[Service]:
-    """Run the whole daemon from a YAML string; the admin server binds `admin_address` (a free port)."""
-    from pipeline import components
-    from pipeline.config import build
-    from pipeline.confmap import load_texts
+    """Run the whole daemon from a YAML string with `factories`; the admin server binds `admin_address`."""
+    from pipeline.config.confmap import load_texts
+    from pipeline.config.loader import build
     from pipeline.service import Service
 
-    fmap = factories or components.factories()
+    fmap = factories
     overlay = f"service: {{telemetry: {{metrics: {{address: '{admin_address}'}}}}}}"
     raw, issues = load_texts([("<test config>", yaml_text), ("<test overlay>", overlay)])
     cfg = build(raw, issues, fmap, env if env is not None else os.environ)

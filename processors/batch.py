@@ -35,8 +35,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.configtypes import Duration
-from pipeline.errors import DataRefusedError, PermanentError, QueueFullError, RetryableError
+from pipeline.config.types import Duration
+from pipeline.errors import (
+    DataRefusedError,
+    PermanentError,
+    QueueFullError,
+    RetryableError,
+)
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal, merge, split
 

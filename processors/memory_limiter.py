@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 from pipeline.errors import DataRefusedError
 from pipeline.logutil import RateLimitedLog
 from pipeline.memtune import release_free_memory

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporters.prometheus.naming import VALID_LABEL_NAME
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.netaddr import parse_endpoint

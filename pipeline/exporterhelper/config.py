@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.exporterhelper.retry import RetryConfig
 

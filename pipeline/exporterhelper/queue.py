@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from pipeline.configtypes import ByteSize
+from pipeline.config.types import ByteSize
 from pipeline.model import Payload
 
 Sizer = Literal["requests", "items", "bytes"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 
 # The Collector's defaults (configretry.NewDefaultBackOffConfig).
 DEFAULT_INITIAL_INTERVAL = Duration(5.0)

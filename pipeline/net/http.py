@@ -40,7 +40,7 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from pipeline.configtypes import Secret
+from pipeline.config.types import Secret
 from pipeline.errors import PermanentError, RetryableError, TooLargeError
 from pipeline.net.tls import TLSClientConfig
 from pipeline.net.useragent import USER_AGENT

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
-from pipeline.configtypes import Secret
+from pipeline.config.types import Secret
 from pipeline.redact import redact_url
 
 

@@ -1,4 +1,4 @@
-"""Run the real `python -m pipeline` process and read its JSON log lines."""
+"""Run the real `python -m otelpipe` process and read its JSON log lines."""
 from __future__ import annotations
 
 import asyncio
@@ -23,7 +23,7 @@ class Daemon:
     async def start(self) -> dict[str, Any]:
         """Start and wait for the 'otelpipe is ready' line; returns it (admin + endpoints)."""
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pipeline", *self.args, cwd=str(ROOT), env=self.env,
+            sys.executable, "-m", "otelpipe", *self.args, cwd=str(ROOT), env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         async with asyncio.timeout(20):
             while True:

@@ -15,10 +15,13 @@ import grpc
 import pytest
 from aiohttp import web
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
+from otelpipe.testing import running_service
 from pipeline.model import Signal
-from pipeline.testing import make_traces, running_service
+from pipeline.testing import make_traces
 
 from .backends import HttpBackend
 

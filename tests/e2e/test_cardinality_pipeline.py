@@ -6,8 +6,8 @@ import socket
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.testing import running_service
-from tests.promtools import assert_promtool_ok
+from otelpipe.testing import running_service
+from tests.testdata.promtools import assert_promtool_ok
 
 CONFIG = """
 receivers:

@@ -11,8 +11,9 @@ import grpc
 import pytest
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
-from pipeline import components
-from pipeline.config import load
+from otelpipe import components
+from otelpipe.defaults import load_config
+from pipeline.config.loader import load
 from pipeline.model import Signal
 from pipeline.testing import make_traces
 
@@ -59,7 +60,7 @@ service:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "otelpipe", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=60, env={"PATH": "/usr/bin:/bin"})
 
 
@@ -119,5 +120,5 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_embedded_default_config_has_all_signals() -> None:
-    cfg = load(None, components.factories(), env={})
+    cfg = load_config([], components.factories(), env={})
     assert {p.signal for p in cfg.pipelines} == set(Signal)

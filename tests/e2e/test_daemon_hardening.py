@@ -64,7 +64,7 @@ class LimitedDaemon(Daemon):
             resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
 
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pipeline", *self.args, cwd=str(ROOT), env=self.env, preexec_fn=limit,
+            sys.executable, "-m", "otelpipe", *self.args, cwd=str(ROOT), env=self.env, preexec_fn=limit,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         async with asyncio.timeout(20):
             while True:
@@ -241,7 +241,7 @@ def test_validate_refuses_a_billion_laughs_file(tmp_path: Path) -> None:
     def memory_cap() -> None:  # an unbounded expansion fails with MemoryError instead of taking the machine
         resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
 
-    r = subprocess.run([sys.executable, "-m", "pipeline", "validate", "--config", str(bomb)], check=False, cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "otelpipe", "validate", "--config", str(bomb)], check=False, cwd=ROOT,
                        capture_output=True, text=True, timeout=HANG_GUARD, env={"PATH": "/usr/bin:/bin"},
                        preexec_fn=memory_cap)
     assert r.returncode == 1

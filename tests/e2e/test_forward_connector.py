@@ -12,8 +12,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from otelpipe.testing import running_service
 from pipeline.model import Signal
-from pipeline.testing import running_service
 
 from .backends import GrpcBackend, HttpBackend
 from .sdk import RESOURCE

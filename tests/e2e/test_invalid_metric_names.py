@@ -6,12 +6,15 @@ import aiohttp
 import grpc
 import pytest
 from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
 
+from otelpipe.testing import running_service
 from pipeline import otlpjson
 from pipeline.model import Signal
-from pipeline.testing import make_metrics, running_service
-from tests.promtools import assert_promtool_ok
+from pipeline.testing import make_metrics
+from tests.testdata.promtools import assert_promtool_ok
 
 CONFIG = """
 receivers:

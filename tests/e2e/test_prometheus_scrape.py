@@ -33,10 +33,10 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
 import exporters.prometheus as prometheus_exporter
-from pipeline.components import make_factory_map
-from pipeline.testing import running_service
-from receivers import otlp as otlp_receiver
-from tests.promtools import tool
+from otelpipe.testing import running_service
+from pipeline.component import make_factory_map
+from receivers.otlp import receiver as otlp_receiver
+from tests.testdata.promtools import tool
 
 CONFIG = """
 receivers:

@@ -11,11 +11,13 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-from pipeline import components
+from otelpipe import components
+from otelpipe.testing import running_service
 from pipeline.component import Factory, Kind
 from pipeline.model import Signal
-from pipeline.testing import kv, running_service
-from processors import probabilistic_sampler, tail_sampling
+from pipeline.testing import kv
+from processors.sampling import probabilistic as probabilistic_sampler
+from processors.sampling import tail as tail_sampling
 
 from .backends import GrpcBackend
 

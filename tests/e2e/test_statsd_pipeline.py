@@ -7,13 +7,13 @@ import pytest
 import statsd as statsd_client
 from datadog.dogstatsd import DogStatsd
 
-from pipeline import components
+from otelpipe import components
+from otelpipe.testing import running_service
 from pipeline.component import Kind
 from pipeline.model import Signal
 from pipeline.service import Service
-from pipeline.testing import running_service
-from receivers import statsd
-from receivers.statsd_aggregator import SCOPE_NAME, SCOPE_VERSION
+from receivers.statsd import receiver as statsd
+from receivers.statsd.aggregator import SCOPE_NAME, SCOPE_VERSION
 
 from .backends import GrpcBackend
 
@@ -114,7 +114,7 @@ async def test_uuid_routes_normalized_into_one_series_keep_their_total(monkeypat
 
     import aiohttp
 
-    from tests.promtools import samples
+    from tests.testdata.promtools import samples
 
     for var in ("DD_ENV", "DD_SERVICE", "DD_VERSION", "DD_TAGS", "DD_ENTITY_ID", "DD_EXTERNAL_ENV"):
         monkeypatch.delenv(var, raising=False)

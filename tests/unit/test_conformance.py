@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from pipeline import components
+from otelpipe import components
 from pipeline.component import Factory, Kind
-from pipeline.configtypes import decode_dataclass
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue
 from pipeline.exporterhelper import ExporterHelper
 from pipeline.model import Signal

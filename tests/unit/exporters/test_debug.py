@@ -10,11 +10,18 @@ from exporters import debug
 from exporters.debug import DebugExporter, DebugExporterConfig
 from pipeline import otlpjson
 from pipeline.component import Kind
-from pipeline.configtypes import decode_dataclass
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue
 from pipeline.exporterhelper import ExporterHelper
 from pipeline.model import Payload, Signal
-from pipeline.testing import kv, make_logs, make_metrics, make_traces, nop_host, nop_settings
+from pipeline.testing import (
+    kv,
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_host,
+    nop_settings,
+)
 
 
 def exporter(verbosity: str, signal: Signal = Signal.TRACES) -> tuple[DebugExporter, io.StringIO]:

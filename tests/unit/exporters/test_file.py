@@ -11,10 +11,16 @@ from exporters import file as file_exporter
 from exporters.file import FileExporter, FileExporterConfig
 from pipeline import otlpjson
 from pipeline.component import Kind
-from pipeline.configtypes import decode_dataclass
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue, RetryableError
 from pipeline.model import Payload, Signal
-from pipeline.testing import make_logs, make_metrics, make_traces, nop_host, nop_settings
+from pipeline.testing import (
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_host,
+    nop_settings,
+)
 
 
 def make(path: Path, signal: Signal = Signal.TRACES) -> FileExporter:

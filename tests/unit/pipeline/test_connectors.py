@@ -4,15 +4,14 @@ from __future__ import annotations
 import pytest
 
 from pipeline.component import ComponentID, Kind
-from pipeline.config import PipelineID, load_text
+from pipeline.config.loader import PipelineID, load_text
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
 from pipeline.model import Payload, Signal
 from pipeline.service import Service
 from pipeline.telemetry import Telemetry
 from pipeline.testing import NopHost, make_traces
-
-from .fakes import SinkExporter, connector_factories
+from tests.testdata.fakes import SinkExporter, connector_factories
 
 FAN = """
 receivers: {fake: {}}
@@ -81,7 +80,7 @@ service:
     traces/in: {receivers: [fake], processors: [batch], exporters: [forward]}
     traces/out: {receivers: [forward], processors: [batch/2], exporters: [sink]}
 """
-    from pipeline.components import make_factory_map
+    from pipeline.component import make_factory_map
     from processors import batch
 
     reg: dict[str, SinkExporter] = {}
@@ -156,10 +155,8 @@ def test_connector_validation_errors_name_the_key_path(text: str, expected: str)
 
 
 def test_a_connector_id_that_is_also_an_exporter_id_is_an_error() -> None:
-    from pipeline.component import Factory
-    from pipeline.components import make_factory_map
-
-    from .fakes import ALL, SinkExporterConfig
+    from pipeline.component import Factory, make_factory_map
+    from tests.testdata.fakes import ALL, SinkExporterConfig
 
     base = connector_factories()
     fmap = make_factory_map([*(f for kinds in base.values() for f in kinds.values()),

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-from pipeline.config import load_text
+from pipeline.config.loader import load_text
 from pipeline.graph import FanOut, Graph
 from pipeline.model import Payload, Signal
 from pipeline.telemetry import Telemetry
 from pipeline.testing import NopHost, Sink, make_traces
-
-from .fakes import SinkExporter, factories
+from tests.testdata.fakes import SinkExporter, factories
 
 CONFIG = """
 receivers: {fake: {}}

@@ -3,16 +3,15 @@ from __future__ import annotations
 
 import aiohttp
 
-from pipeline import components
+from otelpipe import components
 from pipeline.component import ComponentID
-from pipeline.config import PipelineID, load_text
+from pipeline.config.loader import PipelineID, load_text
 from pipeline.errors import ConfigError
 from pipeline.model import Signal
 from pipeline.service import Service
 from pipeline.telemetry import Telemetry
-
-from tests.promtools import assert_promtool_ok
-from .fakes import factories
+from tests.testdata.fakes import factories
+from tests.testdata.promtools import assert_promtool_ok
 
 A = """
 receivers: {fake: {}}

@@ -4,12 +4,20 @@ import asyncio
 
 import pytest
 
-from pipeline.components import make_factory_map
-from pipeline.config import load_text
-from pipeline.configtypes import decode_dataclass
+from pipeline.component import make_factory_map
+from pipeline.config.loader import load_text
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigError, PermanentError, QueueFullError, RetryableError
 from pipeline.model import Payload, Signal
-from pipeline.testing import Sink, make_logs, make_metrics, make_traces, nop_host, nop_settings, wait_until
+from pipeline.testing import (
+    Sink,
+    make_logs,
+    make_metrics,
+    make_traces,
+    nop_host,
+    nop_settings,
+    wait_until,
+)
 from processors.batch import FACTORY, BatchConfig, BatchProcessor
 
 BUILDERS = {Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}

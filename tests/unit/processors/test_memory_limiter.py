@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from pipeline.components import make_factory_map
-from pipeline.config import load_text
-from pipeline.configtypes import decode_dataclass
+from pipeline.component import make_factory_map
+from pipeline.config.loader import load_text
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigError, DataRefusedError
 from pipeline.model import Signal
 from pipeline.receiverhelper import Outcome, deliver

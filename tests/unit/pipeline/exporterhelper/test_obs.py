@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.component import Kind, Settings
-from pipeline.configtypes import ByteSize, Duration
+from pipeline.config.types import ByteSize, Duration
 from pipeline.errors import (
     PartialSuccessError,
     PermanentError,

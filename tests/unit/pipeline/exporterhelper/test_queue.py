@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from pipeline.component import Kind, Settings
-from pipeline.configtypes import ByteSize
+from pipeline.config.types import ByteSize
 from pipeline.errors import QueueFullError, RetryableError
 from pipeline.exporterhelper.queue import MemoryQueue, QueueConfig, new_queue
 from pipeline.exporterhelper.queue_sender import QueueSender
@@ -16,7 +16,7 @@ from pipeline.testing import Sink, nop_settings, payload, wait_until
 
 
 def test_queue_sizes_decode_from_yaml() -> None:
-    from pipeline.configtypes import decode_dataclass
+    from pipeline.config.types import decode_dataclass
     issues: list = []
     cfg = decode_dataclass(QueueConfig, {"sizer": "bytes", "queue_size": "64MiB", "max_size": "1GiB"}, "q", issues)
     assert issues == [] and cfg.queue_size == 64 * 1024 * 1024 and cfg.max_size == 1024 ** 3

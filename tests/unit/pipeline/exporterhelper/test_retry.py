@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper.errors import RetriesExhaustedError, ShutdownError
 from pipeline.exporterhelper.retry import Backoff, RetryConfig

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from pipeline.component import Kind
-from pipeline.configtypes import Duration
+from pipeline.config.types import Duration
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper.errors import ExportTimeoutError
 from pipeline.exporterhelper.obs import ObsSender

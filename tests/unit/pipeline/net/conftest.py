@@ -1,6 +1,6 @@
 """A throwaway self-signed server certificate for the HTTP client's TLS tests.
 
-The same fixture as tests/unit/exporters/conftest.py (fixtures do not cross sibling directories);
+The same fixture as tests/unit/conftest.py (fixtures do not cross sibling directories);
 hoisting both to tests/unit/conftest.py would leave one copy.
 """
 from __future__ import annotations

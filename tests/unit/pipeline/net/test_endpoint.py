@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.configtypes import decode_dataclass
+from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue
 from pipeline.net.endpoint import Endpoint
 

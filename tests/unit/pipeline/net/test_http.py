@@ -16,9 +16,14 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDictProxy
 
-from pipeline.configtypes import Secret
+from pipeline.config.types import Secret
 from pipeline.errors import PermanentError, RetryableError, TooLargeError
-from pipeline.net.http import MAX_RESPONSE_BYTES, RETRYABLE_STATUSES, HTTPClient, parse_retry_after
+from pipeline.net.http import (
+    MAX_RESPONSE_BYTES,
+    RETRYABLE_STATUSES,
+    HTTPClient,
+    parse_retry_after,
+)
 from pipeline.net.tls import TLSClientConfig
 from pipeline.net.useragent import USER_AGENT
 

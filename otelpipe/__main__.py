@@ -1,0 +1,4 @@
+"""`python -m otelpipe` is the same as the `otelpipe` console script."""
+from otelpipe.cli import main
+
+raise SystemExit(main())

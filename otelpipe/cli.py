@@ -1,0 +1,174 @@
+"""`otelpipe run|validate|components` — the only module that configures logging or exits.
+
+`run` fails fast on a bad config (every problem printed, exit 1), then serves
+until SIGTERM/SIGINT (graceful drain, exit 0; a second SIGINT forces the exit)
+and reloads its config on SIGHUP. uvloop is used when available.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import resource
+import signal
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from otelpipe import components
+from otelpipe.defaults import load_config
+from pipeline.config.loader import Config
+from pipeline.errors import ConfigError
+from pipeline.graph import StartError
+from pipeline.logutil import configure_logging
+from pipeline.memtune import tune_malloc
+
+log = logging.getLogger("otelpipe.service")
+
+
+def _config_paths(args: argparse.Namespace) -> list[str]:
+    paths: list[str] = list(args.config or [])
+    if not paths and os.environ.get("OTELPIPE_CONFIG"):
+        paths = [p for p in os.environ["OTELPIPE_CONFIG"].split(os.pathsep) if p]
+    return paths
+
+
+def _print_issues(err: ConfigError, stream: TextIO = sys.stderr) -> None:
+    for issue in err.issues:
+        print(str(issue), file=stream)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    paths = _config_paths(args)
+    try:
+        cfg = load_config(paths, components.factories())
+    except ConfigError as e:
+        _print_issues(e)
+        n = sum(1 for i in e.issues if not i.warning)
+        print(f"invalid configuration: {n} problem{'s' if n != 1 else ''}", file=sys.stderr)
+        return 1
+    for w in cfg.warnings:
+        print(str(w), file=sys.stderr)
+    print(f"configuration is valid: {len(cfg.pipelines)} pipeline(s): "
+          f"{', '.join(str(p) for p in cfg.pipelines)}")
+    return 0
+
+
+def cmd_components(_args: argparse.Namespace) -> int:
+    fmap = components.factories()
+    for kind, items in fmap.items():
+        print(f"{kind.section}:")
+        for name in sorted(items):
+            f = items[name]
+            sigs = ", ".join(f"{s.value} ({st.value})" for s, st in f.signals.items())
+            print(f"  {name:<22} {sigs}")
+    return 0
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard limit, as every Go program (the Collector too) does at start.
+
+    Distributions often start services with a soft limit of 1024 and a much
+    higher hard one; each client connection costs a descriptor. Returns the
+    (old, new) soft limit; the new one is unchanged when raising is refused.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return soft, soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as e:  # e.g. an unlimited hard limit above the kernel's nr_open
+        log.info("cannot raise the open-file limit", extra={"soft": soft, "hard": hard, "error": str(e)})
+        return soft, soft
+    return soft, hard
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    tune_malloc()  # before any gRPC thread exists; see pipeline/memtune.py
+    paths = _config_paths(args)
+    fmap = components.factories()
+    try:
+        cfg = load_config(paths, fmap)
+    except ConfigError as e:
+        _print_issues(e)
+        print("otelpipe: not starting: the configuration is invalid (see above; `otelpipe validate` checks a "
+              "config without running it)", file=sys.stderr)
+        return 1
+    tel = cfg.service.telemetry.logs
+    configure_logging(tel.level, tel.encoding)
+    old_nofile, nofile = raise_open_file_limit()
+    if nofile != old_nofile:
+        log.info("raised the open-file limit", extra={"from": old_nofile, "to": nofile})
+    for w in cfg.warnings:
+        log.warning(w.message, extra={"path": w.path, "file": w.file})
+
+    def reload_config() -> Config:
+        return load_config(paths, fmap)
+
+    loop_factory = None
+    if not args.no_uvloop:
+        try:
+            import uvloop
+
+            loop_factory = uvloop.new_event_loop
+        except ImportError:
+            loop_factory = None
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_serve(cfg, fmap, reload_config))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _serve(cfg: Config, fmap: object, reload_config: object) -> int:
+    from pipeline.service import Service
+
+    service = Service(cfg, fmap, reload_config=reload_config)  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_stop(signame: str) -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1 and signame == "SIGINT":
+            log.error("second SIGINT: exiting without draining")
+            os._exit(130)
+        log.info("stop requested", extra={"signal": signame})
+        service.request_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_stop, sig.name)
+    loop.add_signal_handler(signal.SIGHUP, service.request_reload)
+    try:
+        await service.run()
+    except (StartError, OSError) as e:
+        log.error("otelpipe failed to start", extra={"error": str(e)})
+        print(f"otelpipe: failed to start: {e}", file=sys.stderr)
+        return 1
+    return 1 if service.fatal else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="otelpipe", description="OpenTelemetry-style telemetry pipeline daemon")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the pipelines (the embedded default config when no --config is given)")
+    run.add_argument("-c", "--config", action="append", metavar="FILE",
+                     help="config file; repeat to merge several, later keys winning (env: OTELPIPE_CONFIG)")
+    run.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    run.set_defaults(func=cmd_run)
+    val = sub.add_parser("validate", help="check config files; exit 1 with one line per problem")
+    val.add_argument("-c", "--config", action="append", metavar="FILE")
+    val.set_defaults(func=cmd_validate)
+    comp = sub.add_parser("components", help="list every component type with its signals and stability")
+    comp.set_defaults(func=cmd_components)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,417 @@
+"""uuid_normalize: replace identifiers in span names, routes and metric attributes by placeholders.
+
+Agent telemetry carries session, run, tool-call and conversation ids inside
+routes and span names (`/v1/agents/3f2c.../runs`). Every distinct id is a new
+series in Prometheus and a new operation name in tracing backends. This
+processor rewrites them to placeholders (`/v1/agents/{uuid}/runs`) where
+grouping happens: span names, selected span/log attributes and metric data
+point attributes. Trace and span ids, resource attributes (service.instance.id
+is an identity, not noise) and unselected attributes are never touched.
+
+Cost model: the request is never decoded or re-encoded. With the C wire walker
+(`processors/privacy/_wirewalk.c`) the walk visits the span names and selected
+attributes only, checks each for the anchors an id must contain
+(`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments, hex and ULID runs) in
+C, hands the few strings holding one to the normalizer (a template
+substitution when only UUIDs can match) and splices the results into the
+bytes. Without it, one hyperscan pass (CPython `re` where hyperscan is not
+installed) over the whole request finds the anchors, a request without any is
+handed on untouched, and the Python walker does the rest, with the same
+result. The decoded-message walk (`UUIDNormalize.rewrite`) remains for
+payloads that only exist decoded, for user `patterns` (which cannot be anchored
+on bytes) and for bytes the wire walker refuses.
+
+Metrics: points of one metric that normalization makes the same series (200
+routes `/v1/agents/<uuid>/runs` become one `/v1/agents/{uuid}/runs`) are merged
+into one point, so totals survive: an exporter keeps only one point of a
+series per timestamp (the Prometheus exporter took 1 of 200 StatsD
+increments). How sums, histograms, gauges and summaries merge, and what
+"the same series" means for delta and cumulative data, is in
+`pipeline/pointmerge.py`. Only metrics in which a string changed are looked
+at, so a request normalization leaves alone pays nothing. Merged points leave
+the request: they are counted as dropped with `reason="merged"` (their values
+live on in the point they were merged into), so accepted = sent + dropped holds.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import cast
+
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+
+from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
+from pipeline.model import ExportRequest, Payload, Signal
+from pipeline.pointmerge import (
+    MetricBytes,
+    MetricKey,
+    changed_metrics,
+    merge_same_series,
+    needs_origins,
+)
+from pipeline.telemetry import CountsByLabel
+from processors.privacy.anchorscan import Anchor, AnchorScanner, shaped
+from processors.privacy.attrwalk import (
+    PF_HEX,
+    PF_NUM,
+    PF_ULID,
+    PF_UUID,
+    STRING,
+    Attrs,
+    Plan,
+    SelectedKeys,
+    WireFallback,
+    WireRewriter,
+    rewrite_attributes,
+    wire_plan,
+)
+
+DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
+    "http.route", "http.target", "url.path", "url.template", "rpc.method", "messaging.destination.name",
+)
+
+_H = "[0-9a-fA-F]"
+_UUID_CORE = f"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}"
+#: 8-4-4-4-12 hex, any case, optionally braced or prefixed with urn:uuid:, not inside a longer word.
+#: Every detector uses the same boundary (no letter or digit on either side) and every match
+#: starts and ends with a letter, digit or brace, so replacing one match never unblocks a
+#: neighbour: normalizing twice gives the same text as normalizing once.
+UUID_PATTERN = rf"(?<![0-9A-Za-z])(?:(?i:urn:uuid:)(?:\{{{_UUID_CORE}\}}|{_UUID_CORE})|\{{{_UUID_CORE}\}}|{_UUID_CORE})(?![0-9A-Za-z])"
+#: Crockford base32, 26 characters, first one 0-7 (48-bit timestamp), one case.
+ULID_PATTERN = r"(?<![0-9A-Za-z])[0-7](?:[0-9A-HJKMNP-TV-Z]{25}|[0-9a-hjkmnp-tv-z]{25})(?![0-9A-Za-z])"
+#: At least 16 hex characters in a row (request ids, hashes, hex trace ids in strings).
+HEX_PATTERN = r"(?<![0-9A-Za-z])[0-9a-fA-F]{16,}(?![0-9A-Za-z])"
+#: A path segment made only of digits: /users/12345/ or /users/12345 (before /, ?, #, ; or the end).
+NUMERIC_SEGMENT_PATTERN = r"(?<=/)[0-9]+(?=[/?#;]|$|\s)"
+
+_UUID_HINT = re.compile(r"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+_NUM_HINT = re.compile(r"/[0-9]")
+_RUN_HINT = re.compile(r"[0-9A-Za-z]{16}")
+#: Where NUMERIC_SEGMENT_PATTERN matches, led by the `/` it looks behind at (so `re` skips to it).
+_NUM_SEGMENT = re.compile(r"/[0-9]+(?=[/?#;]|$|\s)")
+_HEX_CHARS = b"0123456789abcdefABCDEF"
+_ULID_CHARS = b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
+#: Bytes every match of a builtin detector contains (inside the string holding it). Runs are
+#: plain windows (no boundary conditions: next to a string are tag and length bytes that may
+#: look like hex digits); the ULID window takes either case, a superset of the detector.
+UUID_ANCHOR = Anchor(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
+NUMERIC_SEGMENT_ANCHOR = Anchor(rb"/[0-9]")
+HEX_ANCHOR = shaped(rb"[0-9a-fA-F]{16}", [(_HEX_CHARS, 16)])
+ULID_ANCHOR = shaped(rb"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}", [(_ULID_CHARS, 26)])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PatternConfig:
+    """A user rule: every match of `regex` becomes `replacement` (re.sub syntax, \\1 and \\g<name> work)."""
+
+    regex: str = ""
+    replacement: str = ""
+
+    def validate(self) -> list[object]:
+        if not self.regex:
+            return [("regex", "is required")]
+        try:
+            rx = re.compile(self.regex)
+        except re.error as e:
+            return [("regex", f"invalid regular expression {self.regex!r}: {e}")]
+        if rx.match(""):
+            return [("regex", f"{self.regex!r} matches the empty string; it would insert the replacement everywhere")]
+        try:
+            rx.sub(self.replacement, "")  # parses group references in the template
+        except (re.error, IndexError) as e:
+            return [("replacement", f"invalid replacement {self.replacement!r}: {e}")]
+        return []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UUIDNormalizeConfig:
+    replacement: str = "{uuid}"
+    span_names: bool = True
+    span_attributes: tuple[str, ...] = DEFAULT_SPAN_ATTRIBUTES
+    log_attributes: tuple[str, ...] = ()
+    #: data point attributes to normalize; null (the default) means all of them, [] none.
+    metric_attributes: tuple[str, ...] | None = None
+    numeric_path_segments: bool = True
+    hex_ids: bool = True
+    ulids: bool = True
+    patterns: tuple[PatternConfig, ...] = ()
+
+    def validate(self) -> list[object]:
+        issues: list[object] = []
+        for pat in (UUID_PATTERN, HEX_PATTERN, ULID_PATTERN):
+            if re.search(pat, self.replacement):
+                issues.append(("replacement", (f"{self.replacement!r} would itself be normalized again; "
+                                               "use text without ids, e.g. '{uuid}'")))
+                break
+        return issues
+
+
+_PLACEHOLDERS = {"ulid": "{ulid}", "hex": "{hex}", "num": "{id}"}
+
+
+class Normalizer:
+    """The string function: all enabled detectors in one regex pass, then user patterns."""
+
+    def __init__(self, cfg: UUIDNormalizeConfig) -> None:
+        alts = [f"(?P<uuid>{UUID_PATTERN})"]
+        if cfg.ulids:
+            alts.append(f"(?P<ulid>{ULID_PATTERN})")
+        if cfg.hex_ids:
+            alts.append(f"(?P<hex>{HEX_PATTERN})")
+        if cfg.numeric_path_segments:
+            alts.append(f"(?P<num>{NUMERIC_SEGMENT_PATTERN})")
+        self._rx = re.compile("|".join(alts))
+        self._num = cfg.numeric_path_segments
+        self._runs = cfg.hex_ids or cfg.ulids
+        self._placeholders = {**_PLACEHOLDERS, "uuid": cfg.replacement}
+        self._user = tuple((re.compile(p.regex), p.replacement) for p in cfg.patterns)
+        self.counts: dict[str, int] = {}
+        # The fast path of `normalize_candidate`: UUIDs alone, replaced by a template (no callback).
+        self._uuid_rx = re.compile(UUID_PATTERN)
+        self._uuid_template = cfg.replacement.replace("\\", "\\\\")
+
+    def _sub(self, m: re.Match[str]) -> str:
+        kind = m.lastgroup
+        assert kind is not None
+        text = m.group()
+        # hex: digits and letters both, one letter case: ids and hashes, not numbers or words.
+        if kind == "hex" and (text.isdigit() or not any(c.isdigit() for c in text)
+                              or (text != text.lower() and text != text.upper())):
+            return text
+        if kind == "ulid" and (sum(c.isdigit() for c in text) < 2 or text.isdigit()):
+            return text
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+        return self._placeholders[kind]
+
+    def maybe(self, s: str) -> bool:
+        """Cheap hints (C-speed substring and literal-prefixed searches) that a builtin may match."""
+        if "-" in s and _UUID_HINT.search(s) is not None:
+            return True
+        if self._num and "/" in s and _NUM_HINT.search(s) is not None:
+            return True
+        return self._runs and len(s) >= 16 and _RUN_HINT.search(s) is not None
+
+    def __call__(self, s: str) -> str:
+        if self.maybe(s) and self._rx.search(s) is not None:
+            s = self._rx.sub(self._sub, s)
+        for rx, repl in self._user:
+            new, n = rx.subn(repl, s)
+            if n and new != s:
+                self.counts["pattern"] = self.counts.get("pattern", 0) + n
+                s = new
+        return s
+
+    def normalize_candidate(self, s: str, _start: int = 0, _end: int = 0) -> str:
+        """`self(s)` for a string known to hold a candidate, without the cheap hints (for the wire
+        path, only when there are no user patterns). The hints are necessary conditions of a
+        builtin match, so skipping them changes nothing."""
+        return self._rx.sub(self._sub, s)
+
+    def normalize_found(self, s: str, found: int) -> str:
+        """`normalize_candidate(s)` for a string in which the C walker found the anchors `found`
+        (`PF_*` flags, see `WireRewriter.rewrite_all`).
+
+        Ids in agent telemetry are nearly all UUIDs, and the joint regex (four look-behind-led
+        alternatives tried at every character) costs 2.5x a UUID-only one. `re.sub` matches
+        against the original string, so where no other detector can match anywhere in it, the
+        joint regex finds exactly the UUID-only regex's matches: then a template substitution
+        does the work, without a Python call per match. Every ULID or hex match holds its anchor,
+        and a numeric segment is checked directly (`/1f55...`, a UUID after a slash, holds the
+        `/digit` anchor without being one).
+        """
+        if found & (PF_HEX | PF_ULID) or (found & PF_NUM and _NUM_SEGMENT.search(s) is not None):
+            return self._rx.sub(self._sub, s)
+        new, n = self._uuid_rx.subn(self._uuid_template, s)
+        if n:
+            self.counts["uuid"] = self.counts.get("uuid", 0) + n
+        return new
+
+    def take_counts(self) -> dict[str, int]:
+        c = self.counts
+        self.counts = {}
+        return c
+
+
+class UUIDNormalize:
+    """The pure payload function (see module docstring)."""
+
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, scanner_backend: str = "auto",
+                 native: bool | None = None) -> None:
+        self.cfg = cfg
+        self.signal = signal
+        self.fn = Normalizer(cfg)
+        self._span_keys = frozenset(cfg.span_attributes)
+        self._log_keys = frozenset(cfg.log_attributes)
+        self._metric_keys = None if cfg.metric_attributes is None else frozenset(cfg.metric_attributes)
+        anchors = [UUID_ANCHOR]
+        if cfg.numeric_path_segments:
+            anchors.append(NUMERIC_SEGMENT_ANCHOR)
+        if cfg.hex_ids:
+            anchors.append(HEX_ANCHOR)
+        if cfg.ulids:
+            anchors.append(ULID_ANCHOR)
+        self.scanner = AnchorScanner(anchors, backend=scanner_backend)
+        self._always = bool(cfg.patterns)  # user regexes cannot be checked on bytes: walk everything
+        self.wire = None if self._always else WireRewriter(self._wire_plan(), native=native)
+        # the same anchors as the scanner's, for the C walker's own check (`rewrite_all`)
+        self._prefilter = (PF_UUID | (PF_NUM if cfg.numeric_path_segments else 0) | (PF_HEX if cfg.hex_ids else 0)
+                           | (PF_ULID if cfg.ulids else 0))
+        self.nothing_selected = (
+            (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
+            or (signal is Signal.LOGS and not self._log_keys)
+            or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
+        )
+
+    def _wire_plan(self) -> Plan:
+        """Where uuid_normalize looks on the wire: the same places as `rewrite`."""
+        def selected(keys: frozenset[str] | None) -> Attrs:
+            return Attrs(None if keys is None else SelectedKeys(keys))
+
+        if self.signal is Signal.TRACES:
+            span: dict[str, object] = {"attributes": selected(self._span_keys)}
+            if self.cfg.span_names:
+                span["name"] = STRING
+            spec: dict[str, object] = {"resource_spans": {"scope_spans": {"spans": span}}}
+        elif self.signal is Signal.LOGS:
+            spec = {"resource_logs": {"scope_logs": {"log_records": {"attributes": selected(self._log_keys)}}}}
+        else:
+            points = {"data_points": {"attributes": selected(self._metric_keys)}}
+            metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary")}
+            spec = {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
+        return wire_plan(self.signal.request_type.DESCRIPTOR, spec)
+
+    def __call__(self, payload: Payload) -> Payload:
+        if self.nothing_selected:
+            return payload
+        raw = payload.raw_cached
+        if raw is None or self.wire is None:
+            return self._decoded(payload)
+        counts = dict(self.fn.counts)
+        try:
+            if self.wire.native is not None:
+                # The C walker checks the anchors itself, on the selected strings only: no scan of
+                # the whole request (most of which, unselected attributes, is never looked at).
+                new = self.wire.rewrite_all(raw, self.fn.normalize_found, self._prefilter)
+            else:
+                offsets = self.scanner.scan(raw)[0]
+                if not offsets:
+                    return payload  # no candidate anywhere: not decoded, bytes kept
+                new = self.wire.rewrite(raw, offsets, self.fn.normalize_candidate)
+        except WireFallback:
+            self.fn.counts = counts  # forget what the abandoned walk counted
+            return self._decoded(payload)
+        if new is not None:
+            payload.replace_raw(new)
+            if self.signal is Signal.METRICS:
+                before, after = MetricBytes(raw), MetricBytes(new)
+                _merge(payload, changed_metrics(before, after), before, after)
+        return payload
+
+    def _decoded(self, payload: Payload) -> Payload:
+        msg = payload.message
+        if self.signal is not Signal.METRICS:
+            if self.rewrite(msg):
+                payload.mutable()  # drop the stale wire bytes; the message was changed in place
+            return payload
+        # Merging cumulative points needs each point's series before normalization (its origin).
+        before = None
+        if needs_origins(msg):  # type: ignore[arg-type]
+            before = MetricBytes(payload.raw_cached or msg.SerializeToString())
+        n, changed = self._rewrite_metrics(msg)
+        if n:
+            payload.mutable()
+            _merge(payload, changed, before)
+        return payload
+
+    def rewrite(self, msg: ExportRequest) -> int:
+        """Normalize `msg` in place; returns the number of strings changed."""
+        fn = self.fn
+        n = 0
+        if self.signal is Signal.TRACES:
+            names = self.cfg.span_names
+            keys = self._span_keys
+            for rs in msg.resource_spans:  # type: ignore[union-attr]
+                for ss in rs.scope_spans:
+                    for sp in ss.spans:
+                        if names:
+                            name = sp.name
+                            new = fn(name)
+                            if new != name:
+                                sp.name = new
+                                n += 1
+                        if keys:
+                            n += rewrite_attributes(sp.attributes, fn, keys)
+        elif self.signal is Signal.LOGS:
+            keys = self._log_keys
+            for rl in msg.resource_logs:  # type: ignore[union-attr]
+                for sl in rl.scope_logs:
+                    for lr in sl.log_records:
+                        n += rewrite_attributes(lr.attributes, fn, keys)
+        else:
+            n = self._rewrite_metrics(msg)[0]
+        return n
+
+    def _rewrite_metrics(self, msg: ExportRequest) -> tuple[int, list[MetricKey]]:
+        """Normalize data point attributes in place; returns (strings changed, the metrics they are in)."""
+        fn, keys = self.fn, self._metric_keys
+        n = 0
+        changed: list[MetricKey] = []
+        for ri, rm in enumerate(msg.resource_metrics):  # type: ignore[union-attr]
+            for si, sm in enumerate(rm.scope_metrics):
+                for mi, m in enumerate(sm.metrics):
+                    kind = m.WhichOneof("data")
+                    if kind is None:
+                        continue
+                    k = 0
+                    for dp in getattr(m, kind).data_points:
+                        k += rewrite_attributes(dp.attributes, fn, keys)
+                    if k:
+                        n += k
+                        changed.append((ri, si, mi))
+        return n, changed
+
+
+def _merge(payload: Payload, changed: list[MetricKey], before: MetricBytes | None,
+           after: MetricBytes | None = None) -> None:
+    """Merge the points that became one series in the changed metrics; the payload recounts its items.
+
+    With `after` (the payload's bytes) the payload is decoded only if there is something to merge.
+    """
+    def request() -> ExportMetricsServiceRequest:
+        return cast(ExportMetricsServiceRequest, payload.message)
+
+    if changed and merge_same_series(request, changed, before, after):
+        payload.mark_changed()
+
+
+def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):  # type: ignore[no-untyped-def]
+    assert settings.signal is not None
+    proc = UUIDNormalize(cfg, settings.signal)
+    counter = settings.telemetry.counter(
+        "processor_normalized_values", "Identifiers replaced by placeholders, by detector.",
+        ("processor", "pipeline", "detector"))
+    counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
+
+    def process(payload: Payload) -> Payload:
+        out = proc(payload)
+        if proc.fn.counts:
+            counts.add(proc.fn.take_counts())
+        return out
+
+    # Points merged into another are the only items that leave: counted as dropped, reason "merged".
+    return processor_from_func(settings, process, next_consumer, mutates_data=True,  # type: ignore[arg-type]
+                               drop_reason="merged")
+
+
+FACTORY = Factory(
+    type="uuid_normalize",
+    kind=Kind.PROCESSOR,
+    config_type=UUIDNormalizeConfig,
+    signals={Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA},
+    create=create,
+    description="Replaces UUIDs, ULIDs, long hex ids and numeric path segments with placeholders.",
+)
+
+__all__ = ["FACTORY", "Normalizer", "PatternConfig", "UUIDNormalize", "UUIDNormalizeConfig"]

@@ -1,0 +1,223 @@
+"""OTLP/gRPC transport: the TraceService, MetricsService and LogsService `Export` methods.
+
+The methods are registered with no request deserializer, so each call hands us
+the raw message bytes: we decode them once with the request type's `FromString`
+(malformed → INVALID_ARGUMENT) and keep those bytes on the Payload, so nothing
+is re-encoded on the way to an exporter that sends protobuf. grpc core does the
+rest in C: gzip decompression and the `max_recv_msg_size_mib` limit (checked on
+the decompressed message; RESOURCE_EXHAUSTED before any Python runs).
+
+So that those core refusals are counted too, `Export` is registered as a
+stream-unary method: the handler starts before the message is read and reads
+it itself (`context.read()`). A unary client cannot tell the difference, and a
+read that yields no message means core ended the call: counted `too_large`
+(the message was over the limit or could not be inflated; core gives no
+reason, so a client that cancels before its message arrives counts the same),
+or `timeout` when the client's deadline had passed. A client that really sent
+no message (only a hand-made streaming call can) gets INVALID_ARGUMENT and
+counts as `malformed`.
+A signal with no consumer has no service registered, so grpc answers
+UNIMPLEMENTED for it.
+
+Pipeline outcomes map as the Collector's do: throttled → RESOURCE_EXHAUSTED,
+unavailable → UNAVAILABLE, both with a google.rpc.RetryInfo; permanent →
+INVALID_ARGUMENT. The RetryInfo travels in `grpc-status-details-bin` (a
+google.rpc.Status, as grpc-go and the Collector send it) and also as
+`google.rpc.retryinfo-bin`, which is where the OpenTelemetry Python SDK's
+exporter looks for it.
+"""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
+
+import grpc
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
+from google.rpc.error_details_pb2 import RetryInfo
+from google.rpc.status_pb2 import Status
+
+from pipeline.component import Consumer, Settings
+from pipeline.logutil import RateLimitedLog
+from pipeline.model import Payload, Signal
+from pipeline.netaddr import format_endpoint, parse_endpoint
+from pipeline.receiverhelper import Outcome, Result, deliver
+from pipeline.telemetry import ReceiverObs
+from receivers.otlp import metric_names
+
+if TYPE_CHECKING:
+    from receivers.otlp.receiver import GRPCConfig
+
+SERVICE_NAMES = {
+    Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
+    Signal.METRICS: "opentelemetry.proto.collector.metrics.v1.MetricsService",
+    Signal.LOGS: "opentelemetry.proto.collector.logs.v1.LogsService",
+}
+# How long shutdown lets in-flight calls finish before grpc cancels them.
+SHUTDOWN_GRACE = 5.0
+# An empty Export*ServiceResponse (partial_success unset) is zero bytes on the wire.
+_EMPTY_RESPONSE = b""
+_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
+
+_STATUS_FOR_OUTCOME = {
+    Outcome.THROTTLED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Outcome.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Outcome.PERMANENT: grpc.StatusCode.INVALID_ARGUMENT,
+}
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+ExportHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
+
+
+def local_address(host: str, port: int) -> str:
+    """The address a local client dials: a wildcard bind is reached through loopback."""
+    if host in _WILDCARD_HOSTS:
+        host = "::1" if ":" in host else "127.0.0.1"
+    return format_endpoint(host, port)
+
+
+def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | None) -> Metadata:
+    """Trailing metadata for an error: a google.rpc.Status (with RetryInfo when a delay is known)."""
+    status = Status(code=code.value[0], message=message)
+    if retry_after is None:
+        return (("grpc-status-details-bin", status.SerializeToString()),)
+    seconds = max(retry_after, 0.0)
+    whole = int(seconds)
+    info = RetryInfo(retry_delay=Duration(seconds=whole, nanos=round((seconds - whole) * 1e9)))
+    detail = AnyProto()
+    detail.Pack(info)
+    status.details.append(detail)
+    return (
+        ("grpc-status-details-bin", status.SerializeToString()),
+        ("google.rpc.retryinfo-bin", info.SerializeToString()),
+    )
+
+
+class OTLPGRPCServer:
+    """One grpc.aio server serving Export for every signal that has a consumer."""
+
+    def __init__(self, settings: Settings, cfg: GRPCConfig, consumers: Mapping[Signal, Consumer]) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self.consumers = dict(consumers)
+        self.obs: ReceiverObs = settings.telemetry.receiver(str(settings.id), "grpc")
+        self.endpoint = ""
+        self._receiver = str(settings.id)
+        self._log = RateLimitedLog(settings.logger)
+        self._server: grpc.aio.Server | None = None
+
+    def _options(self) -> list[tuple[str, int]]:
+        opts = [
+            ("grpc.max_receive_message_length", self.cfg.max_recv_msg_size_mib * 1024 * 1024),
+            # Without this, grpc binds with SO_REUSEPORT and a port clash goes unnoticed.
+            ("grpc.so_reuseport", 0),
+        ]
+        if self.cfg.max_concurrent_streams:
+            opts.append(("grpc.max_concurrent_streams", self.cfg.max_concurrent_streams))
+        return opts
+
+    async def start(self) -> str:
+        """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
+        host, port = parse_endpoint(self.cfg.endpoint)
+        server = grpc.aio.server(options=self._options())
+        for signal, consumer in self.consumers.items():
+            handler = grpc.stream_unary_rpc_method_handler(self._make_export(signal, consumer))
+            server.add_generic_rpc_handlers(
+                (grpc.method_handlers_generic_handler(SERVICE_NAMES[signal], {"Export": handler}),))
+        bind = format_endpoint(host or "0.0.0.0", port)
+        try:
+            bound = server.add_insecure_port(bind)
+        except RuntimeError as e:
+            await server.stop(None)
+            raise OSError(f"cannot listen for OTLP/gRPC on {bind}: {e}") from e
+        if not bound:  # older grpc versions report a failed bind as port 0
+            await server.stop(None)
+            raise OSError(f"cannot listen for OTLP/gRPC on {bind}")
+        await server.start()
+        self._server = server
+        self.endpoint = local_address(host, bound)
+        self.settings.logger.info("OTLP/gRPC receiver listening",
+                                  extra={"endpoint": bind, "bound": self.endpoint,
+                                         "signals": [s.value for s in self.consumers]})
+        return self.endpoint
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight calls finish for up to SHUTDOWN_GRACE seconds; safe twice."""
+        server, self._server = self._server, None
+        if server is not None:
+            await server.stop(SHUTDOWN_GRACE)
+
+    def _make_export(self, signal: Signal, consumer: Consumer) -> ExportHandler:
+        decode = signal.request_type.FromString
+        obs = self.obs
+        receiver = self._receiver
+        include_metadata = self.cfg.include_metadata
+
+        async def export(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+            body = await context.read()
+            if not isinstance(body, bytes):  # grpc.aio.EOF: no message
+                await self._no_message(signal, context)
+                return _EMPTY_RESPONSE
+            try:
+                msg = decode(body)
+            except (DecodeError, ValueError) as e:
+                obs.refused(signal, 1, "malformed")  # items unknown: the request counts once
+                self._log.warning("refused a malformed OTLP/gRPC request", key=f"malformed-{signal.value}",
+                                  extra={"signal": signal.value, "error": str(e), "bytes": len(body)})
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                    f"cannot decode {signal.request_type.__name__}: {e}")
+            headers = _metadata(context) if include_metadata else None
+            payload = Payload(signal, message=msg, raw=body, receiver=receiver, headers=headers)
+            rejected, why = metric_names.screen(payload)
+            if rejected:
+                obs.refused(signal, rejected, metric_names.INVALID_NAME)
+            if why and payload.items == 0:  # nothing usable was left to deliver
+                return bytes(metric_names.partial_success(rejected, why).SerializeToString())
+            result = await deliver(consumer, payload, obs)
+            if result.outcome is Outcome.OK:
+                return bytes(metric_names.partial_success(rejected, why).SerializeToString()) if why else _EMPTY_RESPONSE
+            await self._abort(context, signal, result)
+            return _EMPTY_RESPONSE  # not reached: abort raises
+
+        return export
+
+    async def _no_message(self, signal: Signal, context: grpc.aio.ServicerContext) -> None:
+        """The call ended without a request message: find out whether grpc core ended it, and count it once.
+
+        If core refused the message (or the client gave up), the call is over:
+        the next operation on it fails, or grpc cancels this handler. Only a
+        client that half-closed without sending anything lets it succeed.
+        """
+        remaining = context.time_remaining()
+        reason = "timeout" if remaining is not None and remaining <= 0 else "too_large"
+        try:
+            await context.send_initial_metadata(())
+        except asyncio.CancelledError:
+            self._count_core_refusal(signal, reason)
+            raise
+        except grpc.aio.InternalError:  # ExecuteBatchError: the call was already finished by core
+            self._count_core_refusal(signal, reason)
+            return
+        self.obs.refused(signal, 1, "malformed")
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"no {signal.request_type.__name__} message was sent")
+
+    def _count_core_refusal(self, signal: Signal, reason: str) -> None:
+        self.obs.refused(signal, 1, reason)
+        self._log.warning("grpc refused an OTLP/gRPC request before it was read", key=f"{reason}-{signal.value}",
+                          extra={"signal": signal.value, "reason": reason,
+                                 "max_recv_msg_size_mib": self.cfg.max_recv_msg_size_mib})
+
+    async def _abort(self, context: grpc.aio.ServicerContext, signal: Signal, result: Result) -> None:
+        code = _STATUS_FOR_OUTCOME[result.outcome]
+        retry_after = None if result.outcome is Outcome.PERMANENT else result.retry_after
+        self._log.warning("pipeline refused an OTLP/gRPC request", key=f"{result.outcome.value}-{signal.value}",
+                          extra={"signal": signal.value, "code": code.name, "error": result.message})
+        message = result.message or result.outcome.value
+        await context.abort(code, message, error_metadata(code, message, retry_after))
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
