@@ -22,7 +22,7 @@ from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
 from pipeline.net.server import GuardedServer, ServerTimeouts, auto_max_connections
-from pipeline.netaddr import format_endpoint, parse_endpoint
+from pipeline.net.endpoint import Endpoint
 from pipeline.telemetry import Telemetry
 
 # Scrapers and probes need a handful of connections; the rest of the descriptors are the pipelines'.
@@ -31,7 +31,7 @@ _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 
 class AdminServer:
-    def __init__(self, address: str, telemetry: Telemetry, *, is_ready: Callable[[], bool],
+    def __init__(self, address: Endpoint, telemetry: Telemetry, *, is_ready: Callable[[], bool],
                  status: Callable[[], dict[str, Any]]) -> None:
         self._address = address
         self._telemetry = telemetry
@@ -51,16 +51,16 @@ class AdminServer:
         self.endpoints: dict[str, str] = {}
 
     async def start(self) -> None:
-        host, port = parse_endpoint(self._address)
+        ep = self._address
         server = GuardedServer(self._handle, max_connections=min(ADMIN_MAX_CONNECTIONS, auto_max_connections()),
                                timeouts=ServerTimeouts(), on_refused=lambda reason: self._refused.labels(reason).inc(),
                                access_log=None)
         self._runner = web.ServerRunner(server, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, reuse_address=True)
+        site = web.TCPSite(self._runner, ep.host or None, ep.port, reuse_address=True)
         await site.start()
         bound = self._runner.addresses[0]
-        self.endpoints = {"http": format_endpoint("127.0.0.1" if host in ("", "0.0.0.0") else host, bound[1])}
+        self.endpoints = {"http": str(ep.with_port(bound[1]).local())}
 
     async def shutdown(self) -> None:
         if self._runner is not None:

@@ -11,12 +11,13 @@ import builtins
 import enum
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.model import Payload, Signal
+from pipeline.net.endpoint import Endpoint
 
 if TYPE_CHECKING:
     from pipeline.telemetry import Telemetry
@@ -75,6 +76,25 @@ class Consumer(Protocol):
     mutates_data: bool
 
     async def consume(self, payload: Payload) -> None: ...
+
+
+class Listener(NamedTuple):
+    """A port a component's config claims: `("tcp", endpoint, "protocols.grpc.endpoint")`.
+
+    `endpoint` is None when the decoder already reported it as invalid; `key`
+    is the config key, relative to the component, that set it.
+    """
+
+    protocol: Literal["tcp", "udp"]
+    endpoint: Endpoint | None
+    key: str
+
+
+@runtime_checkable
+class HasListeners(Protocol):
+    """A config that opens ports; the config loader refuses two claims on one port (Vector's resource check)."""
+
+    def listeners(self) -> Sequence[Listener]: ...
 
 
 class Host(Protocol):

@@ -7,7 +7,7 @@ from exporters.prometheus.naming import VALID_LABEL_NAME
 from pipeline.config.types import Duration
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.exporterhelper.queue import QueueConfig
-from pipeline.netaddr import parse_endpoint
+from pipeline.net.endpoint import Endpoint
 
 DEFAULT_METRIC_EXPIRATION = Duration(300.0)
 DEFAULT_DELTA_METRIC_EXPIRATION = Duration(3600.0)
@@ -42,7 +42,7 @@ class PrometheusExporterConfig(ExporterConfig):
     new series beyond it are refused (`series_limit`) and counted.
     """
 
-    endpoint: str = "0.0.0.0:8889"
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("0.0.0.0:8889"))
     namespace: str = ""
     const_labels: dict[str, str] = field(default_factory=dict)
     metric_expiration: Duration = DEFAULT_METRIC_EXPIRATION
@@ -53,12 +53,12 @@ class PrometheusExporterConfig(ExporterConfig):
     enable_open_metrics: bool = False
     sending_queue: QueueConfig = field(default_factory=lambda: QueueConfig(enabled=False))
 
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoint, str):  # built in code with text; the decoder passes an Endpoint
+            object.__setattr__(self, "endpoint", Endpoint.listen(self.endpoint))
+
     def validate(self) -> list[object]:
         out: list[object] = list(ExporterConfig.validate(self))
-        try:
-            parse_endpoint(self.endpoint)
-        except ValueError as e:
-            out.append(("endpoint", str(e)))
         if self.namespace and not VALID_LABEL_NAME.match(self.namespace):
             out.append(("namespace", f"invalid namespace {self.namespace!r}: {_NAMESPACE_HINT}"))
         if self.metric_expiration <= 0:

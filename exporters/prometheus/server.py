@@ -33,7 +33,7 @@ from prometheus_client.openmetrics import exposition as om_exposition
 from exporters.prometheus.collector import SkipReporter, StoreCollector, ignore_skip
 from exporters.prometheus.store import MetricStore
 from pipeline.logutil import RateLimitedLog
-from pipeline.netaddr import format_endpoint, parse_endpoint
+from pipeline.net.endpoint import Endpoint
 
 CONTENT_TYPE_OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _OPENMETRICS = "application/openmetrics-text"
@@ -122,7 +122,7 @@ def _series_in(family: Metric) -> int:
 
 
 class MetricsServer:
-    def __init__(self, endpoint: str, store: MetricStore, *, open_metrics: bool,
+    def __init__(self, endpoint: Endpoint, store: MetricStore, *, open_metrics: bool,
                  logger: logging.LoggerAdapter[logging.Logger] | None = None,
                  on_skip: SkipReporter | None = None) -> None:
         self._endpoint = endpoint
@@ -199,10 +199,10 @@ class MetricsServer:
         return app
 
     async def start(self) -> None:
-        host, port = parse_endpoint(self._endpoint)
+        ep = self._endpoint
         self._runner = web.AppRunner(self._app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or None, port, reuse_address=True)
+        site = web.TCPSite(self._runner, ep.host or None, ep.port, reuse_address=True)
         try:
             await site.start()
         except BaseException:
@@ -210,7 +210,7 @@ class MetricsServer:
             self._runner = None
             raise
         bound = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
-        self.endpoints = {"http": format_endpoint("127.0.0.1" if host in ("", "0.0.0.0") else host, bound[1])}
+        self.endpoints = {"http": str(ep.with_port(bound[1]).local())}
 
     async def shutdown(self) -> None:
         if self._runner is not None:

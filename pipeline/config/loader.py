@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline.component import ComponentID, Factory, Kind
+from pipeline.component import ComponentID, Factory, HasListeners, Kind
 from pipeline.config.confmap import RawConfig, expand_env, load_files, load_texts
 from pipeline.config.types import (
     Duration,
@@ -23,6 +23,7 @@ from pipeline.config.types import (
 )
 from pipeline.errors import ConfigError, ConfigIssue
 from pipeline.model import Signal
+from pipeline.net.endpoint import Endpoint
 
 SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions", "service")
 
@@ -44,17 +45,12 @@ class LogsTelemetryConfig:
 class MetricsTelemetryConfig:
     """The admin server: self-metrics, health, readiness and status."""
 
-    address: str = "0.0.0.0:8888"
+    address: Endpoint = field(default_factory=lambda: Endpoint.listen("0.0.0.0:8888"))
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
 
-    def validate(self) -> list[object]:
-        from pipeline.netaddr import parse_endpoint
-
-        try:
-            parse_endpoint(self.address)
-        except ValueError as e:
-            return [("address", str(e))]
-        return []
+    def __post_init__(self) -> None:
+        if isinstance(self.address, str):  # built in code with text; the decoder passes an Endpoint
+            object.__setattr__(self, "address", Endpoint.listen(self.address))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,17 +378,12 @@ def _check_extensions(service: ServiceConfig, extensions: Mapping[ComponentID, A
 
 def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]], issues: list[ConfigIssue]) -> None:
     """Two components must not claim the same port (Vector's resource check)."""
-    from pipeline.netaddr import parse_endpoint
-
     claims: dict[tuple[str, int], str] = {}
 
-    def claim(proto: str, endpoint: str, path: str) -> None:
-        try:
-            _, port = parse_endpoint(endpoint)
-        except ValueError:
+    def claim(proto: str, endpoint: Endpoint | None, path: str) -> None:
+        if endpoint is None or endpoint.port == 0:  # None: the decoder already reported a bad endpoint
             return
-        if port == 0:
-            return
+        port = endpoint.port
         key = (proto, port)
         if key in claims:
             issues.append(ConfigIssue(path, f"{proto} port {port} is already used by {claims[key]}; give one of them another port"))
@@ -402,9 +393,8 @@ def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID,
     claim("tcp", service.telemetry.metrics.address, "service.telemetry.metrics.address")
     for kind, items in comps.items():
         for cid, cfg in items.items():
-            listeners = getattr(cfg, "listeners", None)
-            if callable(listeners):
-                for proto, endpoint, key in listeners():
+            if isinstance(cfg, HasListeners):
+                for proto, endpoint, key in cfg.listeners():
                     claim(proto, endpoint, join(join(kind.section, str(cid)), key))
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
@@ -42,13 +41,11 @@ from google.rpc.status_pb2 import Status
 from pipeline.component import Consumer, Settings
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
-from pipeline.netaddr import format_endpoint, parse_endpoint
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
 from receivers.otlp import metric_names
+from receivers.otlp.config import GRPCConfig
 
-if TYPE_CHECKING:
-    from receivers.otlp.receiver import GRPCConfig
 
 SERVICE_NAMES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -59,7 +56,6 @@ SERVICE_NAMES = {
 SHUTDOWN_GRACE = 5.0
 # An empty Export*ServiceResponse (partial_success unset) is zero bytes on the wire.
 _EMPTY_RESPONSE = b""
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::", "[::]"})
 
 _STATUS_FOR_OUTCOME = {
     Outcome.THROTTLED: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -69,13 +65,6 @@ _STATUS_FOR_OUTCOME = {
 
 Metadata = tuple[tuple[str, str | bytes], ...]
 ExportHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
-
-
-def local_address(host: str, port: int) -> str:
-    """The address a local client dials: a wildcard bind is reached through loopback."""
-    if host in _WILDCARD_HOSTS:
-        host = "::1" if ":" in host else "127.0.0.1"
-    return format_endpoint(host, port)
 
 
 def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | None) -> Metadata:
@@ -120,13 +109,13 @@ class OTLPGRPCServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
-        host, port = parse_endpoint(self.cfg.endpoint)
+        ep = self.cfg.endpoint
         server = grpc.aio.server(options=self._options())
         for signal, consumer in self.consumers.items():
             handler = grpc.stream_unary_rpc_method_handler(self._make_export(signal, consumer))
             server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(SERVICE_NAMES[signal], {"Export": handler}),))
-        bind = format_endpoint(host or "0.0.0.0", port)
+        bind = ep.bind_address
         try:
             bound = server.add_insecure_port(bind)
         except RuntimeError as e:
@@ -137,7 +126,7 @@ class OTLPGRPCServer:
             raise OSError(f"cannot listen for OTLP/gRPC on {bind}")
         await server.start()
         self._server = server
-        self.endpoint = local_address(host, bound)
+        self.endpoint = str(ep.with_port(bound).local())
         self.settings.logger.info("OTLP/gRPC receiver listening",
                                   extra={"endpoint": bind, "bound": self.endpoint,
                                          "signals": [s.value for s in self.consumers]})

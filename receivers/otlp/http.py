@@ -31,7 +31,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import orjson
 from aiohttp import web
@@ -44,11 +44,10 @@ from pipeline.component import Consumer, Settings
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.net.server import GuardedServer, auto_max_connections
-from pipeline.netaddr import parse_endpoint
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
 from receivers.otlp import metric_names
-from receivers.otlp.grpc import local_address
+from receivers.otlp.config import CORSConfig, HTTPConfig
 from receivers.otlp.http_body import (
     BodyTooLarge,
     Inflater,
@@ -57,8 +56,6 @@ from receivers.otlp.http_body import (
     read_body,
 )
 
-if TYPE_CHECKING:
-    from receivers.otlp.receiver import CORSConfig, HTTPConfig
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -167,15 +164,14 @@ class OTLPHTTPServer:
 
     async def start(self) -> str:
         """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
-        host, port = parse_endpoint(self.cfg.endpoint)
+        ep = self.cfg.endpoint
         max_connections = self.cfg.max_connections or auto_max_connections()
         server = GuardedServer(self._handle, max_connections=max_connections, timeouts=self.cfg.timeouts(),
                                on_refused=self._connection_refused, access_log=None, auto_decompress=False)
         runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
-        bind = host or "0.0.0.0"
         try:
-            await web.TCPSite(runner, bind, port).start()
+            await web.TCPSite(runner, ep.bind_host, ep.port).start()
         except OSError as e:
             await runner.cleanup()
             raise OSError(f"cannot listen for OTLP/HTTP on {self.cfg.endpoint}: {e}") from e
@@ -185,7 +181,7 @@ class OTLPHTTPServer:
         self._runner, self._server = runner, server
         self._executor = ThreadPoolExecutor(DECODE_WORKERS, thread_name_prefix=f"{self._receiver}-http-decode")
         bound_port = runner.addresses[0][1]
-        self.endpoint = local_address(host, bound_port)
+        self.endpoint = str(ep.with_port(bound_port).local())
         self.settings.logger.info("OTLP/HTTP receiver listening",
                                   extra={"endpoint": self.cfg.endpoint, "bound": self.endpoint,
                                          "paths": sorted(self._routes), "max_connections": max_connections})

@@ -29,14 +29,14 @@ import os
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
 from pipeline.config.types import ByteSize, Duration
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
-from pipeline.netaddr import format_endpoint, parse_endpoint
+from pipeline.net.endpoint import Endpoint
 from pipeline.receiverhelper import Outcome, deliver
 from receivers.statsd.aggregator import DEFAULT_QUANTILES, Observer, StatsDAggregator
 from receivers.statsd.parser import (
@@ -55,7 +55,6 @@ MAX_UDP_PACKET = 65535
 _MAX_DATAGRAMS_PER_WAKEUP = 4096
 # Linux's SO_RCVBUFFORCE (not exported by the socket module): may exceed rmem_max with CAP_NET_ADMIN.
 _SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
-_WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "::"})
 PACKET_TOO_LARGE = "packet_too_large"
 
 _STATSD_TYPES = {"timing": TIMER, "timer": TIMER, "histogram": HISTOGRAM, "distribution": DISTRIBUTION}
@@ -133,7 +132,7 @@ class TimerHistogramMappingConfig:
 class StatsDReceiverConfig:
     """The `statsd` receiver (the Collector's statsdreceiver keys, plus socket sizing)."""
 
-    endpoint: str = DEFAULT_ENDPOINT
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen(DEFAULT_ENDPOINT))
     transport: Literal["udp"] = "udp"
     aggregation_interval: Duration = DEFAULT_AGGREGATION_INTERVAL
     enable_metric_type: bool = False
@@ -143,12 +142,12 @@ class StatsDReceiverConfig:
     # SO_RCVBUF to ask for; 0 keeps the kernel default. What was granted is logged and exported.
     socket_buffer_size: ByteSize = DEFAULT_SOCKET_BUFFER
 
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoint, str):  # built in code with text; the decoder passes an Endpoint
+            object.__setattr__(self, "endpoint", Endpoint.listen(self.endpoint))
+
     def validate(self) -> list[object]:
         out: list[object] = []
-        try:
-            parse_endpoint(self.endpoint)
-        except ValueError as e:
-            out.append(("endpoint", str(e)))
         if self.aggregation_interval <= 0:
             out.append(("aggregation_interval", "must be greater than 0, e.g. '10s' (the default)"))
         if not 1 <= self.max_packet_size <= MAX_UDP_PACKET:
@@ -192,13 +191,6 @@ def socket_kernel_drops(sock: socket.socket) -> int | None:
         except OSError:
             continue
     return None
-
-
-def _local_address(host: str, port: int) -> str:
-    """The address a local client sends to: a wildcard bind is reached through loopback."""
-    if host in _WILDCARD_HOSTS:
-        host = "::1" if host == "::" else "127.0.0.1"
-    return format_endpoint(host, port)
 
 
 # -- the receiver --------------------------------------------------------------------------------------
@@ -266,8 +258,8 @@ class StatsDReceiver:
             "aggregation_interval_s": float(self.cfg.aggregation_interval)})
 
     def _bind(self) -> socket.socket:
-        host, port = parse_endpoint(self.cfg.endpoint)
-        infos = socket.getaddrinfo(host or "0.0.0.0", port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
+        ep = self.cfg.endpoint
+        infos = socket.getaddrinfo(ep.bind_host, ep.port, type=socket.SOCK_DGRAM, flags=socket.AI_PASSIVE)
         # A name such as `localhost` may resolve to ::1 first; StatsD clients default to IPv4.
         infos.sort(key=lambda info: info[0] != socket.AF_INET)
         family, _, _, _, addr = infos[0]
@@ -280,7 +272,7 @@ class StatsDReceiver:
             sock.close()
             raise
         bound = sock.getsockname()
-        self.endpoints["udp"] = _local_address(host or "0.0.0.0", bound[1])
+        self.endpoints["udp"] = str(ep.with_port(bound[1]).local())
         self._buffer_gauge.set(self.socket_buffer_bytes)
         return sock
 

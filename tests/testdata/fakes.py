@@ -16,6 +16,7 @@ from pipeline.component import (
 from pipeline.config.types import ByteSize, Duration, Secret
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.model import Payload, Signal
+from pipeline.net.endpoint import Endpoint
 from pipeline.testing import Sink
 
 ALL = {s: Stability.STABLE for s in Signal}
@@ -29,7 +30,7 @@ class Nested:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FakeReceiverConfig:
-    endpoint: str = "127.0.0.1:0"
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("127.0.0.1:0"))
     nested: Nested = field(default_factory=Nested)
     mode: str = "a"
 

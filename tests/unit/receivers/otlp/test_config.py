@@ -11,13 +11,8 @@ from pipeline.config.loader import Config, load_text
 from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue
 from pipeline.model import Signal
-from receivers.otlp.receiver import (
-    FACTORY,
-    GRPCConfig,
-    HTTPConfig,
-    OTLPReceiverConfig,
-    ProtocolsConfig,
-)
+from receivers.otlp.config import GRPCConfig, HTTPConfig, OTLPReceiverConfig, ProtocolsConfig
+from receivers.otlp.receiver import FACTORY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

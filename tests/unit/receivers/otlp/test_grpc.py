@@ -51,13 +51,8 @@ from pipeline.testing import (
     nop_host,
     nop_settings,
 )
-from receivers.otlp.receiver import (
-    FACTORY,
-    GRPCConfig,
-    OTLPReceiver,
-    OTLPReceiverConfig,
-    ProtocolsConfig,
-)
+from receivers.otlp.config import GRPCConfig, OTLPReceiverConfig, ProtocolsConfig
+from receivers.otlp.receiver import FACTORY, OTLPReceiver
 
 TRACES_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 REFUSED = "otelpipe_receiver_refused_spans_total"

@@ -54,15 +54,8 @@ from pipeline.testing import (
 )
 from receivers.otlp import http_body as otlp_http_body
 from receivers.otlp.http import BodyTooLarge, decompress
-from receivers.otlp.receiver import (
-    FACTORY,
-    CORSConfig,
-    GRPCConfig,
-    HTTPConfig,
-    OTLPReceiver,
-    OTLPReceiverConfig,
-    ProtocolsConfig,
-)
+from receivers.otlp.config import CORSConfig, GRPCConfig, HTTPConfig, OTLPReceiverConfig, ProtocolsConfig
+from receivers.otlp.receiver import FACTORY, OTLPReceiver
 
 PB = {"Content-Type": "application/x-protobuf"}
 JSON = {"Content-Type": "application/json"}
