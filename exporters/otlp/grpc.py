@@ -22,12 +22,13 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
+from exporters.otlp.common import check_partial_success
 from pipeline.component import Factory, Host, Kind, Settings, Stability
 from pipeline.config.types import Secret
-from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
+from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
-from pipeline.model import ExportResponse, Payload, Signal
+from pipeline.model import Payload, Signal
 from pipeline.net.endpoint import Endpoint
 from pipeline.net.tls import TLSClientConfig
 from pipeline.net.useragent import USER_AGENT
@@ -49,11 +50,6 @@ RETRYABLE_CODES = frozenset({
     grpc.StatusCode.DATA_LOSS,
 })
 
-_REJECTED_FIELD = {
-    Signal.TRACES: "rejected_spans",
-    Signal.METRICS: "rejected_data_points",
-    Signal.LOGS: "rejected_log_records",
-}
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _METADATA_KEY_RE = re.compile(r"^[0-9a-z_.\-]+$")
 _RESERVED_KEYS = frozenset({"te", "content-type", "user-agent", "grpc-timeout", "grpc-encoding"})
@@ -138,20 +134,6 @@ def classify(code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | 
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and delay is not None:
         return RetryableError(message, delay)
     return PermanentError(message)
-
-
-def check_partial_success(signal: Signal, response: ExportResponse, log: RateLimitedLog) -> None:
-    """Raise PartialSuccessError when the backend rejected items; log a warning it sent without rejecting."""
-    if not response.HasField("partial_success"):
-        return
-    ps = response.partial_success
-    rejected = int(getattr(ps, _REJECTED_FIELD[signal]))
-    error_message = redact_text(ps.error_message)
-    if rejected > 0:
-        raise PartialSuccessError(rejected, error_message or f"backend rejected {rejected} {signal.item_name}")
-    if error_message:
-        log.warning("backend accepted the request with a warning", key="partial_warning",
-                    extra={"error_message": error_message[:500]})
 
 
 class OTLPExporter:

@@ -22,7 +22,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 from yarl import URL
 
-from exporters.otlp.grpc import check_partial_success
+from exporters.otlp.common import check_partial_success
 from pipeline import otlpjson
 from pipeline.component import Factory, Host, Kind, Settings, Stability
 from pipeline.config.types import Secret

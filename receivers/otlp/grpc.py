@@ -38,14 +38,13 @@ from google.protobuf.message import DecodeError
 from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
+from pipeline import metricnames
 from pipeline.component import Consumer, Settings
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
-from receivers.otlp import metric_names
 from receivers.otlp.config import GRPCConfig
-
 
 SERVICE_NAMES = {
     Signal.TRACES: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -159,14 +158,14 @@ class OTLPGRPCServer:
                                     f"cannot decode {signal.request_type.__name__}: {e}")
             headers = _metadata(context) if include_metadata else None
             payload = Payload(signal, message=msg, raw=body, receiver=receiver, headers=headers)
-            rejected, why = metric_names.screen(payload)
+            rejected, why = metricnames.screen(payload)
             if rejected:
-                obs.refused(signal, rejected, metric_names.INVALID_NAME)
+                obs.refused(signal, rejected, metricnames.INVALID_NAME)
             if why and payload.items == 0:  # nothing usable was left to deliver
-                return bytes(metric_names.partial_success(rejected, why).SerializeToString())
+                return bytes(metricnames.partial_success(rejected, why).SerializeToString())
             result = await deliver(consumer, payload, obs)
             if result.outcome is Outcome.OK:
-                return bytes(metric_names.partial_success(rejected, why).SerializeToString()) if why else _EMPTY_RESPONSE
+                return bytes(metricnames.partial_success(rejected, why).SerializeToString()) if why else _EMPTY_RESPONSE
             await self._abort(context, signal, result)
             return _EMPTY_RESPONSE  # not reached: abort raises
 

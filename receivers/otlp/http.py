@@ -39,6 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
 
+from pipeline import metricnames
 from pipeline import otlpjson
 from pipeline.component import Consumer, Settings
 from pipeline.logutil import RateLimitedLog
@@ -46,7 +47,6 @@ from pipeline.model import Payload, Signal
 from pipeline.net.server import GuardedServer, auto_max_connections
 from pipeline.receiverhelper import Outcome, Result, deliver
 from pipeline.telemetry import ReceiverObs
-from receivers.otlp import metric_names
 from receivers.otlp.config import CORSConfig, HTTPConfig
 from receivers.otlp.http_body import (
     BodyTooLarge,
@@ -55,7 +55,6 @@ from receivers.otlp.http_body import (
     decompress,
     read_body,
 )
-
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -266,9 +265,9 @@ class OTLPHTTPServer:
                                 f"cannot decode {signal.request_type.__name__}: {e}")
         if self.cfg.include_metadata:
             payload.headers = {k.lower(): v for k, v in request.headers.items()}
-        rejected, why = metric_names.screen(payload)
+        rejected, why = metricnames.screen(payload)
         if rejected:
-            self.obs.refused(signal, rejected, metric_names.INVALID_NAME)
+            self.obs.refused(signal, rejected, metricnames.INVALID_NAME)
         if why and payload.items == 0:  # nothing usable was left to deliver
             return self._partial_success(is_json, rejected, why)
         result = await deliver(consumer, payload, self.obs)
@@ -280,7 +279,7 @@ class OTLPHTTPServer:
 
     def _partial_success(self, is_json: bool, rejected: int, why: str) -> web.Response:
         """200 with an ExportMetricsServiceResponse whose partial_success says what was refused and why."""
-        response = metric_names.partial_success(rejected, why)
+        response = metricnames.partial_success(rejected, why)
         body = otlpjson.encode(response) if is_json else response.SerializeToString()
         return web.Response(status=200, body=body, content_type=JSON if is_json else PROTOBUF)
 

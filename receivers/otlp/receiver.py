@@ -16,6 +16,7 @@ from receivers.otlp.config import OTLPReceiverConfig
 from receivers.otlp.grpc import OTLPGRPCServer
 from receivers.otlp.http import OTLPHTTPServer
 
+
 class OTLPReceiver:
     """Runs the enabled transports; `endpoints` holds the addresses actually bound after start."""
 

@@ -38,7 +38,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-from receivers.otlp.metric_names import INVALID_NAME, INVISIBLE_ABOVE_SPACE, is_unusable
+from pipeline.metricnames import INVALID_NAME, INVISIBLE_ABOVE_SPACE, is_unusable
 
 # Type codes: index into ParseResult.by_type and the aggregator's tables.
 COUNTER, GAUGE, TIMER, HISTOGRAM, DISTRIBUTION, SET = range(6)

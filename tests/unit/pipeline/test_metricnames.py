@@ -11,13 +11,13 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from pipeline.model import Signal, count_items
-from pipeline.testing import kv, make_metrics
-from receivers.otlp.metric_names import (
+from pipeline.metricnames import (
     INVISIBLE_CLASS,
     drop_unusable_metrics,
     is_unusable,
 )
+from pipeline.model import Signal, count_items
+from pipeline.testing import kv, make_metrics
 
 
 @pytest.mark.parametrize("name", ["", " ", "   ", "\t\n", "\x00", "\x7f", "\u00a0", "\u200b\u200d", "\u3000",
