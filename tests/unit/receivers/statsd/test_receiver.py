@@ -20,14 +20,14 @@ from pipeline.telemetry import Telemetry
 from pipeline.testing import MetricsSink, nop_host, nop_settings
 from receivers.statsd import receiver as statsd
 from receivers.statsd.aggregator import DEFAULT_TIMER_BUCKETS
-from receivers.statsd.receiver import (
+from receivers.statsd.config import (
     HistogramObserverConfig,
-    StatsDReceiver,
     StatsDReceiverConfig,
     SummaryObserverConfig,
     TimerHistogramMappingConfig,
-    socket_kernel_drops,
 )
+from receivers.statsd.parser import DISTRIBUTION, HISTOGRAM, TIMER
+from receivers.statsd.receiver import StatsDReceiver, socket_kernel_drops
 
 REFUSED = "otelpipe_receiver_refused_metric_points_total"
 ACCEPTED = "otelpipe_receiver_accepted_metric_points_total"
@@ -448,9 +448,9 @@ def test_config_full() -> None:
     [c] = cfg.values()
     assert c.aggregation_interval == 60.0 and c.socket_buffer_size == 32 * 1024 * 1024
     obs = c.observers()
-    assert (obs[statsd.TIMER].kind, obs[statsd.TIMER].buckets) == ("histogram", (0.1, 1.0, 10.0))
-    assert (obs[statsd.DISTRIBUTION].kind, obs[statsd.DISTRIBUTION].quantiles) == ("summary", (0.5, 0.99))
-    assert obs[statsd.HISTOGRAM].kind == "gauge"
+    assert (obs[TIMER].kind, obs[TIMER].buckets) == ("histogram", (0.1, 1.0, 10.0))
+    assert (obs[DISTRIBUTION].kind, obs[DISTRIBUTION].quantiles) == ("summary", (0.5, 0.99))
+    assert obs[HISTOGRAM].kind == "gauge"
 
 
 def test_config_typo_is_rejected_with_its_path() -> None:
