@@ -6,7 +6,8 @@ from importlib import resources
 from pathlib import Path
 
 from pipeline.component import Factory, Kind
-from pipeline.config.loader import Config, load, load_text
+from pipeline.config.loader import load, load_text
+from pipeline.config.schema import Config
 
 DEFAULT_CONFIG_NAME = "<embedded default config>"
 

@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 from prometheus_client.aiohttp import make_aiohttp_handler
 
-from pipeline.net.server import GuardedServer, ServerTimeouts, auto_max_connections
 from pipeline.net.endpoint import Endpoint
+from pipeline.net.server import GuardedServer, ServerTimeouts, auto_max_connections
 from pipeline.telemetry import Telemetry
 
 # Scrapers and probes need a handful of connections; the rest of the descriptors are the pipelines'.

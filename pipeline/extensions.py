@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipeline.component import Component, ComponentID, Factory, Host, Kind, Settings
-from pipeline.config.loader import Config
+from pipeline.config.schema import Config
 from pipeline.errors import StartError
 from pipeline.logutil import component_logger
 from pipeline.telemetry import Telemetry

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.component import ComponentID, Consumer, Factory, Host, Kind, Settings
-from pipeline.config.loader import Config, PipelineID
+from pipeline.config.schema import Config, PipelineID
 from pipeline.errors import PermanentError, StartError
 from pipeline.exporterhelper import ExporterHelper
 from pipeline.logutil import component_logger

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipeline.admin import AdminServer
 from pipeline.component import Component, ComponentID, Factory, Kind
-from pipeline.config.loader import Config
+from pipeline.config.schema import Config
 from pipeline.errors import ConfigError
 from pipeline.exporterhelper import ExporterHelper
 from pipeline.extensions import Extensions

@@ -1,124 +1,22 @@
-"""The whole configuration: load → expand env → strict decode → validate → cross-check.
+"""Loading a configuration: YAML files → env expansion → strict decode → validate → cross-check.
 
-Same shape as the Collector's: `receivers`, `processors`, `exporters` keyed by
-`type[/name]`, and `service.pipelines` wiring them per signal. Every problem is
-collected and raised together in one `ConfigError`, each with the file, the key
-path and (for typos) the closest valid name. Unused components are warnings.
+Every problem is collected and raised together in one `ConfigError`, each with
+the file, the key path and (for typos) the closest valid name; unused
+components are warnings. The shape lives in `schema.py`, the cross-checks in
+`checks.py`.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pipeline.component import ComponentID, Factory, HasListeners, Kind
+from pipeline.component import ComponentID, Factory, Kind
+from pipeline.config.checks import check_extensions, cross_check, pipeline_order, unused
 from pipeline.config.confmap import RawConfig, expand_env, load_files, load_texts
-from pipeline.config.types import (
-    Duration,
-    decode_dataclass,
-    did_you_mean,
-    join,
-    yaml_keys,
-)
+from pipeline.config.schema import SECTIONS, Config, ServiceConfig
+from pipeline.config.types import decode_dataclass, did_you_mean, join, yaml_keys
 from pipeline.errors import ConfigError, ConfigIssue
-from pipeline.model import Signal
-from pipeline.net.endpoint import Endpoint
-
-SECTIONS = ("receivers", "processors", "exporters", "connectors", "extensions", "service")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PipelineConfig:
-    receivers: tuple[str, ...] = ()
-    processors: tuple[str, ...] = ()
-    exporters: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class LogsTelemetryConfig:
-    level: Literal["debug", "info", "warn", "warning", "error"] = "info"
-    encoding: Literal["json", "console"] = "json"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class MetricsTelemetryConfig:
-    """The admin server: self-metrics, health, readiness and status."""
-
-    address: Endpoint = field(default_factory=lambda: Endpoint.listen("0.0.0.0:8888"))
-    level: Literal["none", "basic", "normal", "detailed"] = "normal"
-
-    def __post_init__(self) -> None:
-        if isinstance(self.address, str):  # built in code with text; the decoder passes an Endpoint
-            object.__setattr__(self, "address", Endpoint.listen(self.address))
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TelemetryConfig:
-    logs: LogsTelemetryConfig = field(default_factory=LogsTelemetryConfig)
-    metrics: MetricsTelemetryConfig = field(default_factory=MetricsTelemetryConfig)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ServiceConfig:
-    extensions: tuple[str, ...] = ()
-    pipelines: dict[str, PipelineConfig] = field(default_factory=dict)
-    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
-    shutdown_timeout: Duration = Duration(25.0)
-
-    def validate(self) -> list[object]:
-        return [("shutdown_timeout", "must be greater than 0")] if self.shutdown_timeout <= 0 else []
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineID:
-    """`signal` or `signal/name`."""
-
-    signal: Signal
-    name: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.signal.value}/{self.name}" if self.name else self.signal.value
-
-
-@dataclass(frozen=True, slots=True)
-class Pipeline:
-    """One pipeline's components; `receivers` and `exporters` may name connectors (see Config.connectors)."""
-
-    id: PipelineID
-    receivers: tuple[ComponentID, ...]
-    processors: tuple[ComponentID, ...]
-    exporters: tuple[ComponentID, ...]
-
-
-@dataclass(frozen=True)
-class Config:
-    """A validated configuration, ready for the graph builder.
-
-    `pipeline_order` lists the pipelines so that every pipeline comes before the
-    pipelines a connector feeds from it (upstream first); the graph builds them
-    in the reverse order, so a connector's downstream already exists.
-    """
-
-    receivers: Mapping[ComponentID, Any]
-    processors: Mapping[ComponentID, Any]
-    exporters: Mapping[ComponentID, Any]
-    pipelines: Mapping[PipelineID, Pipeline]
-    service: ServiceConfig
-    connectors: Mapping[ComponentID, Any] = field(default_factory=dict)
-    extensions: Mapping[ComponentID, Any] = field(default_factory=dict)
-    pipeline_order: tuple[PipelineID, ...] = ()
-    warnings: tuple[ConfigIssue, ...] = ()
-    sources: tuple[str, ...] = ()
-    raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
-
-    def components(self, kind: Kind) -> Mapping[ComponentID, Any]:
-        return {Kind.RECEIVER: self.receivers, Kind.PROCESSOR: self.processors, Kind.EXPORTER: self.exporters,
-                Kind.CONNECTOR: self.connectors, Kind.EXTENSION: self.extensions}[kind]
-
-    def enabled_extensions(self) -> tuple[ComponentID, ...]:
-        """The extensions `service.extensions` enables, in its order (start order)."""
-        return tuple(ComponentID.parse(name) for name in self.service.extensions)
 
 
 def load(paths: list[str], factories: Mapping[Kind, Mapping[str, Factory]],
@@ -146,10 +44,10 @@ def build(raw: RawConfig, issues: list[ConfigIssue], factories: Mapping[Kind, Ma
     for kind in Kind:
         comps[kind] = _decode_section(kind, data.get(kind.section), factories.get(kind, {}), issues)
     service = decode_dataclass(ServiceConfig, data.get("service"), "service", issues)
-    pipelines = _cross_check(service, comps, factories, issues)
-    order = _pipeline_order(pipelines, comps[Kind.CONNECTOR], issues)
-    _check_extensions(service, comps[Kind.EXTENSION], issues)
-    warnings = _unused(comps, pipelines, service)
+    pipelines = cross_check(service, comps, factories, issues)
+    order = pipeline_order(pipelines, comps[Kind.CONNECTOR], issues)
+    check_extensions(service, comps[Kind.EXTENSION], issues)
+    warnings = unused(comps, pipelines, service)
     errors = [i for i in issues if not i.warning]
     for i, issue in enumerate(errors):
         errors[i] = ConfigIssue(issue.path, issue.message, issue.warning, issue.file or raw.origin(issue.path))
@@ -184,240 +82,6 @@ def _decode_section(kind: Kind, section: object, factories: Mapping[str, Factory
                                             f" (available: {', '.join(sorted(factories))})"))
             continue
         out[cid] = decode_dataclass(factory.config_type, value, path, issues)
-    return out
-
-
-def parse_pipeline_id(text: str) -> PipelineID:
-    sig, _, name = text.partition("/")
-    try:
-        signal = Signal(sig)
-    except ValueError:
-        raise ValueError(f"unknown pipeline signal '{sig}'{did_you_mean(sig, [s.value for s in Signal])}: "
-                         "a pipeline id is 'traces', 'metrics' or 'logs', optionally with '/name'") from None
-    if "/" in text and not name:
-        raise ValueError("a pipeline name after '/' must not be empty")
-    return PipelineID(signal, name)
-
-
-def _cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
-                 factories: Mapping[Kind, Mapping[str, Factory]], issues: list[ConfigIssue]) -> dict[PipelineID, Pipeline]:
-    out: dict[PipelineID, Pipeline] = {}
-    if not service.pipelines:
-        issues.append(ConfigIssue("service.pipelines", "no pipelines are configured; add at least one, e.g. "
-                                  "traces: {receivers: [otlp], exporters: [debug]}"))
-        return out
-    _check_connector_ids(comps, issues)
-    for pname, pcfg in service.pipelines.items():
-        base = join("service.pipelines", pname)
-        try:
-            pid = parse_pipeline_id(pname)
-        except ValueError as e:
-            issues.append(ConfigIssue(base, str(e)))
-            continue
-        lists: dict[Kind, list[ComponentID]] = {}
-        for kind, names in ((Kind.RECEIVER, pcfg.receivers), (Kind.PROCESSOR, pcfg.processors), (Kind.EXPORTER, pcfg.exporters)):
-            lists[kind] = []
-            seen: set[ComponentID] = set()
-            for i, name in enumerate(names):
-                path = join(join(base, kind.section), i)
-                try:
-                    cid = ComponentID.parse(name)
-                except ValueError as e:
-                    issues.append(ConfigIssue(path, str(e)))
-                    continue
-                # A pipeline's receivers and exporters may also be connectors (the Collector's rule).
-                found = kind if cid in comps[kind] else (
-                    Kind.CONNECTOR if kind is not Kind.PROCESSOR and cid in comps[Kind.CONNECTOR] else None)
-                if found is None:
-                    issues.append(ConfigIssue(path, _not_configured(kind, cid, comps)))
-                    continue
-                if found is not Kind.CONNECTOR:
-                    factory = factories[kind][cid.type]
-                    if not factory.supports(pid.signal):
-                        issues.append(ConfigIssue(path, f"{kind.value} '{cid}' does not support {pid.signal.value} (it "
-                                                        f"supports: {', '.join(s.value for s in factory.signals)})"))
-                        continue
-                if cid in seen:
-                    issues.append(ConfigIssue(path, f"{kind.value} '{cid}' is listed twice in this pipeline"))
-                    continue
-                seen.add(cid)
-                lists[kind].append(cid)
-        if not pcfg.receivers:
-            issues.append(ConfigIssue(join(base, "receivers"), "a pipeline needs at least one receiver"))
-        if not pcfg.exporters:
-            issues.append(ConfigIssue(join(base, "exporters"), "a pipeline needs at least one exporter"))
-        out[pid] = Pipeline(pid, tuple(lists[Kind.RECEIVER]), tuple(lists[Kind.PROCESSOR]), tuple(lists[Kind.EXPORTER]))
-    _check_connector_use(out, comps[Kind.CONNECTOR], factories.get(Kind.CONNECTOR, {}), issues)
-    _check_listeners(service, comps, issues)
-    return out
-
-
-def _not_configured(kind: Kind, cid: ComponentID, comps: dict[Kind, dict[ComponentID, Any]]) -> str:
-    defined = [str(c) for c in comps[kind]]
-    with_connectors = kind is not Kind.PROCESSOR and bool(comps[Kind.CONNECTOR])
-    if with_connectors:
-        defined += [str(c) for c in comps[Kind.CONNECTOR]]
-    sections = f"'{kind.section}'" + (" or 'connectors'" if with_connectors else "")
-    hint = did_you_mean(str(cid), defined) or (f" (configured: {', '.join(defined)})" if defined
-                                               else f" (no {kind.section} are configured)")
-    return f"references {kind.value} '{cid}' which is not configured under {sections}{hint}"
-
-
-def _check_connector_ids(comps: dict[Kind, dict[ComponentID, Any]], issues: list[ConfigIssue]) -> None:
-    """A connector id must not also name a receiver or an exporter: pipelines could not tell them apart."""
-    for cid in comps[Kind.CONNECTOR]:
-        for kind in (Kind.RECEIVER, Kind.EXPORTER):
-            if cid in comps[kind]:
-                issues.append(ConfigIssue(join("connectors", str(cid)), f"connector '{cid}' is also defined as "
-                                          f"{'a' if kind is Kind.RECEIVER else 'an'} {kind.value} under "
-                                          f"'{kind.section}'; give one of them another name (e.g. '{cid.type}/x')"))
-
-
-def _check_connector_use(pipelines: Mapping[PipelineID, Pipeline], connectors: Mapping[ComponentID, Any],
-                         factories: Mapping[str, Factory], issues: list[ConfigIssue]) -> None:
-    """Both ends of every connector: used as an exporter and as a receiver, with a signal pair it supports."""
-    as_exporter: dict[ComponentID, list[tuple[PipelineID, int]]] = {}
-    as_receiver: dict[ComponentID, list[tuple[PipelineID, int]]] = {}
-    for pid, p in pipelines.items():
-        for i, cid in enumerate(p.exporters):
-            if cid in connectors:
-                as_exporter.setdefault(cid, []).append((pid, i))
-        for i, cid in enumerate(p.receivers):
-            if cid in connectors:
-                as_receiver.setdefault(cid, []).append((pid, i))
-    for cid in connectors:
-        factory = factories[cid.type]
-        for pid, i in as_exporter.get(cid, []):
-            path = join(join(join("service.pipelines", str(pid)), "exporters"), i)
-            targets = [q for q, _ in as_receiver.get(cid, [])]
-            if not targets:
-                issues.append(ConfigIssue(path, f"connector '{cid}' is used as an exporter here but is not a "
-                                                "receiver of any pipeline; list it under the receivers of the "
-                                                "pipeline it should feed"))
-            elif not any(factory.connects_pair(pid.signal, q.signal) for q in targets):
-                issues.append(ConfigIssue(path, f"connector '{cid}' cannot take {pid.signal.value} to the pipelines "
-                                                f"it feeds ({', '.join(str(q) for q in targets)}); it connects: "
-                                                f"{_pairs(factory)}"))
-        for pid, i in as_receiver.get(cid, []):
-            path = join(join(join("service.pipelines", str(pid)), "receivers"), i)
-            sources = [q for q, _ in as_exporter.get(cid, [])]
-            if not sources:
-                issues.append(ConfigIssue(path, f"connector '{cid}' is used as a receiver here but is not an "
-                                                "exporter of any pipeline; list it under the exporters of the "
-                                                "pipeline it should take data from"))
-            elif not any(factory.connects_pair(q.signal, pid.signal) for q in sources):
-                issues.append(ConfigIssue(path, f"connector '{cid}' cannot emit {pid.signal.value} from the pipelines "
-                                                f"that feed it ({', '.join(str(q) for q in sources)}); it connects: "
-                                                f"{_pairs(factory)}"))
-
-
-def _pairs(factory: Factory) -> str:
-    return ", ".join(f"{a.value} -> {b.value}" for a, b in factory.connects) or "nothing"
-
-
-def _pipeline_order(pipelines: Mapping[PipelineID, Pipeline], connectors: Mapping[ComponentID, Any],
-                    issues: list[ConfigIssue]) -> tuple[PipelineID, ...]:
-    """Pipelines upstream first; a loop through connectors is an error that prints the loop (as Vector does)."""
-    feeds: dict[PipelineID, list[tuple[ComponentID, PipelineID]]] = {pid: [] for pid in pipelines}
-    for pid, p in pipelines.items():
-        for cid in p.exporters:
-            if cid in connectors:
-                feeds[pid].extend((cid, q) for q, qp in pipelines.items() if cid in qp.receivers)
-    order: list[PipelineID] = []
-    state: dict[PipelineID, int] = {}  # 1: on the current path, 2: done
-    path: list[tuple[PipelineID, ComponentID | None]] = []
-    reported: set[frozenset[PipelineID]] = set()
-
-    def visit(pid: PipelineID, via: ComponentID | None) -> None:
-        state[pid] = 1
-        path.append((pid, via))
-        for cid, q in feeds[pid]:
-            if state.get(q) == 1:
-                start = next(i for i, (p, _) in enumerate(path) if p == q)
-                loop = path[start:]
-                key = frozenset(p for p, _ in loop)
-                if key not in reported:
-                    reported.add(key)
-                    steps = [str(loop[0][0])]
-                    for p, v in loop[1:]:
-                        steps += [f"[{v}]", str(p)]
-                    steps += [f"[{cid}]", str(q)]
-                    issues.append(ConfigIssue("service.pipelines", "pipelines are connected in a cycle: "
-                                              + " -> ".join(steps) + "; data would flow around it forever"))
-            elif q not in state:
-                visit(q, cid)
-        path.pop()
-        state[pid] = 2
-        order.append(pid)
-
-    for pid in pipelines:
-        if pid not in state:
-            visit(pid, None)
-    return tuple(reversed(order))
-
-
-def _check_extensions(service: ServiceConfig, extensions: Mapping[ComponentID, Any], issues: list[ConfigIssue]) -> None:
-    seen: set[ComponentID] = set()
-    for i, name in enumerate(service.extensions):
-        path = join("service.extensions", i)
-        try:
-            cid = ComponentID.parse(name)
-        except ValueError as e:
-            issues.append(ConfigIssue(path, str(e)))
-            continue
-        if cid not in extensions:
-            known = [str(c) for c in extensions]
-            hint = did_you_mean(str(cid), known) or (f" (configured extensions: {', '.join(known)})" if known
-                                                     else " (no extensions are configured)")
-            issues.append(ConfigIssue(path, f"references extension '{cid}' which is not configured under "
-                                            f"'extensions'{hint}"))
-        elif cid in seen:
-            issues.append(ConfigIssue(path, f"extension '{cid}' is listed twice"))
-        seen.add(cid)
-
-
-def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]], issues: list[ConfigIssue]) -> None:
-    """Two components must not claim the same port (Vector's resource check)."""
-    claims: dict[tuple[str, int], str] = {}
-
-    def claim(proto: str, endpoint: Endpoint | None, path: str) -> None:
-        if endpoint is None or endpoint.port == 0:  # None: the decoder already reported a bad endpoint
-            return
-        port = endpoint.port
-        key = (proto, port)
-        if key in claims:
-            issues.append(ConfigIssue(path, f"{proto} port {port} is already used by {claims[key]}; give one of them another port"))
-        else:
-            claims[key] = path
-
-    claim("tcp", service.telemetry.metrics.address, "service.telemetry.metrics.address")
-    for kind, items in comps.items():
-        for cid, cfg in items.items():
-            if isinstance(cfg, HasListeners):
-                for proto, endpoint, key in cfg.listeners():
-                    claim(proto, endpoint, join(join(kind.section, str(cid)), key))
-
-
-def _unused(comps: dict[Kind, dict[ComponentID, Any]], pipelines: Mapping[PipelineID, Pipeline],
-            service: ServiceConfig) -> list[ConfigIssue]:
-    used: dict[Kind, set[ComponentID]] = {k: set() for k in Kind}
-    for p in pipelines.values():
-        used[Kind.RECEIVER].update(p.receivers)
-        used[Kind.PROCESSOR].update(p.processors)
-        used[Kind.EXPORTER].update(p.exporters)
-        used[Kind.CONNECTOR].update(p.receivers + p.exporters)
-    for name in service.extensions:
-        try:
-            used[Kind.EXTENSION].add(ComponentID.parse(name))
-        except ValueError:
-            pass  # reported by _check_extensions
-    out = []
-    for kind, items in comps.items():
-        for cid in items:
-            if cid not in used[kind]:
-                where = "by any pipeline" if kind is not Kind.EXTENSION else "(add it to service.extensions)"
-                out.append(ConfigIssue(join(kind.section, str(cid)), f"{kind.value} '{cid}' is configured but not "
-                                       f"used {where}", warning=True))
     return out
 
 

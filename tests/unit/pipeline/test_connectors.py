@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.component import ComponentID, Kind
-from pipeline.config.loader import PipelineID, load_text
+from pipeline.config.loader import load_text
+from pipeline.config.schema import PipelineID
 from pipeline.errors import ConfigError
 from pipeline.graph import Graph
 from pipeline.model import Payload, Signal

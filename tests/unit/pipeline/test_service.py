@@ -5,7 +5,8 @@ import aiohttp
 
 from otelpipe import components
 from pipeline.component import ComponentID
-from pipeline.config.loader import PipelineID, load_text
+from pipeline.config.loader import load_text
+from pipeline.config.schema import PipelineID
 from pipeline.errors import ConfigError
 from pipeline.model import Signal
 from pipeline.service import Service

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.component import ComponentID
-from pipeline.config.loader import PipelineID, load, load_text
+from pipeline.config.loader import load, load_text
+from pipeline.config.schema import PipelineID
 from pipeline.config.types import parse_duration, parse_size
 from pipeline.errors import ConfigError
 from pipeline.model import Signal

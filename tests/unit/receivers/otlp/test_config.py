@@ -7,11 +7,17 @@ from typing import Any
 import pytest
 
 from pipeline.component import Factory, Kind, Stability, make_factory_map
-from pipeline.config.loader import Config, load_text
+from pipeline.config.loader import load_text
+from pipeline.config.schema import Config
 from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue
 from pipeline.model import Signal
-from receivers.otlp.config import GRPCConfig, HTTPConfig, OTLPReceiverConfig, ProtocolsConfig
+from receivers.otlp.config import (
+    GRPCConfig,
+    HTTPConfig,
+    OTLPReceiverConfig,
+    ProtocolsConfig,
+)
 from receivers.otlp.receiver import FACTORY
 
 

@@ -53,8 +53,14 @@ from pipeline.testing import (
     nop_settings,
 )
 from receivers.otlp import http_body as otlp_http_body
+from receivers.otlp.config import (
+    CORSConfig,
+    GRPCConfig,
+    HTTPConfig,
+    OTLPReceiverConfig,
+    ProtocolsConfig,
+)
 from receivers.otlp.http import BodyTooLarge, decompress
-from receivers.otlp.config import CORSConfig, GRPCConfig, HTTPConfig, OTLPReceiverConfig, ProtocolsConfig
 from receivers.otlp.receiver import FACTORY, OTLPReceiver
 
 PB = {"Content-Type": "application/x-protobuf"}
