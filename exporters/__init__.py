@@ -1,0 +1,1 @@
+"""Exporters: where data leaves (OTLP, Prometheus, debug, file)."""

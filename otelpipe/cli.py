@@ -60,9 +60,7 @@ def cmd_components(_args: argparse.Namespace) -> int:
     for kind, items in fmap.items():
         print(f"{kind.section}:")
         for name in sorted(items):
-            f = items[name]
-            sigs = ", ".join(f"{s.value} ({st.value})" for s, st in f.signals.items())
-            print(f"  {name:<22} {sigs}")
+            print(f"  {name:<22} {items[name].stability_text()}".rstrip())
     return 0
 
 

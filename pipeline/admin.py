@@ -6,7 +6,7 @@ started and again while draining (so Kubernetes stops routing to a pod that is
 shutting down), and `/status` is JSON: pipelines, components and counters.
 
 It runs on the same guarded low-level server as the OTLP/HTTP receiver
-(`pipeline.httpserver`): header and idle timeouts, and a small cap on
+(`pipeline.net.server`): header and idle timeouts, and a small cap on
 connections, so sockets left open against this port cannot use up the
 process's file descriptors; its refusals are counted in
 `otelpipe_admin_refused_connections_total{reason}`.

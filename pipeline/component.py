@@ -164,6 +164,7 @@ class Factory:
     create: Callable[..., Any]
     description: str = ""
     connects: Mapping[tuple[Signal, Signal], Stability] = field(default_factory=dict)
+    stability: Stability = Stability.DEVELOPMENT  # an extension's (it has no signals)
 
     def supports(self, signal: Signal) -> bool:
         return signal in self.signals
@@ -175,6 +176,8 @@ class Factory:
         """`traces (stable), metrics (beta)`, or for connectors `traces->metrics (alpha)`."""
         if self.kind is Kind.CONNECTOR:
             return ", ".join(f"{a.value}->{b.value} ({st.value})" for (a, b), st in self.connects.items())
+        if self.kind is Kind.EXTENSION:
+            return f"({self.stability.value})"
         return ", ".join(f"{s.value} ({st.value})" for s, st in self.signals.items())
 
 

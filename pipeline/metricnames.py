@@ -36,7 +36,7 @@ from pipeline.model import Payload, Signal
 INVALID_NAME = "invalid_name"
 
 # Unicode 14 (CPython 3.11): categories Cc, Cf, Zs, Zl, Zp and every `str.isspace()` character.
-# tests/unit/receivers/otlp/test_metric_names.py checks this class against the running unicodedata.
+# tests/unit/pipeline/test_metricnames.py checks this class against the running unicodedata.
 _NON_ASCII_INVISIBLE_CLASS = (
     "\\x80-\\xa0\\xad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891\\u08e2\\u1680\\u180e"
     "\\u2000-\\u200f\\u2028-\\u202f\\u205f-\\u2064\\u2066-\\u206f\\u3000\\ufeff\\ufff9-\\ufffb\\U000110bd"

@@ -1,0 +1,1 @@
+"""Processors: what happens to data inside a pipeline."""

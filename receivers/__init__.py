@@ -1,0 +1,1 @@
+"""Receivers: where data enters (OTLP gRPC/HTTP, StatsD)."""

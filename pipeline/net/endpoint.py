@@ -89,7 +89,7 @@ class Endpoint:
 
     @classmethod
     def from_config(cls, value: object) -> Endpoint:
-        """The config decoder's hook (`pipeline.configtypes.ParsesItself`): a listener address."""
+        """The config decoder's hook (`pipeline.config.types.ParsesItself`): a listener address."""
         if not isinstance(value, str):
             got = ("nothing (null)" if value is None else f"boolean {value}" if isinstance(value, bool)
                    else f"number {value}" if isinstance(value, (int, float))

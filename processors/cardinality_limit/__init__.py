@@ -1,0 +1,1 @@
+"""The `cardinality_limit` processor: bounded series per metric, the overflow folded so totals stay exact."""

@@ -1,0 +1,1 @@
+"""The `otlp` receiver: config, the gRPC and HTTP transports, and the component that runs them."""

@@ -4,7 +4,7 @@ An aiohttp low-level server (no router, no middlewares: one dict lookup per
 request) with aiohttp's own body decompression turned off, so that
 `max_request_body_size` is enforced twice: on the bytes as sent (at most
 limit+1 of them are ever read) and on the decompressed bytes (see
-`otlp_http_body`: inflating stops one byte past the limit, a gzip bomb is
+`http_body`: inflating stops one byte past the limit, a gzip bomb is
 answered 413, and more than MAX_GZIP_MEMBERS concatenated members 400).
 
 The event loop only ever does a bounded amount of work per request: a body
@@ -12,7 +12,7 @@ larger than a few hundred KiB (protobuf) or a few KiB (JSON, whose decoding
 is Python code) is inflated and decoded in this server's small worker pool,
 so `/healthz`, other clients and signal handling keep running meanwhile.
 Connections are capped and timed out as the Collector's confighttp server
-does (`pipeline.httpserver`); a body that arrives slower than `read_timeout`
+does (`pipeline.net.server`); a body that arrives slower than `read_timeout`
 allows is answered 408.
 
 Protobuf bodies are decoded once and kept as the Payload's wire bytes (no

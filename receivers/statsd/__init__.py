@@ -1,0 +1,1 @@
+"""The `statsd` receiver: config, the line grammar (`parser`), interval aggregation (`aggregator`) and the UDP socket (`receiver`)."""

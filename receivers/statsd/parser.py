@@ -11,7 +11,7 @@ with types `c` (counter), `g` (gauge; `+N`/`-N` is a relative update), `ms`
 failing the line; every malformed line is reported with a reason and skipped
 without disturbing the other lines of its datagram. A name with no visible
 character (`" :1|c"`: only whitespace, control or format characters, see
-`receivers/otlp/metric_names.py`) can never name a metric and is refused as
+`pipeline/metricnames.py`) can never name a metric and is refused as
 `invalid_name`; the check costs nothing for a name that starts with a visible
 ASCII character.
 
