@@ -45,9 +45,7 @@ class AdminServer:
             "/readyz": self._readyz,
             "/status": self._status_handler,
         }
-        self._refused = telemetry.counter("admin_refused_connections",
-                                          "Connections the admin server closed before reading a request, by reason.",
-                                          ("reason",))
+        self._refused = telemetry.counter("admin_refused_connections")
         self.endpoints: dict[str, str] = {}
 
     async def start(self) -> None:

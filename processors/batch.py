@@ -116,12 +116,8 @@ class BatchProcessor:
         self._obs = settings.telemetry.processor(settings)
         self._log = RateLimitedLog(settings.logger)
         tel, pid = settings.telemetry, str(settings.id)
-        self._size_sends = tel.counter(
-            "processor_batch_batch_size_trigger_send", "Number of times a batch was sent because of its size.",
-            ("processor",)).labels(pid)
-        self._timeout_sends = tel.counter(
-            "processor_batch_timeout_trigger_send", "Number of times a batch was sent because of the timeout.",
-            ("processor",)).labels(pid)
+        self._size_sends = tel.counter("processor_batch_batch_size_trigger_send").labels(pid)
+        self._timeout_sends = tel.counter("processor_batch_timeout_trigger_send").labels(pid)
         self._pending: list[Payload] = []
         self._count = 0            # items in _pending
         self._batch_start = 0.0    # clock() when the first payload of the current batch arrived

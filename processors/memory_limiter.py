@@ -182,9 +182,7 @@ class MemoryLimiterProcessor:
         self.limits = resolve_limits(cfg, total_memory)
         self._interval = float(cfg.check_interval)
         self._log = RateLimitedLog(settings.logger)
-        self._gauge = settings.telemetry.gauge(
-            "memory_limiter_refusing", "1 while the memory limiter refuses data (memory above its soft limit), else 0.",
-            ("processor",)).labels(str(settings.id))
+        self._gauge = settings.telemetry.gauge("memory_limiter_refusing").labels(str(settings.id))
         self.refusing = False
         self.last_rss = 0
         self._last_gc = -math.inf

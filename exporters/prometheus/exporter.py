@@ -46,12 +46,9 @@ class PrometheusExporter:
         self._log = RateLimitedLog(settings.logger)
         tel = settings.telemetry
         self._exporter_id = str(settings.id)
-        self._series_gauge = tel.gauge(SERIES_METRIC, "Series held by the Prometheus exporter.", ("exporter",))
-        self._skipped = tel.counter(SKIPPED_METRIC, "Metric points the Prometheus exporter did not apply, by reason.",
-                                    ("exporter", "reason"))
-        self._skipped_series = tel.counter(
-            SKIPPED_SERIES_METRIC, "Series left out of a scrape because they could not be written, by reason.",
-            ("exporter", "reason")).labels(self._exporter_id, RENDER_ERROR)
+        self._series_gauge = tel.gauge(SERIES_METRIC)
+        self._skipped = tel.counter(SKIPPED_METRIC)
+        self._skipped_series = tel.counter(SKIPPED_SERIES_METRIC).labels(self._exporter_id, RENDER_ERROR)
         self.server = MetricsServer(cfg.endpoint, self.store, open_metrics=cfg.enable_open_metrics,
                                     logger=settings.logger, on_skip=self._skip_on_scrape)
 

@@ -124,12 +124,9 @@ class CardinalityLimitProcessor:
         self._obs = settings.telemetry.processor(settings)
         tel = settings.telemetry
         self._labels = (str(settings.id), settings.pipeline)
-        self._folded = tel.counter(FOLDED_METRIC, "Data points folded into their metric's overflow series.",
-                                   ("processor", "pipeline", "metric"))
-        self._dropped = tel.counter(DROPPED_METRIC, "Data points dropped because their metric was at its series limit.",
-                                    ("processor", "pipeline", "metric"))
-        self._series_gauge = tel.gauge(SERIES_METRIC, "Current series of each limited metric.",
-                                       ("processor", "pipeline", "metric"))
+        self._folded = tel.counter(FOLDED_METRIC)
+        self._dropped = tel.counter(DROPPED_METRIC)
+        self._series_gauge = tel.gauge(SERIES_METRIC)
         self._metric_labels: set[str] = set()
 
     # -- lifecycle ----------------------------------------------------------------------------

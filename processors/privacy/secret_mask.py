@@ -385,9 +385,7 @@ def _wire_plan(signal: Signal, rule: object) -> Plan:
 def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object):  # type: ignore[no-untyped-def]
     assert settings.signal is not None
     proc = SecretMask(cfg, settings.signal)
-    counter = settings.telemetry.counter(
-        "processor_masked_values", "Values masked by secret_mask, by detector ('key' for key-name matches).",
-        ("processor", "pipeline", "detector"))
+    counter = settings.telemetry.counter("processor_masked_values")
     counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
     masker = proc.masker
 

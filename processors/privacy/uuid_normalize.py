@@ -389,9 +389,7 @@ def _merge(payload: Payload, changed: list[MetricKey], before: MetricBytes | Non
 def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):  # type: ignore[no-untyped-def]
     assert settings.signal is not None
     proc = UUIDNormalize(cfg, settings.signal)
-    counter = settings.telemetry.counter(
-        "processor_normalized_values", "Identifiers replaced by placeholders, by detector.",
-        ("processor", "pipeline", "detector"))
+    counter = settings.telemetry.counter("processor_normalized_values")
     counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
 
     def process(payload: Payload) -> Payload:

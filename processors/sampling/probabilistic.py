@@ -269,9 +269,7 @@ class ProbabilisticSampler:
         self.cfg = cfg
         self.sampler = Sampler(cfg, settings.signal)
         self._log = RateLimitedLog(settings.logger)
-        self._errors = settings.telemetry.counter(
-            ERRORS_METRIC, "Items whose sampling information was unusable, by reason (fail_closed decides their fate).",
-            ("processor", "pipeline", "reason"))
+        self._errors = settings.telemetry.counter(ERRORS_METRIC)
         self._labels = (str(settings.id), settings.pipeline)
         self.process: Callable[[Payload], Payload | None] = (
             self.process_traces if settings.signal is Signal.TRACES else self.process_logs)

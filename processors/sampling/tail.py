@@ -262,20 +262,16 @@ class TailSamplingProcessor:
         self._obs = settings.telemetry.processor(settings)
         tel = settings.telemetry
         labels = (str(settings.id), settings.pipeline)
-        tel.gauge(PENDING_METRIC, "Traces held in memory waiting for a sampling decision.",
-                  ("processor", "pipeline")).labels(*labels).set_function(lambda: len(self._pending))
-        decisions = tel.counter(DECISIONS_METRIC, "Traces each tail-sampling policy evaluated, by decision.",
-                                ("processor", "pipeline", "policy", "decision"))
+        tel.gauge(PENDING_METRIC).labels(*labels).set_function(lambda: len(self._pending))
+        decisions = tel.counter(DECISIONS_METRIC)
         self._decision_counters = {
             p.name: (decisions.labels(*labels, p.name, "sampled"), decisions.labels(*labels, p.name, "not_sampled"))
             for p in self._policies}
-        late = tel.counter(LATE_METRIC, "Spans that arrived after their trace was decided, by the decision they followed.",
-                           ("processor", "pipeline", "decision"))
+        late = tel.counter(LATE_METRIC)
         self._late_kept = late.labels(*labels, "sampled")
         self._late_dropped = late.labels(*labels, "not_sampled")
-        self._early = tel.counter(EARLY_METRIC, "Traces decided before decision_wait because num_traces was exceeded.",
-                                  ("processor", "pipeline")).labels(*labels)
-        traces = tel.counter(TRACES_METRIC, "Traces decided, by decision.", ("processor", "pipeline", "decision"))
+        self._early = tel.counter(EARLY_METRIC).labels(*labels)
+        traces = tel.counter(TRACES_METRIC)
         self._traces_kept = traces.labels(*labels, "sampled")
         self._traces_dropped = traces.labels(*labels, "not_sampled")
 

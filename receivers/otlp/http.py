@@ -154,9 +154,7 @@ class OTLPHTTPServer:
         self._cors = CORS(cfg.cors) if cfg.cors is not None and cfg.cors.allowed_origins else None
         self._allow = "POST, OPTIONS" if self._cors else "POST"
         self._log = RateLimitedLog(settings.logger)
-        self._refused_connections = settings.telemetry.counter(
-            "receiver_refused_connections", "Connections a receiver closed before reading a request, by reason.",
-            ("receiver", "transport", "reason"))
+        self._refused_connections = settings.telemetry.counter("receiver_refused_connections")
         self._runner: web.ServerRunner | None = None
         self._server: GuardedServer | None = None
         self._executor: ThreadPoolExecutor | None = None

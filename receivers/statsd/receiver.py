@@ -90,19 +90,11 @@ class StatsDReceiver:
         rid = str(settings.id)
         tel = settings.telemetry
         self._obs = tel.receiver(rid, "udp")
-        self._ignored = tel.counter("receiver_statsd_ignored",
-                                    "StatsD input ignored by design: events and service checks (lines), "
-                                    "unknown |fields (fields).", ("receiver", "reason"))
-        self._lines_metric = tel.counter("receiver_statsd_lines", "StatsD metric lines parsed and aggregated.",
-                                         ("receiver",)).labels(rid)
-        self._datagrams_metric = tel.counter("receiver_statsd_datagrams", "UDP datagrams read by the StatsD receiver.",
-                                             ("receiver",)).labels(rid)
-        self._drops_gauge = tel.gauge("receiver_statsd_kernel_drops",
-                                      "Datagrams the kernel dropped on the StatsD socket because its receive buffer "
-                                      "was full (from /proc/net/udp; -1 when unavailable).", ("receiver",)).labels(rid)
-        self._buffer_gauge = tel.gauge("receiver_statsd_socket_buffer_bytes",
-                                       "Receive buffer the kernel granted the StatsD socket (SO_RCVBUF as read back).",
-                                       ("receiver",)).labels(rid)
+        self._ignored = tel.counter("receiver_statsd_ignored")
+        self._lines_metric = tel.counter("receiver_statsd_lines").labels(rid)
+        self._datagrams_metric = tel.counter("receiver_statsd_datagrams").labels(rid)
+        self._drops_gauge = tel.gauge("receiver_statsd_kernel_drops").labels(rid)
+        self._buffer_gauge = tel.gauge("receiver_statsd_socket_buffer_bytes").labels(rid)
         self._rid = rid
         self._log = RateLimitedLog(settings.logger, interval=10.0)
         self._sock: socket.socket | None = None

@@ -1,10 +1,11 @@
-"""otelpipe's own metrics: the one place their names are defined.
+"""otelpipe's own metrics, recorded into a Service-owned registry (never the global one).
 
-Names mirror the Collector's internal metrics with the `otelpipe_` prefix so the
-well-known Collector dashboards port by a prefix swap. Everything lives in a
-Service-owned `CollectorRegistry` (never the global one), and components only
-record through the small observer objects below, which the shared wrappers
-(receiver helpers, processor adapter, exporter helper) call for them.
+Every metric is declared once in `catalog.py` (name, type, labels, help, owner).
+`Telemetry` makes them in its own `CollectorRegistry`; components record the
+standard ones only through the small observer objects below, which the shared
+wrappers (receiver helpers, the graph's processor edges, the exporter helper)
+call for them, and reach their own declared metrics with `counter(name)`,
+`gauge(name)` or `histogram(name)`.
 """
 from __future__ import annotations
 
@@ -16,66 +17,35 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
 from pipeline.model import Signal
+from pipeline.telemetry.catalog import PREFIX, MetricSpec, spec
 
 if TYPE_CHECKING:
     from pipeline.component import Settings
 
-PREFIX = "otelpipe_"
+__all__ = ["PREFIX", "CountsByLabel", "ExporterObs", "ProcessorObs", "ReceiverObs", "Telemetry", "iter_metric_names"]
 
 
 class Telemetry:
-    """The registry and the standard per-signal counters of one Service."""
+    """The registry of one Service and every self-metric in it, made from the catalogue on first use."""
 
     def __init__(self, *, process_metrics: bool = True) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         if process_metrics:
             ProcessCollector(namespace="otelpipe", registry=self.registry)
-        self._custom: dict[str, MetricWrapperBase] = {}
-        r = self.registry
-        self.receiver_accepted: dict[Signal, Counter] = {}
-        self.receiver_refused: dict[Signal, Counter] = {}
-        self.processor_dropped: dict[Signal, Counter] = {}
-        self.processor_incoming: dict[Signal, Counter] = {}
-        self.processor_outgoing: dict[Signal, Counter] = {}
-        self.exporter_sent: dict[Signal, Counter] = {}
-        self.exporter_failed: dict[Signal, Counter] = {}
-        self.exporter_enqueue_failed: dict[Signal, Counter] = {}
-        for sig in Signal:
-            item = sig.item_name
-            words = item.replace("_", " ")
-            self.receiver_accepted[sig] = Counter(
-                f"{PREFIX}receiver_accepted_{item}", f"Number of {words} successfully pushed into the pipeline.",
-                ["receiver", "transport"], registry=r)
-            self.receiver_refused[sig] = Counter(
-                f"{PREFIX}receiver_refused_{item}", f"Number of {words} that could not be pushed into the pipeline.",
-                ["receiver", "transport", "reason"], registry=r)
-            self.processor_dropped[sig] = Counter(
-                f"{PREFIX}processor_dropped_{item}", f"Number of {words} dropped by the processor.",
-                ["processor", "pipeline", "reason"], registry=r)
-            self.processor_incoming[sig] = Counter(
-                f"{PREFIX}processor_incoming_{item}", f"Number of {words} that entered the processor.",
-                ["processor", "pipeline"], registry=r)
-            self.processor_outgoing[sig] = Counter(
-                f"{PREFIX}processor_outgoing_{item}", f"Number of {words} the processor handed on.",
-                ["processor", "pipeline"], registry=r)
-            self.exporter_sent[sig] = Counter(
-                f"{PREFIX}exporter_sent_{item}", f"Number of {words} successfully sent to destination.",
-                ["exporter"], registry=r)
-            self.exporter_failed[sig] = Counter(
-                f"{PREFIX}exporter_send_failed_{item}", f"Number of {words} in failed attempts to send to destination.",
-                ["exporter", "reason"], registry=r)
-            self.exporter_enqueue_failed[sig] = Counter(
-                f"{PREFIX}exporter_enqueue_failed_{item}", f"Number of {words} failed to be added to the sending queue.",
-                ["exporter", "reason"], registry=r)
-        self.queue_size = Gauge(f"{PREFIX}exporter_queue_size", "Current size of the sending queue, in the unit of its sizer (requests by default).",
-                                ["exporter", "data_type"], registry=r)
-        self.queue_capacity = Gauge(f"{PREFIX}exporter_queue_capacity", "Fixed capacity of the sending queue, in the unit of its sizer (requests by default).",
-                                    ["exporter", "data_type"], registry=r)
-        self.export_duration = Histogram(
-            f"{PREFIX}exporter_send_duration_seconds", "Duration of one push to the destination, by outcome.",
-            ["exporter", "data_type", "outcome"], registry=r,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-        self.config_reloads = Counter(f"{PREFIX}config_reloads", "Configuration reloads by result.", ["result"], registry=r)
+        self._metrics: dict[str, MetricWrapperBase] = {}
+        per_signal = {s: s.item_name for s in Signal}
+        self.receiver_accepted = {s: self.counter(f"receiver_accepted_{i}") for s, i in per_signal.items()}
+        self.receiver_refused = {s: self.counter(f"receiver_refused_{i}") for s, i in per_signal.items()}
+        self.processor_dropped = {s: self.counter(f"processor_dropped_{i}") for s, i in per_signal.items()}
+        self.processor_incoming = {s: self.counter(f"processor_incoming_{i}") for s, i in per_signal.items()}
+        self.processor_outgoing = {s: self.counter(f"processor_outgoing_{i}") for s, i in per_signal.items()}
+        self.exporter_sent = {s: self.counter(f"exporter_sent_{i}") for s, i in per_signal.items()}
+        self.exporter_failed = {s: self.counter(f"exporter_send_failed_{i}") for s, i in per_signal.items()}
+        self.exporter_enqueue_failed = {s: self.counter(f"exporter_enqueue_failed_{i}") for s, i in per_signal.items()}
+        self.queue_size = self.gauge("exporter_queue_size")
+        self.queue_capacity = self.gauge("exporter_queue_capacity")
+        self.export_duration = self.histogram("exporter_send_duration_seconds")
+        self.config_reloads = self.counter("config_reloads")
 
     def receiver(self, receiver_id: str, transport: str) -> ReceiverObs:
         return ReceiverObs(self, receiver_id, transport)
@@ -88,25 +58,35 @@ class Telemetry:
         assert settings.signal is not None
         return ExporterObs(self, str(settings.id), settings.signal)
 
-    def counter(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> Counter:
-        """A component-specific counter (e.g. StatsD unknown fields); same name returns the same counter."""
-        return self._get_or_make(Counter, name, documentation, labelnames)  # type: ignore[return-value]
+    def counter(self, name: str) -> Counter:
+        """The counter declared as `name` in the catalogue; the same object on every call."""
+        return self._metric(name, "counter")  # type: ignore[return-value]
 
-    def gauge(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> Gauge:
-        """A component-specific gauge; same name returns the same gauge."""
-        return self._get_or_make(Gauge, name, documentation, labelnames)  # type: ignore[return-value]
+    def gauge(self, name: str) -> Gauge:
+        """The gauge declared as `name` in the catalogue; the same object on every call."""
+        return self._metric(name, "gauge")  # type: ignore[return-value]
 
-    def _get_or_make(self, cls: type[MetricWrapperBase], name: str, documentation: str,
-                     labelnames: tuple[str, ...]) -> MetricWrapperBase:
-        if not name.startswith(PREFIX):
-            name = PREFIX + name
-        existing = self._custom.get(name)
+    def histogram(self, name: str) -> Histogram:
+        """The histogram declared as `name` in the catalogue; the same object on every call."""
+        return self._metric(name, "histogram")  # type: ignore[return-value]
+
+    def _metric(self, name: str, kind: str) -> MetricWrapperBase:
+        declared: MetricSpec = spec(name)
+        if declared.kind != kind:
+            raise TypeError(f"self-metric {declared.name} is declared as a {declared.kind}, not a {kind}")
+        existing = self._metrics.get(declared.name)
         if existing is not None:
-            if not isinstance(existing, cls) or tuple(existing._labelnames) != tuple(labelnames):
-                raise ValueError(f"self-metric {name} already defined with another type or labels")
             return existing
-        metric = cls(name, documentation, list(labelnames), registry=self.registry)
-        self._custom[name] = metric
+        labels = list(declared.labels)
+        metric: MetricWrapperBase
+        if kind == "counter":
+            metric = Counter(declared.full_name, declared.help, labels, registry=self.registry)
+        elif kind == "gauge":
+            metric = Gauge(declared.full_name, declared.help, labels, registry=self.registry)
+        else:
+            metric = Histogram(declared.full_name, declared.help, labels, registry=self.registry,
+                               buckets=declared.buckets)
+        self._metrics[declared.name] = metric
         return metric
 
     def snapshot(self) -> dict[str, list[dict[str, object]]]:
