@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from pipeline import otlpjson
 from pipeline.component import Factory, Host, Kind, Settings, Stability
+from pipeline.config.types import Issue
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.model import Payload, Signal
@@ -25,10 +26,10 @@ from pipeline.model import Payload, Signal
 class FileExporterConfig(ExporterConfig):
     path: str = ""
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
         if not self.path:
-            out.append(("path", "is required: the file to append OTLP/JSON lines to, e.g. '/var/lib/otelpipe/traces.jsonl'"))
+            out.append(Issue("path", "is required: the file to append OTLP/JSON lines to, e.g. '/var/lib/otelpipe/traces.jsonl'"))
         return out
 
 

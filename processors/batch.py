@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.errors import (
     DataRefusedError,
     PermanentError,
@@ -72,22 +72,22 @@ class BatchConfig:
     timeout: Duration = Duration(0.2)
     max_buffered_items: int = 0
 
-    def validate(self) -> list[object]:
-        issues: list[object] = []
+    def validate(self) -> list[Issue]:
+        issues: list[Issue] = []
         if self.send_batch_size < 0:
-            issues.append(("send_batch_size", f"must be 0 (no size trigger) or greater, got {self.send_batch_size}"))
+            issues.append(Issue("send_batch_size", f"must be 0 (no size trigger) or greater, got {self.send_batch_size}"))
         if self.send_batch_max_size < 0:
-            issues.append(("send_batch_max_size", f"must be 0 (no limit) or greater, got {self.send_batch_max_size}"))
+            issues.append(Issue("send_batch_max_size", f"must be 0 (no limit) or greater, got {self.send_batch_max_size}"))
         elif 0 < self.send_batch_max_size < self.send_batch_size:
-            issues.append(("send_batch_max_size",
+            issues.append(Issue("send_batch_max_size",
                            f"must be 0 (no limit) or at least send_batch_size ({self.send_batch_size}), "
                            f"got {self.send_batch_max_size}"))
         if self.timeout < 0:
-            issues.append(("timeout", "must not be negative"))
+            issues.append(Issue("timeout", "must not be negative"))
         if self.max_buffered_items < 0:
-            issues.append(("max_buffered_items", f"must be 0 (automatic) or greater, got {self.max_buffered_items}"))
+            issues.append(Issue("max_buffered_items", f"must be 0 (automatic) or greater, got {self.max_buffered_items}"))
         elif 0 < self.max_buffered_items < max(self.send_batch_size, self.send_batch_max_size):
-            issues.append(("max_buffered_items",
+            issues.append(Issue("max_buffered_items",
                            f"must be 0 (automatic) or at least send_batch_size and send_batch_max_size "
                            f"({max(self.send_batch_size, self.send_batch_max_size)}), got {self.max_buffered_items}"))
         return issues

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.errors import DataRefusedError
 from pipeline.logutil import RateLimitedLog
 from pipeline.memtune import release_free_memory
@@ -63,24 +63,24 @@ class MemoryLimiterConfig:
     min_gc_interval_when_soft_limited: Duration = Duration(10.0)
     min_gc_interval_when_hard_limited: Duration = Duration(0.0)
 
-    def validate(self) -> list[object]:
-        issues: list[object] = []
+    def validate(self) -> list[Issue]:
+        issues: list[Issue] = []
         if self.check_interval <= 0:
-            issues.append(("check_interval", "must be greater than 0, e.g. '1s'"))
+            issues.append(Issue("check_interval", "must be greater than 0, e.g. '1s'"))
         for key in ("limit_mib", "spike_limit_mib"):
             if getattr(self, key) < 0:
-                issues.append((key, f"must not be negative, got {getattr(self, key)}"))
+                issues.append(Issue(key, f"must not be negative, got {getattr(self, key)}"))
         for key in ("limit_percentage", "spike_limit_percentage"):
             if not 0 <= getattr(self, key) <= 100:
-                issues.append((key, f"must be between 0 and 100, got {getattr(self, key)}"))
+                issues.append(Issue(key, f"must be between 0 and 100, got {getattr(self, key)}"))
         if self.limit_mib <= 0 and self.limit_percentage <= 0:
-            issues.append(("limit_mib", "is required: set limit_mib (MiB) or limit_percentage (of total memory) "
+            issues.append(Issue("limit_mib", "is required: set limit_mib (MiB) or limit_percentage (of total memory) "
                                         "to a value greater than 0"))
         elif self.limit_mib > 0 and self.spike_limit_mib >= self.limit_mib:
-            issues.append(("spike_limit_mib", f"must be less than limit_mib ({self.limit_mib}), got "
+            issues.append(Issue("spike_limit_mib", f"must be less than limit_mib ({self.limit_mib}), got "
                                               f"{self.spike_limit_mib}; it is the headroom kept below the hard limit"))
         elif self.limit_mib <= 0 and self.spike_limit_percentage >= self.limit_percentage > 0:
-            issues.append(("spike_limit_percentage", f"must be less than limit_percentage ({self.limit_percentage}), "
+            issues.append(Issue("spike_limit_percentage", f"must be less than limit_percentage ({self.limit_percentage}), "
                                                      f"got {self.spike_limit_percentage}"))
         return issues
 

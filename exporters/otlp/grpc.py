@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from exporters.otlp.common import check_partial_success
 from pipeline.component import Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Secret
+from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
@@ -65,36 +65,36 @@ class OTLPExporterConfig(ExporterConfig):
     compression: Literal["gzip", "none"] = "gzip"
     balancer_name: Literal["pick_first", "round_robin"] | None = None
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
         if not self.endpoint:
-            out.append(("endpoint", ("is required: the backend's gRPC address, e.g. 'tempo:4317' "
+            out.append(Issue("endpoint", ("is required: the backend's gRPC address, e.g. 'tempo:4317' "
                                      "(or 'http://host:4317' for plain text)")))
         else:
             try:
                 grpc_target(self.endpoint, self.tls)
             except ValueError as e:
-                out.append(("endpoint", str(e)))
+                out.append(Issue("endpoint", str(e)))
         for key, value in self.headers.items():
             out.extend(metadata_issues(key, value))
         if self.tls.insecure_skip_verify:
-            out.append(("tls.insecure_skip_verify", ("is not supported by the gRPC exporter; set tls.ca_file "
+            out.append(Issue("tls.insecure_skip_verify", ("is not supported by the gRPC exporter; set tls.ca_file "
                                                      "to the CA that signed the server's certificate")))
         return out
 
 
-def metadata_issues(key: str, value: Secret) -> list[object]:
+def metadata_issues(key: str, value: Secret) -> list[Issue]:
     """Problems with one `headers` entry as gRPC metadata (lowercase ASCII keys, printable values)."""
     lk = key.lower()
     path = f"headers.{key}"
     if not _METADATA_KEY_RE.match(lk):
-        return [(path, "a gRPC metadata key may only hold letters, digits, '-', '_' and '.'")]
+        return [Issue(path, "a gRPC metadata key may only hold letters, digits, '-', '_' and '.'")]
     if lk.startswith("grpc-") or lk in _RESERVED_KEYS:
-        return [(path, f"'{lk}' is set by gRPC itself and cannot be configured")]
+        return [Issue(path, f"'{lk}' is set by gRPC itself and cannot be configured")]
     if lk.endswith("-bin"):
-        return [(path, "binary ('-bin') metadata is not supported; use a text header")]
+        return [Issue(path, "binary ('-bin') metadata is not supported; use a text header")]
     if not all(0x20 <= ord(c) < 0x7F for c in value.reveal()):
-        return [(path, "the value must be printable ASCII")]
+        return [Issue(path, "the value must be printable ASCII")]
     return []
 
 

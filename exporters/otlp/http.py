@@ -25,7 +25,7 @@ from yarl import URL
 from exporters.otlp.common import check_partial_success
 from pipeline import otlpjson
 from pipeline.component import Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Secret
+from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
@@ -56,17 +56,17 @@ class OTLPHTTPExporterConfig(ExporterConfig):
     headers: dict[str, Secret] = field(default_factory=dict)
     tls: TLSClientConfig = field(default_factory=TLSClientConfig)
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
         keys = ("endpoint", *_SIGNAL_KEYS.values())
         if not any(getattr(self, k) for k in keys):
-            out.append(("endpoint", ("is required: the backend's base URL, e.g. 'https://otlp.example.com:4318' "
+            out.append(Issue("endpoint", ("is required: the backend's base URL, e.g. 'https://otlp.example.com:4318' "
                                      "(or set traces_endpoint / metrics_endpoint / logs_endpoint)")))
         for key in keys:
             value = getattr(self, key)
             problem = url_problem(value, self.headers) if value else None
             if problem:
-                out.append((key, problem))
+                out.append(Issue(key, problem))
         out.extend(header_issues(self.headers, _OWN_HEADERS, "from encoding/compression"))
         return out
 

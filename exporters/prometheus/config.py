@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporters.prometheus.naming import VALID_LABEL_NAME
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.net.endpoint import Endpoint
@@ -57,21 +57,21 @@ class PrometheusExporterConfig(ExporterConfig):
         if isinstance(self.endpoint, str):  # built in code with text; the decoder passes an Endpoint
             object.__setattr__(self, "endpoint", Endpoint.listen(self.endpoint))
 
-    def validate(self) -> list[object]:
-        out: list[object] = list(ExporterConfig.validate(self))
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = list(ExporterConfig.validate(self))
         if self.namespace and not VALID_LABEL_NAME.match(self.namespace):
-            out.append(("namespace", f"invalid namespace {self.namespace!r}: {_NAMESPACE_HINT}"))
+            out.append(Issue("namespace", f"invalid namespace {self.namespace!r}: {_NAMESPACE_HINT}"))
         if self.metric_expiration <= 0:
-            out.append(("metric_expiration", "must be greater than 0 (e.g. '5m'); series not updated for that long are removed"))
+            out.append(Issue("metric_expiration", "must be greater than 0 (e.g. '5m'); series not updated for that long are removed"))
         if self.delta_metric_expiration < self.metric_expiration:
-            out.append(("delta_metric_expiration",
+            out.append(Issue("delta_metric_expiration",
                         (f"must be at least metric_expiration ({float(self.metric_expiration):g}s), e.g. '1h'; "
                          "it is how long series summed from delta points may outlive other series")))
         if self.max_series < 1:
-            out.append(("max_series", "must be at least 1 (e.g. 100000); new series beyond it are refused"))
+            out.append(Issue("max_series", "must be at least 1 (e.g. 100000); new series beyond it are refused"))
         for name in self.const_labels:
             if not VALID_LABEL_NAME.match(name) or name.startswith("__"):
-                out.append((f"const_labels.{name}", ("invalid label name: use letters, digits and '_', not "
+                out.append(Issue(f"const_labels.{name}", ("invalid label name: use letters, digits and '_', not "
                                                      "starting with a digit or '__'")))
         return out
 

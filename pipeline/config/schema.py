@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pipeline.component import ComponentID, Kind
-from pipeline.config.types import Duration, did_you_mean
+from pipeline.config.types import Duration, Issue, did_you_mean
 from pipeline.errors import ConfigIssue
 from pipeline.model import Signal
 from pipeline.net.endpoint import Endpoint
@@ -57,8 +57,8 @@ class ServiceConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     shutdown_timeout: Duration = Duration(25.0)
 
-    def validate(self) -> list[object]:
-        return [("shutdown_timeout", "must be greater than 0")] if self.shutdown_timeout <= 0 else []
+    def validate(self) -> list[Issue]:
+        return [Issue("shutdown_timeout", "must be greater than 0")] if self.shutdown_timeout <= 0 else []
 
 
 @dataclass(frozen=True, slots=True)

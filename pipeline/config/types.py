@@ -15,7 +15,8 @@ import re
 import types
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, Protocol, Self, Union, get_args, get_origin
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, Self, Union, get_args, get_origin, runtime_checkable
 
 from pipeline.errors import ConfigIssue
 from pipeline.redact import redact_text
@@ -42,6 +43,26 @@ class Duration(float):
 
 class ByteSize(int):
     """Bytes, written as an integer or a string with a unit: `4MiB`, `512KiB`, `1GB`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem a config block's `validate()` found: the key it concerns, relative to the block
+    (`"max_interval"`, `"headers.X-Token"`; `""` for the block as a whole), and what is wrong.
+
+    The decoder prefixes the key with the block's path and adds the file, so a
+    component never needs to know where its config sits.
+    """
+
+    key: str
+    message: str
+
+
+@runtime_checkable
+class Validates(Protocol):
+    """A config block that checks itself after decoding; the decoder reports what it returns."""
+
+    def validate(self) -> list[Issue]: ...
 
 
 class Secret:
@@ -330,12 +351,11 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
             except Exception:  # noqa: BLE001 (reported above; the cross-checks skip None)
                 return None
     obj = cls(**kwargs)
-    validate = getattr(obj, "validate", None)
-    if callable(validate):
-        for msg in validate():
-            # A validate() message is either text about the block, or (key, text) about one key.
-            if isinstance(msg, tuple):
-                issues.append(ConfigIssue(join(path, msg[0]), msg[1]))
-            else:
-                issues.append(ConfigIssue(path, msg))
+    if isinstance(obj, Validates):
+        for issue in obj.validate():
+            if isinstance(issue, tuple):  # TRANSITIONAL: until every validate() returns Issue
+                issue = Issue(*issue)
+            if not isinstance(issue, Issue):
+                raise TypeError(f"{cls.__name__}.validate() must return Issue objects, got {issue!r}")
+            issues.append(ConfigIssue(join(path, issue.key) if issue.key else path, issue.message))
     return obj

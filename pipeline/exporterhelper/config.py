@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.exporterhelper.retry import RetryConfig
 
@@ -18,5 +18,5 @@ class ExporterConfig:
     sending_queue: QueueConfig = field(default_factory=QueueConfig)
     retry_on_failure: RetryConfig = field(default_factory=RetryConfig)
 
-    def validate(self) -> list[object]:
-        return [("timeout", "must be greater than 0")] if self.timeout <= 0 else []
+    def validate(self) -> list[Issue]:
+        return [Issue("timeout", "must be greater than 0")] if self.timeout <= 0 else []

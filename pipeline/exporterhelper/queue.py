@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from pipeline.config.types import ByteSize
+from pipeline.config.types import ByteSize, Issue
 from pipeline.model import Payload
 
 Sizer = Literal["requests", "items", "bytes"]
@@ -45,17 +45,17 @@ class QueueConfig:
     max_size: ByteSize = DEFAULT_MAX_SIZE
     storage: str | None = None
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.num_consumers < 1:
-            out.append(("num_consumers", "must be at least 1"))
+            out.append(Issue("num_consumers", "must be at least 1"))
         if self.queue_size < 1:
             unit = {"requests": "requests", "items": "items", "bytes": "bytes"}[self.sizer]
-            out.append(("queue_size", f"must be at least 1 (it counts {unit}, as `sizer` says)"))
+            out.append(Issue("queue_size", f"must be at least 1 (it counts {unit}, as `sizer` says)"))
         if self.max_size < 1:
-            out.append(("max_size", "must be greater than 0, e.g. '256MiB' (the default)"))
+            out.append(Issue("max_size", "must be greater than 0, e.g. '256MiB' (the default)"))
         if self.storage is not None:
-            out.append(("storage", "persistent sending queues are not available in this version; remove the key to use the in-memory queue"))
+            out.append(Issue("storage", "persistent sending queues are not available in this version; remove the key to use the in-memory queue"))
         return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 
 # The Collector's defaults (configretry.NewDefaultBackOffConfig).
 DEFAULT_INITIAL_INTERVAL = Duration(5.0)
@@ -26,18 +26,18 @@ class RetryConfig:
     max_interval: Duration = DEFAULT_MAX_INTERVAL
     max_elapsed_time: Duration = DEFAULT_MAX_ELAPSED_TIME
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.initial_interval <= 0:
-            out.append(("initial_interval", "must be greater than 0"))
+            out.append(Issue("initial_interval", "must be greater than 0"))
         if self.max_interval < self.initial_interval:
-            out.append(("max_interval", "must be at least initial_interval"))
+            out.append(Issue("max_interval", "must be at least initial_interval"))
         if not 0 <= self.randomization_factor < 1:
-            out.append(("randomization_factor", "must be in [0, 1)"))
+            out.append(Issue("randomization_factor", "must be in [0, 1)"))
         if self.multiplier < 1:
-            out.append(("multiplier", "must be at least 1"))
+            out.append(Issue("multiplier", "must be at least 1"))
         if self.max_elapsed_time < 0:
-            out.append(("max_elapsed_time", "must be 0 (retry until shutdown) or more"))
+            out.append(Issue("max_elapsed_time", "must be 0 (retry until shutdown) or more"))
         return out
 
 

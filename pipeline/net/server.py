@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 
 # The Collector's confighttp.NewDefaultServerConfig().
 DEFAULT_READ_TIMEOUT = Duration(0.0)
@@ -77,8 +77,8 @@ class ServerTimeouts:
         """Go: if IdleTimeout is zero, ReadTimeout is used (0: none)."""
         return self.idle_timeout or self.read_timeout
 
-    def validate(self) -> list[object]:
-        return [(name, "must not be negative; 0 means no timeout")
+    def validate(self) -> list[Issue]:
+        return [Issue(name, "must not be negative; 0 means no timeout")
                 for name in ("read_timeout", "read_header_timeout", "write_timeout", "idle_timeout")
                 if getattr(self, name) < 0]
 

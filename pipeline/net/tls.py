@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.config.types import Issue
+
 FileKey = Literal["ca_file", "cert_file", "key_file"]
 
 
@@ -22,14 +24,14 @@ class TLSClientConfig:
     key_file: str = ""
     server_name_override: str = ""
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         for key in ("ca_file", "cert_file", "key_file"):
             value = getattr(self, key)
             if value and not Path(value).is_file():
-                out.append((key, f"file {value!r} does not exist or is not a file"))
+                out.append(Issue(key, f"file {value!r} does not exist or is not a file"))
         if bool(self.cert_file) != bool(self.key_file):
-            out.append(("cert_file", "cert_file and key_file must be given together (client certificate)"))
+            out.append(Issue("cert_file", "cert_file and key_file must be given together (client certificate)"))
         return out
 
     def read(self, name: FileKey) -> bytes | None:

@@ -46,7 +46,7 @@ from typing import Any, Literal
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
-from pipeline.config.types import Secret
+from pipeline.config.types import Issue, Secret
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import CountsByLabel
 from processors.privacy.anchorscan import AnchorScanner
@@ -111,41 +111,41 @@ class SecretMaskConfig:
             return frozenset()
         return frozenset(n for n in DETECTOR_NAMES if self.detectors.get(n, True))
 
-    def validate(self) -> list[object]:
-        issues: list[object] = []
+    def validate(self) -> list[Issue]:
+        issues: list[Issue] = []
         for name in self.detectors:
             if name not in DETECTOR_NAMES:
                 from pipeline.config.types import did_you_mean
 
-                issues.append((f"detectors.{name}", f"unknown detector '{name}'{did_you_mean(name, DETECTOR_NAMES)}"
+                issues.append(Issue(f"detectors.{name}", f"unknown detector '{name}'{did_you_mean(name, DETECTOR_NAMES)}"
                                                     f" (detectors: {', '.join(DETECTOR_NAMES)})"))
         for i, pattern in enumerate(self.blocked_values):
             try:
                 rx = re.compile(pattern)
             except re.error as e:
-                issues.append((f"blocked_values[{i}]", f"invalid regular expression {pattern!r}: {e}"))
+                issues.append(Issue(f"blocked_values[{i}]", f"invalid regular expression {pattern!r}: {e}"))
                 continue
             if rx.match(""):
-                issues.append((f"blocked_values[{i}]", f"{pattern!r} matches the empty string"))
+                issues.append(Issue(f"blocked_values[{i}]", f"{pattern!r} matches the empty string"))
         if not self.replacement:
-            issues.append(("replacement", "must not be empty"))
+            issues.append(Issue("replacement", "must not be empty"))
         if self.mode == "hash":
             if not self.hash_key:
-                issues.append(("hash_key", "is required when mode is 'hash' (a stable secret, e.g. "
+                issues.append(Issue("hash_key", "is required when mode is 'hash' (a stable secret, e.g. "
                                            "${env:OTELPIPE_MASK_HASH_KEY}, so hashes match across restarts "
                                            "and replicas and cannot be brute-forced without it)"))
             if not 6 <= self.hash_length <= 64:
-                issues.append(("hash_length", f"must be between 6 and 64 hex digits, got {self.hash_length}"))
+                issues.append(Issue("hash_length", f"must be between 6 and 64 hex digits, got {self.hash_length}"))
         if any(not k for k in self.allowed_keys):
-            issues.append(("allowed_keys", "must not contain empty keys"))
+            issues.append(Issue("allowed_keys", "must not contain empty keys"))
         if any(not k for k in self.identifier_keys):
-            issues.append(("identifier_keys", "must not contain empty keys"))
+            issues.append(Issue("identifier_keys", "must not contain empty keys"))
         if not issues and self.replacement and self.value_detection:
             from dataclasses import replace
 
             masker = make_masker(replace(self, replacement="\x01", mode="replace"))
             if masker.mask_text(self.replacement) != self.replacement:
-                issues.append(("replacement", f"{self.replacement!r} looks like a secret itself"))
+                issues.append(Issue("replacement", f"{self.replacement!r} looks like a secret itself"))
         return issues
 
 

@@ -43,6 +43,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 )
 
 from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
+from pipeline.config.types import Issue
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.pointmerge import (
     MetricBytes,
@@ -109,19 +110,19 @@ class PatternConfig:
     regex: str = ""
     replacement: str = ""
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         if not self.regex:
-            return [("regex", "is required")]
+            return [Issue("regex", "is required")]
         try:
             rx = re.compile(self.regex)
         except re.error as e:
-            return [("regex", f"invalid regular expression {self.regex!r}: {e}")]
+            return [Issue("regex", f"invalid regular expression {self.regex!r}: {e}")]
         if rx.match(""):
-            return [("regex", f"{self.regex!r} matches the empty string; it would insert the replacement everywhere")]
+            return [Issue("regex", f"{self.regex!r} matches the empty string; it would insert the replacement everywhere")]
         try:
             rx.sub(self.replacement, "")  # parses group references in the template
         except (re.error, IndexError) as e:
-            return [("replacement", f"invalid replacement {self.replacement!r}: {e}")]
+            return [Issue("replacement", f"invalid replacement {self.replacement!r}: {e}")]
         return []
 
 
@@ -138,11 +139,11 @@ class UUIDNormalizeConfig:
     ulids: bool = True
     patterns: tuple[PatternConfig, ...] = ()
 
-    def validate(self) -> list[object]:
-        issues: list[object] = []
+    def validate(self) -> list[Issue]:
+        issues: list[Issue] = []
         for pat in (UUID_PATTERN, HEX_PATTERN, ULID_PATTERN):
             if re.search(pat, self.replacement):
-                issues.append(("replacement", (f"{self.replacement!r} would itself be normalized again; "
+                issues.append(Issue("replacement", (f"{self.replacement!r} would itself be normalized again; "
                                                "use text without ids, e.g. '{uuid}'")))
                 break
         return issues

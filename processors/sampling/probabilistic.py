@@ -46,6 +46,7 @@ from pipeline.component import (
     Stability,
     processor_from_func,
 )
+from pipeline.config.types import Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from processors.sampling import common as sc
@@ -78,23 +79,23 @@ class ProbabilisticSamplerConfig:
     from_attribute: str = ""
     logs_missing_randomness: Literal["keep", "drop"] = "keep"
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         pct = self.sampling_percentage
         if math.isnan(pct) or math.isinf(pct):
-            out.append(("sampling_percentage", f"must be a finite number, got {pct}"))
+            out.append(Issue("sampling_percentage", f"must be a finite number, got {pct}"))
         elif pct < 0:
-            out.append(("sampling_percentage", f"must be between 0 and 100, got {pct:g}"))
+            out.append(Issue("sampling_percentage", f"must be between 0 and 100, got {pct:g}"))
         elif 0 < pct and sc.probability_from_percentage(pct) < sc.MIN_PROBABILITY:
-            out.append(("sampling_percentage", f"{pct:g}% is below the smallest expressible probability (2^-56)"))
+            out.append(Issue("sampling_percentage", f"{pct:g}% is below the smallest expressible probability (2^-56)"))
         if not 0 <= self.hash_seed <= 0xFFFFFFFF:
-            out.append(("hash_seed", "must be a 32-bit unsigned integer (0 to 4294967295)"))
+            out.append(Issue("hash_seed", "must be a 32-bit unsigned integer (0 to 4294967295)"))
         if not 1 <= self.sampling_precision <= sc.NUM_HEX_DIGITS:
-            out.append(("sampling_precision", "must be between 1 and 14 (hex digits of the threshold)"))
+            out.append(Issue("sampling_precision", "must be between 1 and 14 (hex digits of the threshold)"))
         if self.attribute_source == "record" and not self.from_attribute:
-            out.append(("from_attribute", "is required when attribute_source is 'record'"))
+            out.append(Issue("from_attribute", "is required when attribute_source is 'record'"))
         if self.mode in ("proportional", "equalizing") and self.hash_seed:
-            out.append(("hash_seed", f"is only used by mode 'hash_seed', not '{self.mode}'"))
+            out.append(Issue("hash_seed", f"is only used by mode 'hash_seed', not '{self.mode}'"))
         return out
 
     def effective_mode(self, signal: Signal) -> Mode:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.config.types import ByteSize, Duration
+from pipeline.config.types import ByteSize, Duration, Issue
 from pipeline.model import Signal
 from pipeline.net.endpoint import Endpoint
 from pipeline.net.server import (
@@ -54,14 +54,14 @@ class GRPCConfig:
     def __post_init__(self) -> None:
         _as_endpoint(self)
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if not 1 <= self.max_recv_msg_size_mib <= _MAX_RECV_MSG_SIZE_MIB_LIMIT:
-            out.append(("max_recv_msg_size_mib", (f"must be between 1 and {_MAX_RECV_MSG_SIZE_MIB_LIMIT} (MiB), "
+            out.append(Issue("max_recv_msg_size_mib", (f"must be between 1 and {_MAX_RECV_MSG_SIZE_MIB_LIMIT} (MiB), "
                                                    f"got {self.max_recv_msg_size_mib}; the default is "
                                                    f"{DEFAULT_MAX_RECV_MSG_SIZE_MIB}")))
         if self.max_concurrent_streams < 0:
-            out.append(("max_concurrent_streams", "must be 0 (grpc's default) or a positive number"))
+            out.append(Issue("max_concurrent_streams", "must be 0 (grpc's default) or a positive number"))
         return out
 
 
@@ -78,13 +78,13 @@ class CORSConfig:
     allowed_headers: tuple[str, ...] = ()
     max_age: int = 0
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.max_age < 0:
-            out.append(("max_age", "must be 0 (no Access-Control-Max-Age header) or a number of seconds"))
+            out.append(Issue("max_age", "must be 0 (no Access-Control-Max-Age header) or a number of seconds"))
         for i, origin in enumerate(self.allowed_origins):
             if not origin.strip():
-                out.append((f"allowed_origins[{i}]", "must not be empty"))
+                out.append(Issue(f"allowed_origins[{i}]", "must not be empty"))
         return out
 
 
@@ -130,21 +130,21 @@ class HTTPConfig:
         return ServerTimeouts(read_timeout=self.read_timeout, read_header_timeout=self.read_header_timeout,
                               write_timeout=self.write_timeout, idle_timeout=self.idle_timeout)
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.max_request_body_size <= 0:
-            out.append(("max_request_body_size", "must be greater than 0, e.g. '20MiB' (the default)"))
+            out.append(Issue("max_request_body_size", "must be greater than 0, e.g. '20MiB' (the default)"))
         out.extend(self.timeouts().validate())
         if self.max_connections < 0:
-            out.append(("max_connections", (f"must be 0 (automatic: a quarter of the open-file limit, at most "
+            out.append(Issue("max_connections", (f"must be 0 (automatic: a quarter of the open-file limit, at most "
                                             f"{AUTO_MAX_CONNECTIONS_CEILING}) or a positive number")))
         seen: dict[str, str] = {}
         for signal, path in self.url_paths().items():
             key = f"{signal.value}_url_path"
             if not path.startswith("/"):
-                out.append((key, f"must start with '/', e.g. '/{path}'"))
+                out.append(Issue(key, f"must start with '/', e.g. '/{path}'"))
             elif path in seen:
-                out.append((key, f"{path!r} is already used by {seen[path]}"))
+                out.append(Issue(key, f"{path!r} is already used by {seen[path]}"))
             else:
                 seen[path] = key
         return out
@@ -163,9 +163,9 @@ class ProtocolsConfig:
     grpc: GRPCConfig = None  # type: ignore[assignment]
     http: HTTPConfig = None  # type: ignore[assignment]
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         if self.grpc is None and self.http is None:
-            return ["must specify at least one protocol when using the OTLP receiver: add 'grpc:' and/or 'http:'"]
+            return [Issue("", "must specify at least one protocol when using the OTLP receiver: add 'grpc:' and/or 'http:'")]
         return []
 
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.config.types import ByteSize, Duration
+from pipeline.config.types import ByteSize, Duration, Issue
 from pipeline.net.endpoint import Endpoint
 from receivers.statsd.aggregator import DEFAULT_QUANTILES, Observer
 from receivers.statsd.parser import DISTRIBUTION, HISTOGRAM, TIMER
@@ -29,12 +29,12 @@ class HistogramObserverConfig:
 
     buckets: tuple[float, ...] = ()
 
-    def validate(self) -> list[object]:
+    def validate(self) -> list[Issue]:
         b = self.buckets
         if any(not math.isfinite(x) for x in b):
-            return [("buckets", "bucket bounds must be finite numbers (+Inf is always implied)")]
+            return [Issue("buckets", "bucket bounds must be finite numbers (+Inf is always implied)")]
         if any(b[i] >= b[i + 1] for i in range(len(b) - 1)):
-            return [("buckets", f"bucket bounds must be strictly increasing, got {list(b)}")]
+            return [Issue("buckets", f"bucket bounds must be strictly increasing, got {list(b)}")]
         return []
 
 
@@ -45,14 +45,14 @@ class SummaryObserverConfig:
     quantiles: tuple[float, ...] = ()
     percentiles: tuple[float, ...] = ()
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.quantiles and self.percentiles:
-            out.append("give either quantiles (0-1) or percentiles (0-100), not both")
+            out.append(Issue("", "give either quantiles (0-1) or percentiles (0-100), not both"))
         if any(not 0.0 <= q <= 1.0 for q in self.quantiles):
-            out.append(("quantiles", f"each quantile must be between 0 and 1, got {list(self.quantiles)}"))
+            out.append(Issue("quantiles", f"each quantile must be between 0 and 1, got {list(self.quantiles)}"))
         if any(not 0.0 <= p <= 100.0 for p in self.percentiles):
-            out.append(("percentiles", f"each percentile must be between 0 and 100, got {list(self.percentiles)}"))
+            out.append(Issue("percentiles", f"each percentile must be between 0 and 100, got {list(self.percentiles)}"))
         return out
 
     def resolved(self) -> tuple[float, ...]:
@@ -70,16 +70,16 @@ class TimerHistogramMappingConfig:
     histogram: HistogramObserverConfig | None = None
     summary: SummaryObserverConfig | None = None
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.statsd_type not in _STATSD_TYPES:
-            out.append(("statsd_type", f"must be one of timing, timer, histogram, distribution; "
+            out.append(Issue("statsd_type", f"must be one of timing, timer, histogram, distribution; "
                                        f"got {self.statsd_type!r}" if self.statsd_type else
                                        "is required: one of timing, timer, histogram, distribution"))
         if self.histogram is not None and self.observer_type != "histogram":
-            out.append(("histogram", f"only applies to observer_type 'histogram' (this one is {self.observer_type!r})"))
+            out.append(Issue("histogram", f"only applies to observer_type 'histogram' (this one is {self.observer_type!r})"))
         if self.summary is not None and self.observer_type != "summary":
-            out.append(("summary", f"only applies to observer_type 'summary' (this one is {self.observer_type!r})"))
+            out.append(Issue("summary", f"only applies to observer_type 'summary' (this one is {self.observer_type!r})"))
         return out
 
     def observer(self) -> Observer:
@@ -108,19 +108,19 @@ class StatsDReceiverConfig:
         if isinstance(self.endpoint, str):  # built in code with text; the decoder passes an Endpoint
             object.__setattr__(self, "endpoint", Endpoint.listen(self.endpoint))
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.aggregation_interval <= 0:
-            out.append(("aggregation_interval", "must be greater than 0, e.g. '10s' (the default)"))
+            out.append(Issue("aggregation_interval", "must be greater than 0, e.g. '10s' (the default)"))
         if not 1 <= self.max_packet_size <= MAX_UDP_PACKET:
-            out.append(("max_packet_size", f"must be between 1 and {MAX_UDP_PACKET} bytes, got {self.max_packet_size}"))
+            out.append(Issue("max_packet_size", f"must be between 1 and {MAX_UDP_PACKET} bytes, got {self.max_packet_size}"))
         seen: dict[int, str] = {}
         for i, m in enumerate(self.timer_histogram_mapping):
             code = _STATSD_TYPES.get(m.statsd_type)
             if code is None:
                 continue
             if code in seen:
-                out.append((f"timer_histogram_mapping[{i}].statsd_type",
+                out.append(Issue(f"timer_histogram_mapping[{i}].statsd_type",
                             f"{m.statsd_type!r} is already mapped by {seen[code]}"))
             else:
                 seen[code] = f"timer_histogram_mapping[{i}]"
