@@ -29,6 +29,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
+from pipeline import wire
+
 ExportRequest = Union[ExportTraceServiceRequest, ExportMetricsServiceRequest, ExportLogsServiceRequest]
 ExportResponse = Union[ExportTraceServiceResponse, ExportMetricsServiceResponse, ExportLogsServiceResponse]
 
@@ -93,7 +95,8 @@ def metric_points(metric: Metric) -> int:
 
 
 def count_items(signal: Signal, msg: ExportRequest) -> int:
-    """Spans, metric data points or log records in a request (no per-item Python work)."""
+    """Spans, metric data points or log records in a decoded request (no per-item Python work);
+    `wire.count_items` counts serialized requests."""
     rfield, sfield, ifield = _FIELDS[signal]
     if signal is Signal.METRICS:
         return sum(
@@ -133,7 +136,10 @@ class Payload:
         self.receiver = receiver
         self.arrival = time.monotonic() if arrival is None else arrival
         self.headers = headers
-        self.items = count_items(signal, self.message) if items is None else items
+        if items is None:  # bytes alone are counted from their envelope, without decoding them
+            items = wire.count_items(signal.request_type, raw) if message is None and raw is not None else \
+                count_items(signal, self.message)
+        self.items = items
 
     @classmethod
     def from_message(cls, signal: Signal, message: ExportRequest, **kw: object) -> Payload:

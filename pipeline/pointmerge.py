@@ -48,10 +48,11 @@ with that part's attributes, the exemplars of every part it counts (exporters
 choose among them), and the "no recorded value" flag only when every part had
 it (then it is the latest part: the series ended).
 
-Series identity is computed without decoding attributes in Python: "skeleton"
-message types that keep a point's attributes as serialized bytes let the C
-protobuf parser cut them out, so a point's identity is its sorted serialized
-KeyValues joined. The types live in a private descriptor pool.
+Series identity is computed without decoding attributes in Python: skeleton
+message types (`pipeline.wire.skeleton`) that keep a point's attributes as
+serialized bytes let the C protobuf parser cut them out, so a point's identity
+is its sorted serialized KeyValues joined. The metrics of a request are cut out
+as bytes by the metrics envelope view (`pipeline.wire.METRICS_ENVELOPE`).
 """
 from __future__ import annotations
 
@@ -61,7 +62,6 @@ import operator
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
@@ -73,10 +73,17 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import (
     Gauge,
     Histogram,
     Metric,
-    ResourceMetrics,
-    ScopeMetrics,
     Sum,
     Summary,
+)
+
+from pipeline.wire import (
+    BYTES,
+    METRIC_KINDS,
+    METRICS_ENVELOPE,
+    MetricsEnvelope,
+    Skeleton,
+    skeleton,
 )
 
 _NO_RECORDED_VALUE = 1  # DataPointFlags.FLAG_NO_RECORDED_VALUE
@@ -85,6 +92,7 @@ _CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 MAX_EXP_BUCKETS = 160
 _KINDS: dict[str, type[Message]] = {"gauge": Gauge, "sum": Sum, "histogram": Histogram,
                                     "exponential_histogram": ExponentialHistogram, "summary": Summary}
+assert tuple(_KINDS) == METRIC_KINDS
 
 MetricKey = tuple[int, int, int]  # (resource, scope, metric) index in a request
 
@@ -240,57 +248,13 @@ if TYPE_CHECKING:
     class _SkeletonPoint(Protocol):
         attributes: Sequence[bytes]
 
-    class _SkeletonScope(Protocol):
-        metrics: Sequence[bytes]
 
-    class _SkeletonResource(Protocol):
-        scope_metrics: Sequence[_SkeletonScope]
-
-    class _SkeletonRequest(Protocol):
-        resource_metrics: Sequence[_SkeletonResource]
-
-    class _Parser(Protocol):
-        def FromString(self, s: bytes, /) -> Any: ...
-
-
-def _skeletons() -> dict[str, _Parser]:
-    """Look-alikes of the metrics messages (field numbers from the real descriptors) that keep bytes.
-
-    `<kind>`: a data container whose points keep only their attributes, as serialized KeyValues;
-    `metric`: a Metric made of such containers; `request`: a metrics request whose metrics stay
-    serialized bytes, so each metric of two versions of a request can be compared as bytes.
-    """
-    f = descriptor_pb2.FieldDescriptorProto
-    pkg = "otelpipe.point_merge"
-    fdp = descriptor_pb2.FileDescriptorProto(name="otelpipe/point_merge_skeletons.proto", package=pkg, syntax="proto3")
-
-    def field(msg: Any, real: Any, name: str, type_name: str | None = None) -> None:
-        number = real.fields_by_name[name].number
-        if type_name is None:
-            msg.field.add(name=name, number=number, type=f.TYPE_BYTES, label=f.LABEL_REPEATED)
-        else:
-            msg.field.add(name=name, number=number, type=f.TYPE_MESSAGE, label=f.LABEL_REPEATED,
-                          type_name=f".{pkg}.{type_name}")
-
-    metric = fdp.message_type.add(name="metric")
-    metric.oneof_decl.add(name="data")
-    for kind, container in _KINDS.items():
-        points_field = container.DESCRIPTOR.fields_by_name["data_points"]
-        field(fdp.message_type.add(name=f"{kind}_point"), cast(Descriptor, points_field.message_type), "attributes")
-        field(fdp.message_type.add(name=kind), container.DESCRIPTOR, "data_points", f"{kind}_point")
-        field(metric, Metric.DESCRIPTOR, kind, kind)  # made singular and one of `data`, as in the real Metric
-        metric.field[-1].label = f.LABEL_OPTIONAL
-        metric.field[-1].oneof_index = 0
-    field(fdp.message_type.add(name="scope"), ScopeMetrics.DESCRIPTOR, "metrics")
-    field(fdp.message_type.add(name="resource"), ResourceMetrics.DESCRIPTOR, "scope_metrics", "scope")
-    field(fdp.message_type.add(name="request"), ExportMetricsServiceRequest.DESCRIPTOR, "resource_metrics", "resource")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return {name: cast("_Parser", message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{pkg}.{name}")))
-            for name in (*_KINDS, "metric", "request")}
-
-
-_SKELETONS = _skeletons()
+# Data containers whose points keep only their attributes, as serialized KeyValues, and a Metric made
+# of such containers (its `data` oneof kept, so a metric with two kinds reads as a decoder reads it).
+_POINT_ATTRIBUTES = {"data_points": {"attributes": BYTES}}
+_CONTAINERS: dict[str, Skeleton[Any]] = {kind: skeleton(cast(Descriptor, container.DESCRIPTOR), _POINT_ATTRIBUTES)
+                                         for kind, container in _KINDS.items()}
+_METRIC: Skeleton[Any] = skeleton(Metric.DESCRIPTOR, {kind: _POINT_ATTRIBUTES for kind in _KINDS})
 
 
 def _joined(points: Iterable[_SkeletonPoint]) -> list[bytes]:
@@ -304,14 +268,14 @@ def _joined(points: Iterable[_SkeletonPoint]) -> list[bytes]:
 
 def attribute_fingerprints(kind: str, data: Any) -> list[bytes]:
     """Order-independent identity of each point's attribute set: its serialized KeyValues, sorted, joined."""
-    return _joined(_SKELETONS[kind].FromString(data.SerializeToString()).data_points)
+    return _joined(_CONTAINERS[kind].FromString(data.SerializeToString()).data_points)
 
 
 def metric_fingerprints(metric: bytes) -> tuple[str | None, list[bytes]]:
     """The kind of a serialized Metric and the `attribute_fingerprints` of its points."""
-    skeleton = _SKELETONS["metric"].FromString(metric)
-    kind = skeleton.WhichOneof("data")
-    return kind, ([] if kind is None else _joined(getattr(skeleton, kind).data_points))
+    parsed = _METRIC.FromString(metric)
+    kind = parsed.WhichOneof("data")
+    return kind, ([] if kind is None else _joined(getattr(parsed, kind).data_points))
 
 
 class MetricBytes:
@@ -321,11 +285,11 @@ class MetricBytes:
 
     def __init__(self, raw: bytes) -> None:
         self._raw = raw
-        self._tree: _SkeletonRequest | None = None
+        self._tree: MetricsEnvelope | None = None
 
-    def _parsed(self) -> _SkeletonRequest:
+    def _parsed(self) -> MetricsEnvelope:
         if self._tree is None:
-            self._tree = cast("_SkeletonRequest", _SKELETONS["request"].FromString(self._raw))
+            self._tree = METRICS_ENVELOPE.FromString(self._raw)
         return self._tree
 
     def items(self) -> Iterator[tuple[MetricKey, bytes]]:

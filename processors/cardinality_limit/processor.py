@@ -46,6 +46,7 @@ from pipeline.config.types import Duration
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.pointmerge import attribute_fingerprints, fold_groups, merge_points
+from pipeline.wire import encode_varint, ld_tag, length_delimited
 
 OVERFLOW_KEY = "otel.metric.overflow"
 _OVERFLOW_ATTR = KeyValue(key=OVERFLOW_KEY, value=AnyValue(string_value="true"))
@@ -54,6 +55,7 @@ _OVERFLOW_FPS = frozenset({
     KeyValue(key=OVERFLOW_KEY, value=AnyValue(bool_value=True)).SerializeToString(),
 })
 _CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+_KEY_TAG = encode_varint(ld_tag(KeyValue.DESCRIPTOR, "key"))
 DEFAULT_SERIES_TTL = Duration(3600.0)
 MAX_METRIC_LABELS = 1000  # distinct metric names in this processor's own self-metric labels
 
@@ -115,8 +117,8 @@ class CardinalityLimitProcessor:
         self._sweep_every = max(min(self._ttl / 10, 60.0), 0.001)
         self._states: dict[str, _MetricState] = {}
         self._drop_keys = frozenset(cfg.drop_attributes)
-        # A serialized KeyValue starts with its key: tag 0x0a, the key's length, the key.
-        self._drop_needles = tuple(b"\x0a" + _varint(len(k.encode())) + k.encode() for k in self._drop_keys)
+        # A serialized KeyValue starts with its key: the key field's tag, the key's length, the key.
+        self._drop_needles = tuple(length_delimited(_KEY_TAG, k.encode()) for k in self._drop_keys)
         self._max_len = cfg.max_attribute_value_length
         self._edits = bool(self._drop_keys) or self._max_len > 0
         self._task: asyncio.Task[None] | None = None
@@ -332,15 +334,6 @@ class CardinalityLimitProcessor:
         if folded or dropped:
             self._log.warning("metrics over their series limit", key="over",
                               extra={"action": self.cfg.action, "metrics": sorted({*folded, *dropped})[:20]})
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def _prune_metrics(msg: Any) -> None:

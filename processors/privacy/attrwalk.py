@@ -32,6 +32,16 @@ from opentelemetry.proto.common.v1.common_pb2 import (
 )
 
 from pipeline.model import ExportRequest, Signal
+from pipeline.wire import (
+    LEN,
+    decode_varint,
+    encode_varint,
+    ld_tag,
+    len_fields,
+    length_delimited,
+    make_tag,
+    skip_value,
+)
 
 try:  # the walker in C (processors/privacy/_wirewalk.c); optional at install time, same output as `WireRewriter`'s Python
     from processors.privacy import _wirewalk
@@ -215,21 +225,19 @@ def _unchanged(text: str) -> str:
 def _unchanged_text(text: str, _start: int, _end: int) -> str:
     return text
 
-def _ld_tag(desc: Descriptor, name: str) -> int:
-    """The one-byte tag of a length-delimited field, as it appears on the wire."""
-    return desc.fields_by_name[name].number << 3 | 2
 
-
-_STRING_TAG = _ld_tag(AnyValue.DESCRIPTOR, "string_value")
-_VALUE_TAG = _ld_tag(KeyValue.DESCRIPTOR, "value")
-_ARRAY_TAG = _ld_tag(AnyValue.DESCRIPTOR, "array_value")
-_KVLIST_TAG = _ld_tag(AnyValue.DESCRIPTOR, "kvlist_value")
-_BYTES_TAG = _ld_tag(AnyValue.DESCRIPTOR, "bytes_value")
+_STRING_TAG = ld_tag(AnyValue.DESCRIPTOR, "string_value")
+_VALUE_TAG = ld_tag(KeyValue.DESCRIPTOR, "value")
+_ARRAY_TAG = ld_tag(AnyValue.DESCRIPTOR, "array_value")
+_KVLIST_TAG = ld_tag(AnyValue.DESCRIPTOR, "kvlist_value")
+_BYTES_TAG = ld_tag(AnyValue.DESCRIPTOR, "bytes_value")
+_STRING_TAG_BYTES = encode_varint(_STRING_TAG)
+_VALUE_TAG_BYTES = encode_varint(_VALUE_TAG)
 _AV_NUMBERS = frozenset(f.number for f in AnyValue.DESCRIPTOR.fields)  # the `value` oneof's members
 # The fast paths below rely on these sharing one tag byte (field 1): a string value, a key, the
 # items of arrays and of maps.
-assert _STRING_TAG == _ld_tag(KeyValue.DESCRIPTOR, "key") == 0x0A
-assert _STRING_TAG == _ld_tag(ArrayValue.DESCRIPTOR, "values") == _ld_tag(KeyValueList.DESCRIPTOR, "values")
+assert _STRING_TAG == ld_tag(KeyValue.DESCRIPTOR, "key") == 0x0A
+assert _STRING_TAG == ld_tag(ArrayValue.DESCRIPTOR, "values") == ld_tag(KeyValueList.DESCRIPTOR, "values")
 assert {f.containing_oneof.name for f in AnyValue.DESCRIPTOR.fields if f.containing_oneof} == {"value"}
 
 _MSG, _STR, _ATTRS, _ANY = range(4)
@@ -291,7 +299,7 @@ def wire_plan(desc: Descriptor, spec: PlanSpec) -> Plan:
     plan: Plan = {}
     for name, sub in spec.items():
         f = desc.fields_by_name[name]
-        tag = f.number << 3 | 2
+        tag = make_tag(f.number, LEN)
         if sub == STRING:
             if f.type != FieldDescriptor.TYPE_STRING:
                 raise TypeError(f"{desc.full_name}.{name} is not a string")
@@ -310,73 +318,6 @@ def wire_plan(desc: Descriptor, spec: PlanSpec) -> Plan:
         else:
             plan[tag] = (_MSG, wire_plan(f.message_type, sub))  # type: ignore[arg-type]
     return plan
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    b = buf[i]
-    if b < 0x80:
-        return b, i + 1
-    result = b & 0x7F
-    shift = 7
-    i += 1
-    while True:
-        b = buf[i]
-        result |= (b & 0x7F) << shift
-        i += 1
-        if b < 0x80:
-            return result, i
-        shift += 7
-        if shift > 63:
-            raise WireFallback("varint too long")
-
-
-_ONE_BYTE = [bytes((n,)) for n in range(0x80)]
-
-
-def _varint_bytes(n: int) -> bytes:
-    if n < 0x80:
-        return _ONE_BYTE[n]
-    if n < 0x4000:
-        return bytes((n & 0x7F | 0x80, n >> 7))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _skip(buf: bytes, i: int, wt: int) -> int:
-    """The offset after a non-length-delimited field's value."""
-    if wt == 0:
-        while buf[i] & 0x80:
-            i += 1
-        return i + 1
-    if wt == 1:
-        return i + 8
-    if wt == 5:
-        return i + 4
-    raise WireFallback(f"unsupported wire type {wt}")
-
-
-def _ld_fields(buf: bytes, s: int, e: int) -> Iterator[tuple[int, int, int, int, int]]:
-    """(tag, field start, length-prefix start, content start, end) of every length-delimited field."""
-    i = s
-    while i < e:
-        f = i
-        tag, i = _varint(buf, i)
-        wt = tag & 7
-        if wt == 2:
-            lp = i
-            n, cs = _varint(buf, i)
-            i = cs + n
-            if i > e:
-                raise WireFallback("field overruns its message")
-            yield tag, f, lp, cs, i
-        else:
-            i = _skip(buf, i, wt)
-    if i != e:
-        raise WireFallback("field overruns its message")
 
 
 class WireRewriter:
@@ -471,7 +412,7 @@ class WireRewriter:
                 return None
             pieces.append(self._view[self._last:])
             return b"".join(pieces)
-        except (IndexError, ValueError) as e:  # truncated bytes, invalid UTF-8 (UnicodeDecodeError)
+        except (IndexError, ValueError) as e:  # truncated bytes, malformed (WireError), invalid UTF-8 (UnicodeDecodeError)
             raise WireFallback(str(e)) from e
         finally:
             self._reset()
@@ -523,7 +464,7 @@ class WireRewriter:
         if not grown:
             self._pieces[slot] = self._view[lp:cs]
             return
-        prefix = _varint_bytes(ce - cs + grown)
+        prefix = encode_varint(ce - cs + grown)
         self._pieces[slot] = prefix
         if stack:
             stack[-1][4] += grown + len(prefix) - (cs - lp)
@@ -554,7 +495,7 @@ class WireRewriter:
                         ln = (ln & 0x7F) | buf[i + 2] << 7
                         cs = i + 3
                     else:
-                        ln, cs = _varint(buf, lp)
+                        ln, cs = decode_varint(buf, lp)
                     i = cs + ln
                 elif tag & 0x87 == 1:  # a one-byte tag of a fixed64 (timestamps)
                     cs = i = i + 9
@@ -562,13 +503,13 @@ class WireRewriter:
                     if tag < 0x80:
                         i += 1
                     else:
-                        tag, i = _varint(buf, i)
+                        tag, i = decode_varint(buf, i)
                     if tag & 7 == 2:
                         lp = i
-                        ln, cs = _varint(buf, i)
+                        ln, cs = decode_varint(buf, i)
                         i = cs + ln
                     else:
-                        cs = i = _skip(buf, i, tag & 7)
+                        cs = i = skip_value(buf, i, tag & 7)
                 if i > c:
                     break
             ce = i
@@ -594,7 +535,7 @@ class WireRewriter:
                     text = buf[cs:ce].decode()
                     new = self._text(text, cs, ce)
                     if new != text:
-                        self._put(f, ce, _string_field(buf[f:lp], new))
+                        self._put(f, ce, length_delimited(buf[f:lp], new.encode()))
                 else:
                     self._stack.append([lp, cs, ce, -1, 0])
                     self._any_text(cs, ce, arg)
@@ -609,7 +550,7 @@ class WireRewriter:
         """(key start, key end, value (length-prefix start, content start, end) or None) of a KeyValue."""
         ks = ke = -1
         value = None
-        for tag, _f, lp, cs, ce in _ld_fields(self._buf, s, e):
+        for tag, _f, lp, cs, ce in len_fields(self._buf, s, e):
             if tag == _STRING_TAG:
                 if ks >= 0:
                     raise WireFallback("KeyValue with two keys")
@@ -632,13 +573,13 @@ class WireRewriter:
                 if vl < 0x80:
                     vcs = ke + 2
                 else:
-                    vl, vcs = _varint(buf, ke + 1)
+                    vl, vcs = decode_varint(buf, ke + 1)
                 if vcs + vl == e and vcs < e and buf[vcs] == _STRING_TAG:
                     ln = buf[vcs + 1]
                     if ln < 0x80:
                         scs = vcs + 2
                     else:
-                        ln, scs = _varint(buf, vcs + 1)
+                        ln, scs = decode_varint(buf, vcs + 1)
                     if scs + ln == e:
                         rule = spec.rule
                         action = TEXT if rule is None else rule[buf[s + 2:ke].decode()]
@@ -654,9 +595,9 @@ class WireRewriter:
                             text = buf[scs:e].decode()
                             new = self._whole(text)
                         if new != text:
-                            field = _string_field(b"\n", new)
-                            kv = b"".join((buf[s:ke], b"\x12", _varint_bytes(len(field)), field))
-                            self._put(f, e, b"".join((buf[f:lp], _varint_bytes(len(kv)), kv)))
+                            field = length_delimited(_STRING_TAG_BYTES, new.encode())
+                            kv = b"".join((buf[s:ke], _VALUE_TAG_BYTES, encode_varint(len(field)), field))
+                            self._put(f, e, length_delimited(buf[f:lp], kv))
                         return
         ks, ke, value = self._kv_parts(s, e)
         if value is None:
@@ -686,7 +627,7 @@ class WireRewriter:
         i = s
         while i < e:
             f = i
-            tag, i = _varint(buf, i)
+            tag, i = decode_varint(buf, i)
             wt = tag & 7
             if tag >> 3 in _AV_NUMBERS:
                 seen += 1
@@ -694,14 +635,14 @@ class WireRewriter:
                     raise WireFallback("AnyValue with two values")
             if wt == 2:
                 lp = i
-                ln, cs = _varint(buf, i)
+                ln, cs = decode_varint(buf, i)
                 i = cs + ln
                 if i > e:
                     raise WireFallback("field overruns its message")
                 if tag >> 3 in _AV_NUMBERS:
                     found = (tag, f, lp, cs, i)
             else:
-                i = _skip(buf, i, wt)
+                i = skip_value(buf, i, wt)
         if i != e:
             raise WireFallback("field overruns its message")
         return found
@@ -716,7 +657,7 @@ class WireRewriter:
                 text = self._buf[cs:ce].decode()
                 new = self._text(text, cs, ce)
                 if new != text:
-                    self._put(f, ce, _string_field(b"\n", new))
+                    self._put(f, ce, length_delimited(_STRING_TAG_BYTES, new.encode()))
         elif tag == _ARRAY_TAG or tag == _KVLIST_TAG:
             self._stack.append([lp, cs, ce, -1, 0])
             rule = spec.nested
@@ -731,7 +672,7 @@ class WireRewriter:
         """`names_whole` on the wire: the KeyValues of the KeyValueList [s, e), in order, until one
         keyed as in NAME_KEYS holds a string that `rule` calls WHOLE."""
         buf = self._buf
-        for tag, _f, _lp, cs, ce in _ld_fields(buf, s, e):
+        for tag, _f, _lp, cs, ce in len_fields(buf, s, e):
             if tag != _STRING_TAG:
                 continue
             ks, ke, value = self._kv_parts(cs, ce)
@@ -748,7 +689,7 @@ class WireRewriter:
         whether or not they hold an offset."""
         buf = self._buf
         stack = self._stack
-        for tag, _f, lp, cs, ce in _ld_fields(buf, s, e):
+        for tag, _f, lp, cs, ce in len_fields(buf, s, e):
             if tag != _STRING_TAG:
                 continue
             ks, ke, value = self._kv_parts(cs, ce)
@@ -785,13 +726,13 @@ class WireRewriter:
             text = buf[cs:ce].decode()
             new = self._whole(text)
             if new != text:
-                self._put(f, ce, _string_field(b"\n", new))
+                self._put(f, ce, length_delimited(_STRING_TAG_BYTES, new.encode()))
         elif tag == _BYTES_TAG:  # becomes a string: the mask of its hex
-            self._put(f, ce, _string_field(b"\n", self._whole(buf[cs:ce].hex())))
+            self._put(f, ce, length_delimited(_STRING_TAG_BYTES, self._whole(buf[cs:ce].hex()).encode()))
         elif tag == _ARRAY_TAG or tag == _KVLIST_TAG:
             stack = self._stack
             stack.append([lp, cs, ce, -1, 0])
-            for t2, _f2, lp2, cs2, ce2 in _ld_fields(buf, cs, ce):
+            for t2, _f2, lp2, cs2, ce2 in len_fields(buf, cs, ce):
                 if t2 != _STRING_TAG:
                     continue
                 stack.append([lp2, cs2, ce2, -1, 0])
@@ -853,8 +794,3 @@ def native_nodes(plan: Plan) -> list[list[tuple[int, int, int, object, object]]]
 
     add(plan)
     return nodes
-
-
-def _string_field(head: bytes, text: str) -> bytes:
-    content = text.encode("utf-8")
-    return b"".join((head, _varint_bytes(len(content)), content))

@@ -22,6 +22,7 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
 from pipeline.config.types import did_you_mean
+from pipeline.wire import encode_varint, ld_tag, length_delimited
 from processors.sampling import common as sc
 
 STATUS_CODES = {
@@ -256,24 +257,16 @@ class Origin:
         self.scope_schema_url = scope_schema_url
 
 
-_FRAMES = [b"\x12" + bytes([n]) for n in range(128)]
+_SPANS_TAG = encode_varint(ld_tag(ScopeSpans.DESCRIPTOR, "spans"))
+_SHORT_FRAMES = [_SPANS_TAG + encode_varint(n) for n in range(0x80)]  # tag + one-byte length (runs per span)
 
 
 def frame_span(span: bytes) -> bytes:
-    """A span as field 2 of ScopeSpans (tag + length + bytes), so spans concatenate into a ScopeSpans."""
+    """A span as the `spans` field of ScopeSpans (tag + length + bytes), so spans concatenate into a ScopeSpans."""
     n = len(span)
-    if n < 128:
-        return _FRAMES[n] + span
-    return b"\x12" + varint(n) + span
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
+    if n < 0x80:
+        return _SHORT_FRAMES[n] + span
+    return length_delimited(_SPANS_TAG, span)
 
 
 class TraceView:

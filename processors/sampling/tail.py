@@ -31,17 +31,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
 from pipeline.config.types import Duration
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
+from pipeline.wire import TRACES_ENVELOPE, encode_varint, ld_tag, length_delimited
 from processors.sampling.policies import (
     Origin,
     Policy,
@@ -50,7 +51,6 @@ from processors.sampling.policies import (
     TraceView,
     build_policy,
     frame_span,
-    varint,
 )
 
 # Self-metric names (the Collector's: sampling_traces_on_memory, count_traces_sampled{policy,sampled},
@@ -116,71 +116,27 @@ class TailSamplingConfig:
         return out
 
 
-if TYPE_CHECKING:
-    # The shape of the envelope messages built below (typing only: the class is made at run time).
-    class _EnvScope(Protocol):
-        scope: bytes
-        spans: Sequence[bytes]
-        schema_url: str
-
-    class _EnvResource(Protocol):
-        resource: bytes
-        scope_spans: Sequence[_EnvScope]
-        schema_url: str
-
-    class _EnvRequest(Protocol):
-        resource_spans: Sequence[_EnvResource]
-
-    class _EnvelopeType(Protocol):
-        def FromString(self, s: bytes, /) -> _EnvRequest: ...
-
-
-def _envelope_type() -> _EnvelopeType:
-    """An ExportTraceServiceRequest look-alike whose resources, scopes and spans are plain bytes.
-
-    Parsing a request with it (in C, by upb) yields each span's wire bytes
-    without decoding the span, so pending traces are held as compact bytes
-    (about the size of the wire data) instead of decoded messages (several
-    times larger), and kept traces are forwarded as bytes, never re-encoded.
-    The type lives in a private descriptor pool; nothing global is touched.
-    """
-    f = descriptor_pb2.FieldDescriptorProto
-    fdp = descriptor_pb2.FileDescriptorProto(name="otelpipe/tail_sampling_envelope.proto",
-                                             package="otelpipe.tail_sampling", syntax="proto3")
-
-    def message(name: str, fields: list[tuple[str, int, int, bool, str]]) -> None:
-        m = fdp.message_type.add(name=name)
-        for fname, number, ftype, repeated, type_name in fields:
-            fd = m.field.add(name=fname, number=number, type=ftype,
-                             label=f.LABEL_REPEATED if repeated else f.LABEL_OPTIONAL)
-            if type_name:
-                fd.type_name = type_name
-
-    # Field numbers are those of opentelemetry.proto.trace.v1 (ResourceSpans, ScopeSpans) and the request.
-    message("Scope", [("scope", 1, f.TYPE_BYTES, False, ""), ("spans", 2, f.TYPE_BYTES, True, ""),
-                      ("schema_url", 3, f.TYPE_STRING, False, "")])
-    message("Resource", [("resource", 1, f.TYPE_BYTES, False, ""),
-                         ("scope_spans", 2, f.TYPE_MESSAGE, True, ".otelpipe.tail_sampling.Scope"),
-                         ("schema_url", 3, f.TYPE_STRING, False, "")])
-    message("Request", [("resource_spans", 1, f.TYPE_MESSAGE, True, ".otelpipe.tail_sampling.Resource")])
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    return cast("_EnvelopeType",
-                message_factory.GetMessageClass(pool.FindMessageTypeByName("otelpipe.tail_sampling.Request")))
-
-
-_Envelope = _envelope_type()
+# Tags of the fields `_Output` writes (the request's, ResourceSpans' and ScopeSpans').
+_RESOURCE_SPANS_TAG = encode_varint(ld_tag(ExportTraceServiceRequest.DESCRIPTOR, "resource_spans"))
+_RESOURCE_TAG = encode_varint(ld_tag(ResourceSpans.DESCRIPTOR, "resource"))
+_SCOPE_SPANS_TAG = encode_varint(ld_tag(ResourceSpans.DESCRIPTOR, "scope_spans"))
+_RS_SCHEMA_URL_TAG = encode_varint(ld_tag(ResourceSpans.DESCRIPTOR, "schema_url"))
+_SCOPE_TAG = encode_varint(ld_tag(ScopeSpans.DESCRIPTOR, "scope"))
+_SS_SCHEMA_URL_TAG = encode_varint(ld_tag(ScopeSpans.DESCRIPTOR, "schema_url"))
+# A span's trace id is field 1, 16 bytes: every encoder writes it first, so a span starts with these.
+_TRACE_ID_PREFIX = encode_varint(ld_tag(Span.DESCRIPTOR, "trace_id")) + encode_varint(16)
 
 
 def _trace_id(span: bytes) -> bytes:
     """The trace id of a serialized span: bytes 2-18 when it leads (as every encoder writes it), else decode."""
-    if span[:2] == b"\x0a\x10":
+    if span[:2] == _TRACE_ID_PREFIX:
         return span[2:18]
     return Span.FromString(span).trace_id
 
 
 def _field(tag: bytes, data: bytes) -> bytes:
-    return tag + varint(len(data)) + data if data else b""
+    """A length-delimited field, left out when empty (as protobuf leaves out proto3 defaults)."""
+    return length_delimited(tag, data) if data else b""
 
 
 class _Trace:
@@ -224,14 +180,13 @@ class _Output:
             return
         parts = []
         for ref, scopes in self._groups.values():
-            body = [_field(b"\x0a", ref.data)]
+            body = [_field(_RESOURCE_TAG, ref.data)]
             for origin, framed in scopes.values():
-                scope_body = b"".join([_field(b"\x0a", origin.scope), *framed,
-                                       _field(b"\x1a", origin.scope_schema_url.encode())])
-                body.append(b"\x12" + varint(len(scope_body)) + scope_body)
-            body.append(_field(b"\x1a", ref.schema_url.encode()))
-            rs = b"".join(body)
-            parts.append(b"\x0a" + varint(len(rs)) + rs)
+                scope_body = b"".join([_field(_SCOPE_TAG, origin.scope), *framed,
+                                       _field(_SS_SCHEMA_URL_TAG, origin.scope_schema_url.encode())])
+                body.append(length_delimited(_SCOPE_SPANS_TAG, scope_body))
+            body.append(_field(_RS_SCHEMA_URL_TAG, ref.schema_url.encode()))
+            parts.append(length_delimited(_RESOURCE_SPANS_TAG, b"".join(body)))
         self._payloads.append(Payload(Signal.TRACES, raw=b"".join(parts), items=self._n))
         self._new()
 
@@ -320,7 +275,7 @@ class TailSamplingProcessor:
         out: _Output | None = None
         late_kept = late_dropped = 0
         was_empty = not pending
-        envelope = _Envelope.FromString(payload.serialize())  # cached bytes when the receiver kept them
+        envelope = TRACES_ENVELOPE.FromString(payload.serialize())  # cached bytes when the receiver kept them
         for rs in envelope.resource_spans:
             ref = ResourceRef(rs.resource, rs.schema_url)
             for ss in rs.scope_spans:
