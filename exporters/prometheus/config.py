@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from exporters.prometheus.naming import VALID_LABEL_NAME
+from pipeline.component import Listener
 from pipeline.config.types import Duration, Issue
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.exporterhelper.queue import QueueConfig
@@ -75,5 +76,5 @@ class PrometheusExporterConfig(ExporterConfig):
                                                      "starting with a digit or '__'")))
         return out
 
-    def listeners(self) -> list[tuple[str, str, str]]:
-        return [("tcp", self.endpoint, "endpoint")]
+    def listeners(self) -> list[Listener]:
+        return [Listener("tcp", self.endpoint, "endpoint")]

@@ -16,7 +16,16 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Self, Union, get_args, get_origin, runtime_checkable
+from typing import (
+    Any,
+    Literal,
+    Protocol,
+    Self,
+    Union,
+    get_args,
+    get_origin,
+    runtime_checkable,
+)
 
 from pipeline.errors import ConfigIssue
 from pipeline.redact import redact_text
@@ -353,8 +362,6 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
     obj = cls(**kwargs)
     if isinstance(obj, Validates):
         for issue in obj.validate():
-            if isinstance(issue, tuple):  # TRANSITIONAL: until every validate() returns Issue
-                issue = Issue(*issue)
             if not isinstance(issue, Issue):
                 raise TypeError(f"{cls.__name__}.validate() must return Issue objects, got {issue!r}")
             issues.append(ConfigIssue(join(path, issue.key) if issue.key else path, issue.message))

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 
 from yarl import URL
 
-from pipeline.config.types import Secret
+from pipeline.config.types import Issue, Secret
 from pipeline.redact import redact_url
 
 
@@ -45,13 +45,13 @@ def url_problem(value: str, headers: Mapping[str, Secret]) -> str | None:
     return None
 
 
-def header_issues(headers: Mapping[str, Secret], reserved: Iterable[str], why: str) -> list[tuple[str, str]]:
-    """`(headers.<name>, problem)` for a header the exporter sets itself (`why` says from what) or a line break."""
+def header_issues(headers: Mapping[str, Secret], reserved: Iterable[str], why: str) -> list[Issue]:
+    """An issue at `headers.<name>` for a header the exporter sets itself (`why` says from what) or a line break."""
     own = {name.lower() for name in reserved}
-    out: list[tuple[str, str]] = []
+    out: list[Issue] = []
     for name, value in headers.items():
         if name.lower() in own:
-            out.append((f"headers.{name}", f"'{name}' is set by the exporter {why}"))
+            out.append(Issue(f"headers.{name}", f"'{name}' is set by the exporter {why}"))
         elif any(c in value.reveal() for c in "\r\n"):
-            out.append((f"headers.{name}", "the value must not contain line breaks"))
+            out.append(Issue(f"headers.{name}", "the value must not contain line breaks"))
     return out

@@ -42,7 +42,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.pointmerge import attribute_fingerprints, fold_groups, merge_points
@@ -73,20 +73,20 @@ class CardinalityLimitConfig:
     drop_attributes: tuple[str, ...] = ()
     max_attribute_value_length: int = 0
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.max_series_per_metric < 1:
-            out.append(("max_series_per_metric", "must be at least 1"))
+            out.append(Issue("max_series_per_metric", "must be at least 1"))
         for name, n in self.limits.items():
             if n < 0:
-                out.append((f"limits.{name}", "must not be negative (0 folds every point of the metric)"))
+                out.append(Issue(f"limits.{name}", "must not be negative (0 folds every point of the metric)"))
         if self.series_ttl <= 0:
-            out.append(("series_ttl", "must be greater than 0, e.g. '1h'"))
+            out.append(Issue("series_ttl", "must be greater than 0, e.g. '1h'"))
         if self.max_attribute_value_length < 0:
-            out.append(("max_attribute_value_length", "must not be negative (0 disables truncation)"))
+            out.append(Issue("max_attribute_value_length", "must not be negative (0 disables truncation)"))
         for i, key in enumerate(self.drop_attributes):
             if not key:
-                out.append((f"drop_attributes[{i}]", "must not be empty"))
+                out.append(Issue(f"drop_attributes[{i}]", "must not be empty"))
         return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, Optional, Protocol
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
 
-from pipeline.config.types import did_you_mean
+from pipeline.config.types import Issue, did_you_mean
 from pipeline.wire import encode_varint, ld_tag, length_delimited
 from processors.sampling import common as sc
 
@@ -176,24 +176,24 @@ class SubPolicyConfig:
     def _block(self, type_: str) -> Any:
         return getattr(self, type_)
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if not self.name:
-            out.append(("name", "is required (it labels this policy's decisions in the self-metrics)"))
+            out.append(Issue("name", "is required (it labels this policy's decisions in the self-metrics)"))
         types = self._types()
         if not self.type:
-            out.append(("type", f"is required: one of {', '.join(types)}"))
+            out.append(Issue("type", f"is required: one of {', '.join(types)}"))
             return out
         if self.type not in types:
             hint = did_you_mean(self.type, types) or f" (valid: {', '.join(types)})"
             nested = " ('and' cannot be nested inside 'and')" if self.type == "and" else ""
-            out.append(("type", f"unknown policy type '{self.type}'{nested}{hint}"))
+            out.append(Issue("type", f"unknown policy type '{self.type}'{nested}{hint}"))
             return out
         for key, msg in self._block(self.type).check():
-            out.append((f"{self.type}.{key}", msg))
+            out.append(Issue(f"{self.type}.{key}", msg))
         for other in types:
             if other != self.type and self._block(other) != type(self._block(other))():
-                out.append((other, f"is set but this policy's type is '{self.type}'; "
+                out.append(Issue(other, f"is set but this policy's type is '{self.type}'; "
                                                f"remove it or change type to '{other}'"))
         return out
 

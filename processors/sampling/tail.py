@@ -39,7 +39,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
 from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
-from pipeline.config.types import Duration
+from pipeline.config.types import Duration, Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.wire import TRACES_ENVELOPE, encode_varint, ld_tag, length_delimited
@@ -71,11 +71,11 @@ class DecisionCacheConfig:
     sampled_cache_size: int = 100_000
     non_sampled_cache_size: int = 100_000
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         for key in ("sampled_cache_size", "non_sampled_cache_size"):
             if getattr(self, key) < 0:
-                out.append((key, "must not be negative (0 disables the cache)"))
+                out.append(Issue(key, "must not be negative (0 disables the cache)"))
         return out
 
 
@@ -97,20 +97,20 @@ class TailSamplingConfig:
     decision_cache: DecisionCacheConfig = field(default_factory=DecisionCacheConfig)
     policies: tuple[PolicyConfig, ...] = field(default_factory=_default_policies)
 
-    def validate(self) -> list[object]:
-        out: list[object] = []
+    def validate(self) -> list[Issue]:
+        out: list[Issue] = []
         if self.decision_wait <= 0:
-            out.append(("decision_wait", "must be greater than 0, e.g. '10s'"))
+            out.append(Issue("decision_wait", "must be greater than 0, e.g. '10s'"))
         if self.num_traces < 1:
-            out.append(("num_traces", "must be at least 1 (it bounds the traces held in memory)"))
+            out.append(Issue("num_traces", "must be at least 1 (it bounds the traces held in memory)"))
         if self.expected_new_traces_per_sec < 0:
-            out.append(("expected_new_traces_per_sec", "must not be negative"))
+            out.append(Issue("expected_new_traces_per_sec", "must not be negative"))
         if not self.policies:
-            out.append(("policies", "needs at least one policy, e.g. {name: keep-all, type: always_sample}"))
+            out.append(Issue("policies", "needs at least one policy, e.g. {name: keep-all, type: always_sample}"))
         seen: dict[str, int] = {}
         for i, p in enumerate(self.policies):
             if p.name in seen:
-                out.append((f"policies[{i}].name", f"duplicate policy name '{p.name}' (also policies[{seen[p.name]}])"))
+                out.append(Issue(f"policies[{i}].name", f"duplicate policy name '{p.name}' (also policies[{seen[p.name]}])"))
             elif p.name:
                 seen[p.name] = i
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.component import Listener
 from pipeline.config.types import ByteSize, Duration, Issue
 from pipeline.model import Signal
 from pipeline.net.endpoint import Endpoint
@@ -179,12 +180,12 @@ class OTLPReceiverConfig:
 
     protocols: ProtocolsConfig = field(default_factory=_both_protocols)
 
-    def listeners(self) -> list[tuple[str, Endpoint, str]]:
+    def listeners(self) -> list[Listener]:
         out = []
         if self.protocols.grpc is not None:
-            out.append(("tcp", self.protocols.grpc.endpoint, "protocols.grpc.endpoint"))
+            out.append(Listener("tcp", self.protocols.grpc.endpoint, "protocols.grpc.endpoint"))
         if self.protocols.http is not None:
-            out.append(("tcp", self.protocols.http.endpoint, "protocols.http.endpoint"))
+            out.append(Listener("tcp", self.protocols.http.endpoint, "protocols.http.endpoint"))
         return out
 
 

@@ -39,8 +39,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
 
-from pipeline import metricnames
-from pipeline import otlpjson
+from pipeline import metricnames, otlpjson
 from pipeline.component import Consumer, Settings
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from pipeline.component import Listener
 from pipeline.config.types import ByteSize, Duration, Issue
 from pipeline.net.endpoint import Endpoint
 from receivers.statsd.aggregator import DEFAULT_QUANTILES, Observer
@@ -130,8 +131,8 @@ class StatsDReceiverConfig:
         return {_STATSD_TYPES[m.statsd_type]: m.observer() for m in self.timer_histogram_mapping
                 if m.statsd_type in _STATSD_TYPES}
 
-    def listeners(self) -> list[tuple[str, str, str]]:
-        return [("udp", self.endpoint, "endpoint")]
+    def listeners(self) -> list[Listener]:
+        return [Listener("udp", self.endpoint, "endpoint")]
 
 
 # -- kernel statistics ---------------------------------------------------------------------------------

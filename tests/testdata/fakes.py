@@ -8,6 +8,7 @@ from pipeline.component import (
     Consumer,
     Factory,
     Kind,
+    Listener,
     Settings,
     Stability,
     make_factory_map,
@@ -37,8 +38,8 @@ class FakeReceiverConfig:
     def validate(self) -> list[object]:
         return [("mode", "must be 'a' or 'b'")] if self.mode not in ("a", "b") else []
 
-    def listeners(self) -> list[tuple[str, str, str]]:
-        return [("tcp", self.endpoint, "endpoint")]
+    def listeners(self) -> list[Listener]:
+        return [Listener("tcp", self.endpoint, "endpoint")]
 
 
 class FakeReceiver:

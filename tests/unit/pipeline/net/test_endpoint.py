@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.config.types import decode_dataclass
+from pipeline.config.types import Issue, decode_dataclass
 from pipeline.errors import ConfigIssue
 from pipeline.net.endpoint import Endpoint
 
@@ -164,8 +164,8 @@ class ListenerConfig:
     endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("localhost:4317"))
     admin: Endpoint | None = None
 
-    def validate(self) -> list[object]:
-        return [("endpoint", "port 1 is reserved for this test")] if self.endpoint.port == 1 else []
+    def validate(self) -> list[Issue]:
+        return [Issue("endpoint", "port 1 is reserved for this test")] if self.endpoint.port == 1 else []
 
 
 def decode(data: object) -> tuple[ListenerConfig, list[ConfigIssue]]:
