@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    ConnectorFactory,
+    Consumer,
+    Host,
+    Settings,
+    Stability,
+)
 from pipeline.model import Payload, Signal
 
 
@@ -42,11 +48,9 @@ def create(settings: Settings, cfg: ForwardConfig, next_consumer: Consumer) -> F
     return ForwardConnector(settings, next_consumer)
 
 
-FACTORY = Factory(
+FACTORY = ConnectorFactory(
     type="forward",
-    kind=Kind.CONNECTOR,
     config_type=ForwardConfig,
-    signals={},
     connects={(s, s): Stability.BETA for s in Signal},
     create=create,
     description="Joins pipelines of the same signal: an exporter of one pipeline, a receiver of others.",

@@ -18,7 +18,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from pipeline import otlpjson
-from pipeline.component import Factory, Kind, Settings, Stability
+from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.exporterhelper.queue import QueueConfig
 from pipeline.model import ExportRequest, Payload, Signal
@@ -117,6 +117,12 @@ class DebugExporter:
             lines.append(orjson.dumps(otlpjson.message_to_dict(msg), option=orjson.OPT_INDENT_2).decode())
         return "\n".join(lines) + "\n"
 
+    async def start(self, host: Host) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
     async def push(self, payload: Payload) -> None:
         stream = self._stream if self._stream is not None else sys.stderr
         stream.write(self.render(payload))
@@ -127,9 +133,8 @@ def create(settings: Settings, cfg: DebugExporterConfig) -> DebugExporter:
     return DebugExporter(settings, cfg)
 
 
-FACTORY = Factory(
+FACTORY = ExporterFactory(
     type="debug",
-    kind=Kind.EXPORTER,
     config_type=DebugExporterConfig,
     signals={Signal.TRACES: Stability.DEVELOPMENT, Signal.METRICS: Stability.DEVELOPMENT,
              Signal.LOGS: Stability.DEVELOPMENT},

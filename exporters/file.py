@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from pipeline import otlpjson
-from pipeline.component import Factory, Host, Kind, Settings, Stability
+from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.config.types import Issue
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper import ExporterConfig
@@ -72,9 +72,8 @@ def create(settings: Settings, cfg: FileExporterConfig) -> FileExporter:
     return FileExporter(settings, cfg)
 
 
-FACTORY = Factory(
+FACTORY = ExporterFactory(
     type="file",
-    kind=Kind.EXPORTER,
     config_type=FileExporterConfig,
     signals={Signal.TRACES: Stability.ALPHA, Signal.METRICS: Stability.ALPHA, Signal.LOGS: Stability.ALPHA},
     create=create,

@@ -19,8 +19,7 @@ from typing import TextIO
 from otelpipe import components
 from otelpipe.defaults import load_config
 from pipeline.config.schema import Config
-from pipeline.errors import ConfigError
-from pipeline.graph import StartError
+from pipeline.errors import ConfigError, StartError
 from pipeline.logutil import configure_logging
 from pipeline.memtune import tune_malloc
 

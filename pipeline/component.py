@@ -12,8 +12,8 @@ import enum
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from pipeline.clock import SYSTEM_CLOCK, Clock
 from pipeline.model import Payload, Signal
@@ -134,51 +134,142 @@ class Settings:
     to_signal: Signal | None = None
 
 
-# create functions, by kind:
-#   receiver:  create(settings, cfg, consumers: Mapping[Signal, Consumer]) -> Component
-#   processor: create(settings, cfg, next: Consumer) -> Component & Consumer
-#   exporter:  create(settings, cfg) -> Exporter (push + start/shutdown), wrapped by exporterhelper
-#   connector: create(settings, cfg, next: Consumer) -> Component & Consumer, one per (signal, to_signal)
-#   extension: create(settings, cfg) -> Component
-ReceiverCreate = Callable[[Settings, Any, Mapping[Signal, Consumer]], Component]
-ProcessorCreate = Callable[[Settings, Any, Consumer], Any]
-ExporterCreate = Callable[[Settings, Any], Any]
-ConnectorCreate = Callable[[Settings, Any, Consumer], Any]
-ExtensionCreate = Callable[[Settings, Any], Component]
+class Exporter(Component, Protocol):
+    """What an exporter module writes: `push` one payload, plus start/shutdown (no-ops if it needs none).
 
-
-@dataclass(frozen=True, slots=True)
-class Factory:
-    """One component type: its YAML type name, kind, config dataclass, signals and create function.
-
-    Receivers, processors and exporters list the `signals` they handle. A
-    connector lists instead the signal pairs it `connects` (`(TRACES, METRICS)`:
-    it is an exporter of traces pipelines and a receiver of metrics pipelines).
-    An extension handles no signal.
+    The exporter helper wraps it with the queue, retry, timeout and
+    observability, so `push` only sends (and raises what the backend said).
     """
 
+    async def push(self, payload: Payload) -> None: ...
+
+
+ConfigT = TypeVar("ConfigT")
+ConfigT_contra = TypeVar("ConfigT_contra", contravariant=True)
+
+
+class Processor(Component, Consumer, Protocol):
+    """A processor (or connector) instance: a component that takes payloads."""
+
+
+class ReceiverCreate(Protocol[ConfigT_contra]):
+    def __call__(self, settings: Settings, cfg: ConfigT_contra, consumers: Mapping[Signal, Consumer], /) -> Component:
+        ...
+
+
+class ProcessorCreate(Protocol[ConfigT_contra]):
+    def __call__(self, settings: Settings, cfg: ConfigT_contra, next_consumer: Consumer, /) -> Processor: ...
+
+
+class ExporterCreate(Protocol[ConfigT_contra]):
+    def __call__(self, settings: Settings, cfg: ConfigT_contra, /) -> Exporter: ...
+
+
+class ExtensionCreate(Protocol[ConfigT_contra]):
+    def __call__(self, settings: Settings, cfg: ConfigT_contra, /) -> Component: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _FactoryBase(Generic[ConfigT]):
+    """What every factory has: the YAML type name, the config dataclass and a line of description.
+
+    A factory is one component type, as in the Collector: a type name, a
+    default config (`config_type()`) and one create function whose signature
+    depends on the kind; the kind is the factory's class, so a create function
+    that does not fit its kind is a type error.
+    """
+
+    kind: ClassVar[Kind]
     type: str
-    kind: Kind
-    config_type: builtins.type  # `type` here would name the field above
-    signals: Mapping[Signal, Stability]
-    create: Callable[..., Any]
+    config_type: builtins.type[ConfigT]  # `type` here would name the field above
     description: str = ""
-    connects: Mapping[tuple[Signal, Signal], Stability] = field(default_factory=dict)
-    stability: Stability = Stability.DEVELOPMENT  # an extension's (it has no signals)
+
+    def supports(self, signal: Signal) -> bool:
+        """Whether a pipeline of `signal` may list it (receivers, processors, exporters)."""
+        return False
+
+    def connects_pair(self, source: Signal, target: Signal) -> bool:
+        """Whether it takes `source` and emits `target` (connectors)."""
+        return False
+
+    def stability_text(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _SignalFactory(_FactoryBase[ConfigT]):
+    signals: Mapping[Signal, Stability]
 
     def supports(self, signal: Signal) -> bool:
         return signal in self.signals
+
+    def stability_text(self) -> str:
+        """`traces (stable), metrics (beta)`."""
+        return ", ".join(f"{s.value} ({st.value})" for s, st in self.signals.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiverFactory(_SignalFactory[ConfigT]):
+    kind: ClassVar[Kind] = Kind.RECEIVER
+    create: ReceiverCreate[ConfigT]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessorFactory(_SignalFactory[ConfigT]):
+    kind: ClassVar[Kind] = Kind.PROCESSOR
+    create: ProcessorCreate[ConfigT]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExporterFactory(_SignalFactory[ConfigT]):
+    kind: ClassVar[Kind] = Kind.EXPORTER
+    create: ExporterCreate[ConfigT]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorFactory(_FactoryBase[ConfigT]):
+    """A connector lists the signal pairs it `connects`: `(TRACES, METRICS)` makes it an exporter of
+    traces pipelines and a receiver of metrics pipelines."""
+
+    kind: ClassVar[Kind] = Kind.CONNECTOR
+    connects: Mapping[tuple[Signal, Signal], Stability]
+    create: ProcessorCreate[ConfigT]
 
     def connects_pair(self, source: Signal, target: Signal) -> bool:
         return (source, target) in self.connects
 
     def stability_text(self) -> str:
-        """`traces (stable), metrics (beta)`, or for connectors `traces->metrics (alpha)`."""
-        if self.kind is Kind.CONNECTOR:
-            return ", ".join(f"{a.value}->{b.value} ({st.value})" for (a, b), st in self.connects.items())
-        if self.kind is Kind.EXTENSION:
-            return f"({self.stability.value})"
-        return ", ".join(f"{s.value} ({st.value})" for s, st in self.signals.items())
+        """`traces->metrics (alpha)`."""
+        return ", ".join(f"{a.value}->{b.value} ({st.value})" for (a, b), st in self.connects.items())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtensionFactory(_FactoryBase[ConfigT]):
+    """An extension handles no signal; it has one stability."""
+
+    kind: ClassVar[Kind] = Kind.EXTENSION
+    stability: Stability
+    create: ExtensionCreate[ConfigT]
+
+    def stability_text(self) -> str:
+        return f"({self.stability.value})"
+
+
+Factory = (ReceiverFactory[Any] | ProcessorFactory[Any] | ExporterFactory[Any] | ConnectorFactory[Any]
+           | ExtensionFactory[Any])
+
+
+FactoryT = TypeVar("FactoryT", ReceiverFactory[Any], ProcessorFactory[Any], ExporterFactory[Any],
+                    ConnectorFactory[Any], ExtensionFactory[Any])
+FactoryMap = Mapping[Kind, Mapping[str, Factory]]
+
+
+def factory_of(factories: FactoryMap, cls: type[FactoryT], type_name: str) -> FactoryT:
+    """The factory of `type_name` among those of `cls`'s kind, typed as `cls` (KeyError if absent)."""
+    found = factories[cls.kind][type_name]
+    if not isinstance(found, cls):
+        raise TypeError(f"the {cls.kind.value} factory for {type_name!r} is a {type(found).__name__}")
+    return found
 
 
 def make_factory_map(factories: Iterable[Factory]) -> dict[Kind, dict[str, Factory]]:
@@ -192,10 +283,6 @@ def make_factory_map(factories: Iterable[Factory]) -> dict[Kind, dict[str, Facto
 
 
 
-class Exporter(Protocol):
-    """What an exporter module writes: `push` one payload; start/shutdown are optional."""
-
-    async def push(self, payload: Payload) -> None: ...
 
 
 class FuncProcessor:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.component import Component, ComponentID, Factory, Host, Kind, Settings
+from pipeline.component import Component, ComponentID, ExtensionFactory, Factory, Host, Kind, Settings, factory_of
 from pipeline.config.schema import Config
 from pipeline.errors import StartError
 from pipeline.logutil import component_logger
@@ -30,7 +30,7 @@ class Extensions:
         self._items: dict[ComponentID, Component] = {}
         self._states: dict[ComponentID, str] = {}
         for cid in config.enabled_extensions():
-            factory = factories[Kind.EXTENSION][cid.type]
+            factory = factory_of(factories, ExtensionFactory, cid.type)
             settings = Settings(id=cid, kind=Kind.EXTENSION, telemetry=telemetry,
                                 logger=component_logger(Kind.EXTENSION.value, str(cid)))
             self._items[cid] = factory.create(settings, config.extensions[cid])

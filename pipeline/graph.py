@@ -16,7 +16,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.component import ComponentID, Consumer, Factory, Host, Kind, Settings
+from pipeline.component import (
+    ComponentID,
+    ConnectorFactory,
+    Consumer,
+    ExporterFactory,
+    Factory,
+    Host,
+    Kind,
+    ProcessorFactory,
+    ReceiverFactory,
+    Settings,
+    factory_of,
+)
 from pipeline.config.schema import Config, PipelineID
 from pipeline.errors import PermanentError, StartError
 from pipeline.exporterhelper import ExporterHelper
@@ -147,7 +159,7 @@ class Graph:
             nxt: Consumer = outs[0] if len(outs) == 1 else FanOut(outs)
             mutates = False
             for prid in reversed(p.processors):
-                factory = self.factories[Kind.PROCESSOR][prid.type]
+                factory = factory_of(self.factories, ProcessorFactory, prid.type)
                 settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
                 obs = self.telemetry.processor(settings)
                 proc = factory.create(settings, cfg.processors[prid], ObservedConsumer(nxt, obs.outgoing))
@@ -165,9 +177,9 @@ class Graph:
                     consumers[sig] = heads[0] if len(heads) == 1 else FanOut(heads)
             if not consumers:
                 continue  # defined but unused (a warning at validation)
-            factory = self.factories[Kind.RECEIVER][rid.type]
+            rfactory = factory_of(self.factories, ReceiverFactory, rid.type)
             settings = self._settings(Kind.RECEIVER, rid, None)
-            self.receivers.append(Node(Kind.RECEIVER, rid, factory.create(settings, rcfg, consumers)))
+            self.receivers.append(Node(Kind.RECEIVER, rid, rfactory.create(settings, rcfg, consumers)))
 
     def _build_exporters(self) -> dict[tuple[ComponentID, Signal], ExporterHelper]:
         """One exporter per (id, signal), shared by every pipeline of that signal that lists it."""
@@ -178,7 +190,7 @@ class Graph:
                 key = (eid, pid.signal)
                 if key in exporters or eid in cfg.connectors:
                     continue
-                factory = self.factories[Kind.EXPORTER][eid.type]
+                factory = factory_of(self.factories, ExporterFactory, eid.type)
                 settings = self._settings(Kind.EXPORTER, eid, pid.signal)
                 ecfg = cfg.exporters[eid]
                 helper = ExporterHelper(settings, factory.create(settings, ecfg), ecfg)
@@ -196,7 +208,7 @@ class Graph:
         the connector among its receivers.
         """
         cfg = self.config
-        factory = self.factories[Kind.CONNECTOR][cid.type]
+        factory = factory_of(self.factories, ConnectorFactory, cid.type)
         instances: list[Consumer] = []
         for target in Signal:
             if not factory.connects_pair(source, target):

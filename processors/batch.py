@@ -34,7 +34,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ProcessorFactory,
+    Settings,
+    Stability,
+)
 from pipeline.config.types import Duration, Issue
 from pipeline.errors import (
     DataRefusedError,
@@ -338,9 +344,8 @@ def create(settings: Settings, cfg: BatchConfig, next_consumer: Consumer) -> Bat
     return BatchProcessor(settings, cfg, next_consumer)
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="batch",
-    kind=Kind.PROCESSOR,
     config_type=BatchConfig,
     signals={s: Stability.STABLE for s in Signal},
     create=create,

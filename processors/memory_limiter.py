@@ -35,7 +35,13 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ProcessorFactory,
+    Settings,
+    Stability,
+)
 from pipeline.config.types import Duration, Issue
 from pipeline.errors import DataRefusedError
 from pipeline.logutil import RateLimitedLog
@@ -263,9 +269,8 @@ def create(settings: Settings, cfg: MemoryLimiterConfig, next_consumer: Consumer
     return MemoryLimiterProcessor(settings, cfg, next_consumer)
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="memory_limiter",
-    kind=Kind.PROCESSOR,
     config_type=MemoryLimiterConfig,
     signals={s: Stability.BETA for s in Signal},
     create=create,

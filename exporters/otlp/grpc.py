@@ -15,20 +15,21 @@ fragment, so the target can be logged as is), the `tls:` block is `pipeline.net.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from exporters.otlp.common import check_partial_success
-from pipeline.component import Factory, Host, Kind, Settings, Stability
+from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
 from pipeline.logutil import RateLimitedLog
-from pipeline.model import Payload, Signal
+from pipeline.model import ExportResponse, Payload, Signal
 from pipeline.net.endpoint import Endpoint
 from pipeline.net.tls import TLSClientConfig
 from pipeline.net.useragent import USER_AGENT
@@ -53,6 +54,9 @@ RETRYABLE_CODES = frozenset({
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _METADATA_KEY_RE = re.compile(r"^[0-9a-z_.\-]+$")
 _RESERVED_KEYS = frozenset({"te", "content-type", "user-agent", "grpc-timeout", "grpc-encoding"})
+
+# Trailing metadata as grpc hands it over: (key, value) pairs, `-bin` values as bytes.
+Trailing = Iterable[tuple[str, str | bytes]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -104,7 +108,7 @@ def grpc_target(endpoint: str, tls: TLSClientConfig) -> tuple[str, bool]:
     return target.address, target.plaintext(tls.insecure)
 
 
-def retry_delay(trailing: grpc.aio.Metadata | None) -> float | None:
+def retry_delay(trailing: Trailing | None) -> float | None:
     """The `google.rpc.RetryInfo` delay (seconds) carried in a status's details, if any."""
     if not trailing:
         return None
@@ -124,7 +128,7 @@ def retry_delay(trailing: grpc.aio.Metadata | None) -> float | None:
     return None
 
 
-def classify(code: grpc.StatusCode, details: str, trailing: grpc.aio.Metadata | None) -> Exception:
+def classify(code: grpc.StatusCode, details: str, trailing: Trailing | None) -> Exception:
     """The pipeline error for a failed call, per the OTLP spec's retry rules."""
     delay = retry_delay(trailing)
     details = redact_text(details)  # a backend or proxy may quote a URL with its credentials
@@ -146,7 +150,7 @@ class OTLPExporter:
         self._metadata = tuple((k.lower(), v.reveal()) for k, v in cfg.headers.items())
         self._compression = grpc.Compression.Gzip if cfg.compression == "gzip" else grpc.Compression.NoCompression
         self._channel: grpc.aio.Channel | None = None
-        self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable[bytes, ExportResponse]] = {}
         self._log = RateLimitedLog(settings.logger)
 
     def _options(self) -> list[tuple[str, object]]:
@@ -191,14 +195,15 @@ class OTLPExporter:
             # and cancelling the call cancels the RPC.
             response = await call(payload.serialize(), metadata=self._metadata)
         except grpc.aio.AioRpcError as e:
-            raise classify(e.code(), e.details() or "", e.trailing_metadata()) from None
+            # grpc-stubs type the trailing metadata as `_Metadatum` objects; at run time it is (key, value) pairs.
+            raise classify(e.code(), e.details() or "", cast(Trailing, e.trailing_metadata())) from None
         check_partial_success(payload.signal, response, self._log)
 
     async def shutdown(self) -> None:
         channel, self._channel = self._channel, None
         self._calls = {}
         if channel is not None:
-            await channel.close()
+            await channel.close(grace=None)
             self.settings.logger.info("OTLP/gRPC exporter stopped", extra={"endpoint": self._target})
 
 
@@ -206,9 +211,8 @@ def create(settings: Settings, cfg: OTLPExporterConfig) -> OTLPExporter:
     return OTLPExporter(settings, cfg)
 
 
-FACTORY = Factory(
+FACTORY = ExporterFactory(
     type="otlp",
-    kind=Kind.EXPORTER,
     config_type=OTLPExporterConfig,
     signals={Signal.TRACES: Stability.STABLE, Signal.METRICS: Stability.STABLE, Signal.LOGS: Stability.STABLE},
     create=create,

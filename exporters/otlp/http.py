@@ -24,7 +24,7 @@ from yarl import URL
 
 from exporters.otlp.common import check_partial_success
 from pipeline import otlpjson
-from pipeline.component import Factory, Host, Kind, Settings, Stability
+from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
 from pipeline.exporterhelper import ExporterConfig
@@ -90,7 +90,7 @@ def status_message(body: bytes, content_type: str) -> str:
     """A short description of an error body: the google.rpc.Status message if it decodes, else the text."""
     if body and "protobuf" in content_type:
         try:
-            return status_pb2.Status.FromString(body).message[:SNIPPET]
+            return str(status_pb2.Status.FromString(body).message)[:SNIPPET]
         except DecodeError:
             return ""
     return describe_body(body, content_type)
@@ -163,9 +163,8 @@ def create(settings: Settings, cfg: OTLPHTTPExporterConfig) -> OTLPHTTPExporter:
     return OTLPHTTPExporter(settings, cfg)
 
 
-FACTORY = Factory(
+FACTORY = ExporterFactory(
     type="otlphttp",
-    kind=Kind.EXPORTER,
     config_type=OTLPHTTPExporterConfig,
     signals={Signal.TRACES: Stability.STABLE, Signal.METRICS: Stability.STABLE, Signal.LOGS: Stability.STABLE},
     create=create,

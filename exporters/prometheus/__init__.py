@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from exporters.prometheus.config import PrometheusExporterConfig
 from exporters.prometheus.exporter import PrometheusExporter
-from pipeline.component import Factory, Kind, Settings, Stability
+from pipeline.component import ExporterFactory, Settings, Stability
 from pipeline.model import Signal
 
 
@@ -23,9 +23,8 @@ def create(settings: Settings, cfg: PrometheusExporterConfig) -> PrometheusExpor
     return PrometheusExporter(settings, cfg)
 
 
-FACTORY = Factory(
+FACTORY = ExporterFactory(
     type="prometheus",
-    kind=Kind.EXPORTER,
     config_type=PrometheusExporterConfig,
     signals={Signal.METRICS: Stability.BETA},
     create=create,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.component import ComponentID, Factory, HasListeners, Kind
+from pipeline.component import ComponentID, ConnectorFactory, Factory, HasListeners, Kind
 from pipeline.config.schema import (
     Pipeline,
     PipelineID,
@@ -57,7 +57,7 @@ def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]
                     factory = factories[kind][cid.type]
                     if not factory.supports(pid.signal):
                         issues.append(ConfigIssue(path, f"{kind.value} '{cid}' does not support {pid.signal.value} (it "
-                                                        f"supports: {', '.join(s.value for s in factory.signals)})"))
+                                                        f"supports: {factory.stability_text()})"))
                         continue
                 if cid in seen:
                     issues.append(ConfigIssue(path, f"{kind.value} '{cid}' is listed twice in this pipeline"))
@@ -109,6 +109,8 @@ def _check_connector_use(pipelines: Mapping[PipelineID, Pipeline], connectors: M
                 as_receiver.setdefault(cid, []).append((pid, i))
     for cid in connectors:
         factory = factories[cid.type]
+        if not isinstance(factory, ConnectorFactory):
+            continue  # not a connector type: reported when the section was decoded
         for pid, i in as_exporter.get(cid, []):
             path = join(join(join("service.pipelines", str(pid)), "exporters"), i)
             targets = [q for q, _ in as_receiver.get(cid, [])]
@@ -133,7 +135,7 @@ def _check_connector_use(pipelines: Mapping[PipelineID, Pipeline], connectors: M
                                                 f"{_pairs(factory)}"))
 
 
-def _pairs(factory: Factory) -> str:
+def _pairs(factory: ConnectorFactory[Any]) -> str:
     return ", ".join(f"{a.value} -> {b.value}" for a, b in factory.connects) or "nothing"
 
 

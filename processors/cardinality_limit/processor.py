@@ -41,7 +41,13 @@ from typing import Any, Literal
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ProcessorFactory,
+    Settings,
+    Stability,
+)
 from pipeline.config.types import Duration, Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
@@ -357,9 +363,8 @@ def create(settings: Settings, cfg: CardinalityLimitConfig, next_consumer: Consu
     return CardinalityLimitProcessor(settings, cfg, next_consumer)
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="cardinality_limit",
-    kind=Kind.PROCESSOR,
     config_type=CardinalityLimitConfig,
     signals={Signal.METRICS: Stability.ALPHA},
     create=create,

@@ -45,7 +45,12 @@ from typing import Any, Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
+from pipeline.component import (
+    ProcessorFactory,
+    Settings,
+    Stability,
+    processor_from_func,
+)
 from pipeline.config.types import Issue, Secret
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import CountsByLabel
@@ -398,9 +403,8 @@ def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object):  #
     return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="secret_mask",
-    kind=Kind.PROCESSOR,
     config_type=SecretMaskConfig,
     signals={Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA},
     create=create,

@@ -42,7 +42,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from pipeline.component import Factory, Kind, Settings, Stability, processor_from_func
+from pipeline.component import (
+    ProcessorFactory,
+    Settings,
+    Stability,
+    processor_from_func,
+)
 from pipeline.config.types import Issue
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.pointmerge import (
@@ -404,9 +409,8 @@ def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):
                                drop_reason="merged")
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="uuid_normalize",
-    kind=Kind.PROCESSOR,
     config_type=UUIDNormalizeConfig,
     signals={Signal.TRACES: Stability.BETA, Signal.METRICS: Stability.BETA, Signal.LOGS: Stability.BETA},
     create=create,

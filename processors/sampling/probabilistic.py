@@ -40,8 +40,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
 from pipeline.component import (
     Consumer,
-    Factory,
-    Kind,
+    FuncProcessor,
+    ProcessorFactory,
     Settings,
     Stability,
     processor_from_func,
@@ -480,14 +480,13 @@ def _prune(resources: object, scope_field: str, item_field: str) -> None:
             del resources[ri]  # type: ignore[attr-defined]
 
 
-def create(settings: Settings, cfg: ProbabilisticSamplerConfig, next_consumer: Consumer) -> object:
+def create(settings: Settings, cfg: ProbabilisticSamplerConfig, next_consumer: Consumer) -> FuncProcessor:
     sampler = ProbabilisticSampler(settings, cfg)
     return processor_from_func(settings, sampler.process, next_consumer, mutates_data=True, drop_reason="sampled")
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="probabilistic_sampler",
-    kind=Kind.PROCESSOR,
     config_type=ProbabilisticSamplerConfig,
     signals={Signal.TRACES: Stability.BETA, Signal.LOGS: Stability.ALPHA},
     create=create,

@@ -38,7 +38,13 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ProcessorFactory,
+    Settings,
+    Stability,
+)
 from pipeline.config.types import Duration, Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
@@ -419,9 +425,8 @@ def create(settings: Settings, cfg: TailSamplingConfig, next_consumer: Consumer)
     return TailSamplingProcessor(settings, cfg, next_consumer)
 
 
-FACTORY = Factory(
+FACTORY = ProcessorFactory(
     type="tail_sampling",
-    kind=Kind.PROCESSOR,
     config_type=TailSamplingConfig,
     signals={Signal.TRACES: Stability.BETA},
     create=create,

@@ -63,7 +63,7 @@ _STATUS_FOR_OUTCOME = {
 }
 
 Metadata = tuple[tuple[str, str | bytes], ...]
-ExportHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], Awaitable[bytes]]
+ExportHandler = Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
 
 
 def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | None) -> Metadata:
@@ -143,7 +143,7 @@ class OTLPGRPCServer:
         receiver = self._receiver
         include_metadata = self.cfg.include_metadata
 
-        async def export(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> bytes:
+        async def export(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
             body = await context.read()
             if not isinstance(body, bytes):  # grpc.aio.EOF: no message
                 await self._no_message(signal, context)
@@ -171,7 +171,7 @@ class OTLPGRPCServer:
 
         return export
 
-    async def _no_message(self, signal: Signal, context: grpc.aio.ServicerContext) -> None:
+    async def _no_message(self, signal: Signal, context: grpc.aio.ServicerContext[bytes, bytes]) -> None:
         """The call ended without a request message: find out whether grpc core ended it, and count it once.
 
         If core refused the message (or the client gave up), the call is over:
@@ -198,7 +198,7 @@ class OTLPGRPCServer:
                           extra={"signal": signal.value, "reason": reason,
                                  "max_recv_msg_size_mib": self.cfg.max_recv_msg_size_mib})
 
-    async def _abort(self, context: grpc.aio.ServicerContext, signal: Signal, result: Result) -> None:
+    async def _abort(self, context: grpc.aio.ServicerContext[bytes, bytes], signal: Signal, result: Result) -> None:
         code = _STATUS_FOR_OUTCOME[result.outcome]
         retry_after = None if result.outcome is Outcome.PERMANENT else result.retry_after
         self._log.warning("pipeline refused an OTLP/gRPC request", key=f"{result.outcome.value}-{signal.value}",
@@ -207,5 +207,5 @@ class OTLPGRPCServer:
         await context.abort(code, message, error_metadata(code, message, retry_after))
 
 
-def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _metadata(context: grpc.aio.ServicerContext[bytes, bytes]) -> dict[str, str]:
     return {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}

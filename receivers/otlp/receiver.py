@@ -10,7 +10,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ReceiverFactory,
+    Settings,
+    Stability,
+)
 from pipeline.model import Signal
 from receivers.otlp.config import OTLPReceiverConfig
 from receivers.otlp.grpc import OTLPGRPCServer
@@ -59,9 +65,8 @@ def create(settings: Settings, cfg: OTLPReceiverConfig, consumers: Mapping[Signa
     return OTLPReceiver(settings, cfg, consumers)
 
 
-FACTORY = Factory(
+FACTORY = ReceiverFactory(
     type="otlp",
-    kind=Kind.RECEIVER,
     config_type=OTLPReceiverConfig,
     signals={Signal.TRACES: Stability.STABLE, Signal.METRICS: Stability.STABLE, Signal.LOGS: Stability.STABLE},
     create=create,

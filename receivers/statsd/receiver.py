@@ -27,7 +27,13 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 
-from pipeline.component import Consumer, Factory, Host, Kind, Settings, Stability
+from pipeline.component import (
+    Consumer,
+    Host,
+    ReceiverFactory,
+    Settings,
+    Stability,
+)
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.receiverhelper import Outcome, deliver
@@ -339,9 +345,8 @@ def create(settings: Settings, cfg: StatsDReceiverConfig, consumers: Mapping[Sig
     return StatsDReceiver(settings, cfg, consumers)
 
 
-FACTORY = Factory(
+FACTORY = ReceiverFactory(
     type="statsd",
-    kind=Kind.RECEIVER,
     config_type=StatsDReceiverConfig,
     signals={Signal.METRICS: Stability.BETA},
     create=create,

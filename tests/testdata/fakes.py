@@ -5,10 +5,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.component import (
+    ConnectorFactory,
     Consumer,
+    ExporterFactory,
+    ExtensionFactory,
     Factory,
     Kind,
     Listener,
+    ProcessorFactory,
+    ReceiverFactory,
     Settings,
     Stability,
     make_factory_map,
@@ -91,11 +96,12 @@ class MetricsOnlyConfig:
 def factories(registry: dict[str, SinkExporter] | None = None) -> dict[Kind, dict[str, Factory]]:
     reg = registry if registry is not None else {}
     return make_factory_map([
-        Factory("fake", Kind.RECEIVER, FakeReceiverConfig, ALL, FakeReceiver),
-        Factory("tag", Kind.PROCESSOR, TagConfig, {Signal.TRACES: Stability.ALPHA}, _tag),
-        Factory("metricsonly", Kind.PROCESSOR, MetricsOnlyConfig, {Signal.METRICS: Stability.ALPHA},
-                lambda s, c, n: n),
-        Factory("sink", Kind.EXPORTER, SinkExporterConfig, ALL, lambda s, c: SinkExporter(s, c, reg)),
+        ReceiverFactory(type="fake", config_type=FakeReceiverConfig, signals=ALL, create=FakeReceiver),
+        ProcessorFactory(type="tag", config_type=TagConfig, signals={Signal.TRACES: Stability.ALPHA}, create=_tag),
+        ProcessorFactory(type="metricsonly", config_type=MetricsOnlyConfig, signals={Signal.METRICS: Stability.ALPHA},
+                         create=lambda s, c, n: n),
+        ExporterFactory(type="sink", config_type=SinkExporterConfig, signals=ALL,
+                        create=lambda s, c: SinkExporter(s, c, reg)),
     ])
 
 
@@ -159,8 +165,8 @@ def connector_factories(registry: dict[str, SinkExporter] | None = None,
     return make_factory_map([
         *(f for kinds in base.values() for f in kinds.values()),
         forward.FACTORY,
-        Factory("spancount", Kind.CONNECTOR, SpanCountConfig, {}, SpanCountConnector,
-                connects={(Signal.TRACES, Signal.METRICS): Stability.ALPHA}),
-        Factory("recorder", Kind.EXTENSION, RecorderExtensionConfig, {},
-                lambda s, c: RecorderExtension(s, c, events)),
+        ConnectorFactory(type="spancount", config_type=SpanCountConfig, create=SpanCountConnector,
+                         connects={(Signal.TRACES, Signal.METRICS): Stability.ALPHA}),
+        ExtensionFactory(type="recorder", config_type=RecorderExtensionConfig, stability=Stability.DEVELOPMENT,
+                         create=lambda s, c: RecorderExtension(s, c, events)),
     ])

@@ -156,12 +156,13 @@ def test_connector_validation_errors_name_the_key_path(text: str, expected: str)
 
 
 def test_a_connector_id_that_is_also_an_exporter_id_is_an_error() -> None:
-    from pipeline.component import Factory, make_factory_map
+    from pipeline.component import ExporterFactory, make_factory_map
     from tests.testdata.fakes import ALL, SinkExporterConfig
 
     base = connector_factories()
     fmap = make_factory_map([*(f for kinds in base.values() for f in kinds.values()),
-                             Factory("forward", Kind.EXPORTER, SinkExporterConfig, ALL, lambda s, c: None)])
+                             ExporterFactory(type="forward", config_type=SinkExporterConfig, signals=ALL,
+                                             create=lambda s, c: None)])
     with pytest.raises(ConfigError) as ei:
         load_text("""
 receivers: {fake: {}}

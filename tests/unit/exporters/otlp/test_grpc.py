@@ -14,7 +14,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from exporters.otlp import grpc as otlp
 from exporters.otlp.grpc import OTLPExporter, OTLPExporterConfig, grpc_target
-from pipeline.component import Factory, Kind, Stability, make_factory_map
+from pipeline.component import Kind, ReceiverFactory, Stability, make_factory_map
 from pipeline.config.loader import load_text
 from pipeline.config.types import Duration, Secret, decode_dataclass
 from pipeline.errors import (
@@ -194,7 +194,7 @@ class NopReceiverConfig:
 
 
 def test_config_typo_and_bad_enum_through_loader() -> None:
-    nop = Factory(type="nop", kind=Kind.RECEIVER, config_type=NopReceiverConfig,
+    nop = ReceiverFactory(type="nop", config_type=NopReceiverConfig,
                   signals={Signal.TRACES: Stability.STABLE}, create=lambda *a: None)
     yaml = """
 receivers: {nop: {}}

@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 from exporters.otlp import http as otlphttp
 from exporters.otlp.http import OTLPHTTPExporter, OTLPHTTPExporterConfig
 from pipeline import otlpjson
-from pipeline.component import Factory, Kind, Stability, make_factory_map
+from pipeline.component import Kind, ReceiverFactory, Stability, make_factory_map
 from pipeline.config.loader import load_text
 from pipeline.config.types import Duration, Secret, decode_dataclass
 from pipeline.errors import (
@@ -189,7 +189,7 @@ class NopReceiverConfig:
 
 
 def test_config_typo_through_loader() -> None:
-    nop = Factory(type="nop", kind=Kind.RECEIVER, config_type=NopReceiverConfig,
+    nop = ReceiverFactory(type="nop", config_type=NopReceiverConfig,
                   signals={Signal.LOGS: Stability.STABLE}, create=lambda *a: None)
     yaml = """
 receivers: {nop: {}}

@@ -15,7 +15,7 @@ from exporters import prometheus
 from exporters.prometheus import PrometheusExporter, PrometheusExporterConfig
 from exporters.prometheus.server import PREVALIDATED, MetricsServer, wants_openmetrics
 from exporters.prometheus.store import MetricStore
-from pipeline.component import Factory, Kind, Stability, make_factory_map
+from pipeline.component import Kind, ReceiverFactory, Stability, make_factory_map
 from pipeline.config.loader import load_text
 from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigError, ConfigIssue
@@ -31,7 +31,7 @@ class NopConfig:
     pass
 
 
-NOP_RECEIVER = Factory(type="nop", kind=Kind.RECEIVER, config_type=NopConfig,
+NOP_RECEIVER = ReceiverFactory(type="nop", config_type=NopConfig,
                        signals={Signal.METRICS: Stability.STABLE}, create=lambda *a: None)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.component import Factory, Kind, Stability, make_factory_map
+from pipeline.component import ExporterFactory, Kind, Stability, make_factory_map
 from pipeline.config.loader import load_text
 from pipeline.config.schema import Config
 from pipeline.config.types import decode_dataclass
@@ -26,7 +26,7 @@ class _NopExporterConfig:
     pass
 
 
-_NOP_EXPORTER = Factory(type="nop", kind=Kind.EXPORTER, config_type=_NopExporterConfig,
+_NOP_EXPORTER = ExporterFactory(type="nop", config_type=_NopExporterConfig,
                         signals={s: Stability.STABLE for s in Signal}, create=lambda settings, cfg: None)
 FACTORIES = make_factory_map([FACTORY, _NOP_EXPORTER])
 
