@@ -97,6 +97,20 @@ class HasListeners(Protocol):
     def listeners(self) -> Sequence[Listener]: ...
 
 
+@runtime_checkable
+class HasEndpoints(Protocol):
+    """A running component that listens: `endpoints` maps a transport name to the address actually bound."""
+
+    endpoints: Mapping[str, str]
+
+
+@runtime_checkable
+class Flushable(Protocol):
+    """A component that holds data and can hand it all on now (batch, tail sampling, connectors that buffer)."""
+
+    async def force_flush(self) -> None: ...
+
+
 class Host(Protocol):
     """What a running component may ask of the Service (the Collector's component.Host).
 

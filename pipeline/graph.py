@@ -22,6 +22,7 @@ from pipeline.component import (
     Consumer,
     ExporterFactory,
     Factory,
+    HasEndpoints,
     Host,
     Kind,
     ProcessorFactory,
@@ -163,7 +164,7 @@ class Graph:
                 settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
                 obs = self.telemetry.processor(settings)
                 proc = factory.create(settings, cfg.processors[prid], ObservedConsumer(nxt, obs.outgoing))
-                mutates = mutates or bool(getattr(proc, "mutates_data", False))
+                mutates = mutates or proc.mutates_data
                 self.middle.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
                 nxt = ObservedConsumer(proc, obs.incoming)
             entries[pid] = PipelineEntry(pid, nxt, mutates)
@@ -292,7 +293,6 @@ class Graph:
         return out
 
 
-def _endpoints(component: Any) -> dict[str, str]:
+def _endpoints(component: object) -> dict[str, str]:
     inner = component.exporter if isinstance(component, ExporterHelper) else component
-    eps = getattr(inner, "endpoints", None)
-    return dict(eps) if isinstance(eps, dict) else {}
+    return dict(inner.endpoints) if isinstance(inner, HasEndpoints) else {}

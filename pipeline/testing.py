@@ -56,6 +56,12 @@ class Sink:
         """Lets a Sink stand in for an exporter's push function too."""
         await self.consume(payload)
 
+    async def start(self, host: object) -> None:
+        """An exporter's start: nothing to open."""
+
+    async def shutdown(self) -> None:
+        """An exporter's shutdown: nothing to close."""
+
     async def wait_for_items(self, n: int, timeout: float = 5.0) -> None:
         async with asyncio.timeout(timeout):
             async with self._cond:

@@ -21,9 +21,8 @@ caller gets a retryable error to send it again.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from pipeline.component import Host, Settings
+from pipeline.component import Exporter, Host, Settings
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper.config import ExporterConfig
 from pipeline.exporterhelper.obs import ObsSender, PushTimer
@@ -41,7 +40,7 @@ class ExporterHelper:
 
     mutates_data = False
 
-    def __init__(self, settings: Settings, exporter: Any, cfg: ExporterConfig) -> None:
+    def __init__(self, settings: Settings, exporter: Exporter, cfg: ExporterConfig) -> None:
         self.settings = settings
         self.exporter = exporter
         self.cfg = cfg
@@ -68,9 +67,7 @@ class ExporterHelper:
         return self._queue.size() if self._queue is not None else 0
 
     async def start(self, host: Host) -> None:
-        start = getattr(self.exporter, "start", None)
-        if start is not None:
-            await start(host)
+        await self.exporter.start(host)
         if self._queue is not None:
             await self._queue.start()
 
@@ -108,6 +105,4 @@ class ExporterHelper:
             await self._retry.shutdown()
 
     async def _stop_exporter(self) -> None:
-        stop = getattr(self.exporter, "shutdown", None)
-        if stop is not None:
-            await stop()
+        await self.exporter.shutdown()
