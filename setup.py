@@ -17,9 +17,10 @@ _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializer
 
 setup(
     ext_modules=[
-        Extension("processors.privacy._wirewalk", ["processors/privacy/_wirewalk.c"], depends=["processors/privacy/_matches.h"],
-                  optional=True, extra_compile_args=_FLAGS),
-        Extension("processors.privacy._hsscan", ["processors/privacy/_hsscan.c"], depends=["processors/privacy/_matches.h"],
-                  libraries=["hs"], optional=True, extra_compile_args=_FLAGS),
+        Extension("processors.privacy._wirewalk", ["processors/privacy/_wirewalk.c"],
+                  depends=["processors/privacy/_matches.h"], optional=True, extra_compile_args=_FLAGS),
+        Extension("processors.privacy._hsscan", ["processors/privacy/_hsscan.c"],
+                  depends=["processors/privacy/_matches.h"], libraries=["hs"], optional=True,
+                  extra_compile_args=_FLAGS),
     ],
 )

@@ -37,11 +37,11 @@ if not os.path.isdir(SHARED_BENCH):
     SHARED_BENCH = "/work/shared/bench"
 sys.path.insert(0, SHARED_BENCH)
 
-import payloads  # noqa: E402  (the shared load generator)
+import payloads
 
-from pipeline.model import Payload, Signal  # noqa: E402
-from processors.privacy.secret_mask import SecretMask, SecretMaskConfig  # noqa: E402
-from processors.privacy.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig  # noqa: E402
+from pipeline.model import Payload, Signal
+from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
+from processors.privacy.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig
 
 SIGNALS = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
 

@@ -30,15 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import aiohttp  # noqa: E402
+import aiohttp
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,  # noqa: E402
+    ExportMetricsServiceRequest,
 )
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality  # noqa: E402
+from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
-from exporters.prometheus.server import MetricsServer  # noqa: E402
-from exporters.prometheus.store import MetricStore  # noqa: E402
-from pipeline.testing import kv  # noqa: E402
+from exporters.prometheus.server import MetricsServer
+from exporters.prometheus.store import MetricStore
+from pipeline.testing import kv
 
 BOUNDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]  # 11 buckets + _count + _sum = 13 lines
 LINES_PER_HISTOGRAM = len(BOUNDS) + 3
@@ -46,7 +46,8 @@ MODELS = ["gpt-4o", "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b", "mistra
 T0 = 1_700_000_000_000_000_000
 
 
-def build_requests(counters: int, gauges: int, histograms: int, per_request: int = 5000) -> list[ExportMetricsServiceRequest]:
+def build_requests(counters: int, gauges: int, histograms: int,
+                   per_request: int = 5000) -> list[ExportMetricsServiceRequest]:
     """OTLP requests holding `counters` + `gauges` + `histograms` series, `per_request` points each."""
     out: list[ExportMetricsServiceRequest] = []
     plan = [("counter", counters), ("gauge", gauges), ("histogram", histograms)]

@@ -32,15 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("OTELPIPE_SHARED_BENCH", ROOT.parent / "shared" / "bench"))
 sys.path[:0] = [str(ROOT), str(SHARED)]
 
-import payloads as shared_payloads  # noqa: E402
+import payloads as shared_payloads
 
-from pipeline.component import Settings  # noqa: E402
-from pipeline.config.types import decode_dataclass  # noqa: E402
-from pipeline.model import Payload, Signal  # noqa: E402
-from pipeline.testing import Sink, nop_settings  # noqa: E402
+from pipeline.component import Settings
+from pipeline.config.types import decode_dataclass
+from pipeline.model import Payload, Signal
+from pipeline.testing import Sink, nop_settings
 from processors.cardinality_limit import processor as cardinality_limit
 from processors.sampling import probabilistic as probabilistic_sampler
-from processors.sampling import tail as tail_sampling  # noqa: E402
+from processors.sampling import tail as tail_sampling
 
 
 class CountingSink(Sink):
@@ -109,7 +109,7 @@ def bench_probabilistic(seconds: float) -> list[dict]:
             settings("probabilistic_sampler", Signal.TRACES), cfg(probabilistic_sampler.FACTORY, raw_cfg))
         i = 0
 
-        def one(encode: bool) -> None:
+        def one(encode: bool, sampler: probabilistic_sampler.ProbabilisticSampler = sampler) -> None:
             nonlocal i
             res = sampler.process(Payload(Signal.TRACES, raw=traces[i % 32], items=100))
             if encode and res is not None:
@@ -179,7 +179,7 @@ def bench_cardinality(seconds: float) -> list[dict]:
                                                 cfg(cardinality_limit.FACTORY, raw_cfg), CountingSink())
         i = 0
 
-        def one(encode: bool) -> None:
+        def one(encode: bool, proc: cardinality_limit.CardinalityLimitProcessor = proc) -> None:
             nonlocal i
             res = proc.process(Payload(Signal.METRICS, raw=metrics[i % 32], items=100))
             if encode and res is not None:

@@ -23,13 +23,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from otelpipe import components  # noqa: E402
-from pipeline.component import Kind  # noqa: E402
-from pipeline.config.loader import load  # noqa: E402
-from pipeline.logutil import configure_logging  # noqa: E402
-from pipeline.service import Service  # noqa: E402
-from pipeline.telemetry import Telemetry  # noqa: E402
-from receivers.statsd import receiver as statsd  # noqa: E402
+from otelpipe import components
+from pipeline.component import Kind
+from pipeline.config.loader import load
+from pipeline.logutil import configure_logging
+from pipeline.service import Service
+from pipeline.telemetry import Telemetry
+from receivers.statsd import receiver as statsd
 
 DEFAULT_CONFIG = ROOT / "bench" / "configs" / "statsd_capacity.yaml"
 

@@ -29,7 +29,8 @@ class FileExporterConfig(ExporterConfig):
     def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
         if not self.path:
-            out.append(Issue("path", "is required: the file to append OTLP/JSON lines to, e.g. '/var/lib/otelpipe/traces.jsonl'"))
+            out.append(Issue("path", "is required: the file to append OTLP/JSON lines to, "
+                                     "e.g. '/var/lib/otelpipe/traces.jsonl'"))
         return out
 
 

@@ -62,7 +62,8 @@ class ComponentID:
         if not _TYPE_RE.match(type_):
             raise ValueError(f"invalid component type {type_!r}: use lower_snake_case letters, digits and '_'")
         if "/" in text and not _NAME_RE.match(name):
-            raise ValueError(f"invalid component name {name!r} in {text!r}: it must be non-empty, without spaces or '/'")
+            raise ValueError(f"invalid component name {name!r} in {text!r}: "
+                             "it must be non-empty, without spaces or '/'")
         return cls(type_, name)
 
     def __str__(self) -> str:

@@ -22,7 +22,8 @@ from pipeline.redact import redact_text
 _STD_ATTRS = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "taskName"}
 
 
-def component_logger(kind: str, component_id: str, pipeline: str = "", signal: str = "") -> logging.LoggerAdapter[logging.Logger]:
+def component_logger(kind: str, component_id: str, pipeline: str = "",
+                     signal: str = "") -> logging.LoggerAdapter[logging.Logger]:
     """A logger whose lines name the component (`kind/id`), like the Collector's zap fields."""
     fields: dict[str, Any] = {"kind": kind, "component": component_id}
     if pipeline:
@@ -73,7 +74,8 @@ class ConsoleFormatter(logging.Formatter):
     """Human-readable lines for `encoding: console`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _STD_ATTRS and not k.startswith("_"))
+        extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
+                          if k not in _STD_ATTRS and not k.startswith("_"))
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         line = f"{ts} {record.levelname:<7} {record.name} {record.getMessage()}" + (f"  {extras}" if extras else "")
         if record.exc_info:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Iterable
-from typing import Any, Union, cast
+from typing import Any, cast
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
@@ -31,8 +31,8 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
 from pipeline import wire
 
-ExportRequest = Union[ExportTraceServiceRequest, ExportMetricsServiceRequest, ExportLogsServiceRequest]
-ExportResponse = Union[ExportTraceServiceResponse, ExportMetricsServiceResponse, ExportLogsServiceResponse]
+ExportRequest = ExportTraceServiceRequest | ExportMetricsServiceRequest | ExportLogsServiceRequest
+ExportResponse = ExportTraceServiceResponse | ExportMetricsServiceResponse | ExportLogsServiceResponse
 
 
 class Signal(enum.Enum):

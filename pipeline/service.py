@@ -160,7 +160,8 @@ class Service:
     async def shutdown(self) -> None:
         self.draining = True
         self.ready = False
-        log.info("shutting down: draining pipelines", extra={"shutdown_timeout_s": self.config.service.shutdown_timeout})
+        log.info("shutting down: draining pipelines",
+                 extra={"shutdown_timeout_s": self.config.service.shutdown_timeout})
         if self.graph is not None:
             await self._stop_graph(self.graph, self.config.service.shutdown_timeout)
         if self.admin is not None:
@@ -173,7 +174,8 @@ class Service:
         if self._extensions is not None:
             graph["extensions"] = self._extensions.describe()
         return {"ready": self.ready and not self.draining, "draining": self.draining,
-                "uptime_s": round(time.time() - self._started_at, 3), "config_sources": list(self.config.sources), **graph}
+                "uptime_s": round(time.time() - self._started_at, 3),
+                "config_sources": list(self.config.sources), **graph}
 
     def component(self, kind: str, component_id: str) -> Any:
         """The running component (for exporters: the exporter inside its helper)."""

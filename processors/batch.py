@@ -81,9 +81,11 @@ class BatchConfig:
     def validate(self) -> list[Issue]:
         issues: list[Issue] = []
         if self.send_batch_size < 0:
-            issues.append(Issue("send_batch_size", f"must be 0 (no size trigger) or greater, got {self.send_batch_size}"))
+            issues.append(Issue("send_batch_size",
+                                f"must be 0 (no size trigger) or greater, got {self.send_batch_size}"))
         if self.send_batch_max_size < 0:
-            issues.append(Issue("send_batch_max_size", f"must be 0 (no limit) or greater, got {self.send_batch_max_size}"))
+            issues.append(Issue("send_batch_max_size",
+                                f"must be 0 (no limit) or greater, got {self.send_batch_max_size}"))
         elif 0 < self.send_batch_max_size < self.send_batch_size:
             issues.append(Issue("send_batch_max_size",
                            f"must be 0 (no limit) or at least send_batch_size ({self.send_batch_size}), "
@@ -91,7 +93,8 @@ class BatchConfig:
         if self.timeout < 0:
             issues.append(Issue("timeout", "must not be negative"))
         if self.max_buffered_items < 0:
-            issues.append(Issue("max_buffered_items", f"must be 0 (automatic) or greater, got {self.max_buffered_items}"))
+            issues.append(Issue("max_buffered_items",
+                                f"must be 0 (automatic) or greater, got {self.max_buffered_items}"))
         elif 0 < self.max_buffered_items < max(self.send_batch_size, self.send_batch_max_size):
             issues.append(Issue("max_buffered_items",
                            f"must be 0 (automatic) or at least send_batch_size and send_batch_max_size "

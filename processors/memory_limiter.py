@@ -86,8 +86,9 @@ class MemoryLimiterConfig:
             issues.append(Issue("spike_limit_mib", f"must be less than limit_mib ({self.limit_mib}), got "
                                               f"{self.spike_limit_mib}; it is the headroom kept below the hard limit"))
         elif self.limit_mib <= 0 and self.spike_limit_percentage >= self.limit_percentage > 0:
-            issues.append(Issue("spike_limit_percentage", f"must be less than limit_percentage ({self.limit_percentage}), "
-                                                     f"got {self.spike_limit_percentage}"))
+            issues.append(Issue("spike_limit_percentage",
+                                f"must be less than limit_percentage ({self.limit_percentage}), "
+                                f"got {self.spike_limit_percentage}"))
         return issues
 
 

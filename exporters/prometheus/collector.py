@@ -73,7 +73,7 @@ class StoreCollector:
                     metric = _summary(fam, om)
                 else:
                     metric = _gauge(fam)
-            except Exception as e:  # noqa: BLE001 - reported (counted, logged); the rest of the scrape goes on
+            except Exception as e:
                 self._on_skip(fam.name, len(fam.series), e)
                 continue
             yield metric

@@ -63,7 +63,8 @@ class PrometheusExporterConfig(ExporterConfig):
         if self.namespace and not VALID_LABEL_NAME.match(self.namespace):
             out.append(Issue("namespace", f"invalid namespace {self.namespace!r}: {_NAMESPACE_HINT}"))
         if self.metric_expiration <= 0:
-            out.append(Issue("metric_expiration", "must be greater than 0 (e.g. '5m'); series not updated for that long are removed"))
+            out.append(Issue("metric_expiration", "must be greater than 0 (e.g. '5m'); "
+                                                  "series not updated for that long are removed"))
         if self.delta_metric_expiration < self.metric_expiration:
             out.append(Issue("delta_metric_expiration",
                         (f"must be at least metric_expiration ({float(self.metric_expiration):g}s), e.g. '1h'; "

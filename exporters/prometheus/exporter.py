@@ -56,7 +56,8 @@ class PrometheusExporter:
         await self.server.start()
         self._series_gauge.labels(self._exporter_id).set_function(self.store.series_count)
         self.endpoints = dict(self.server.endpoints)
-        self.settings.logger.info("prometheus exporter serving /metrics", extra={"endpoint": self.endpoints.get("http")})
+        self.settings.logger.info("prometheus exporter serving /metrics",
+                                  extra={"endpoint": self.endpoints.get("http")})
 
     async def push(self, payload: Payload) -> None:
         result = self.store.update(payload.message)  # type: ignore[arg-type]

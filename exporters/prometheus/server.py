@@ -94,7 +94,7 @@ def _escaping_for(generate: Callable[..., bytes], standard: str) -> str | None:
         return None
     try:
         fast = generate(probe, escaping=PREVALIDATED)
-    except Exception:  # noqa: BLE001 - any refusal just means: use the standard scheme
+    except Exception:
         return standard
     return PREVALIDATED if fast == reference else standard
 
@@ -148,7 +148,7 @@ class MetricsServer:
             generate, registry, escaping = text_latest, self.registry, self._text_escaping
         try:
             return _encode(generate, registry, escaping)
-        except Exception:  # noqa: BLE001 - some family cannot be written: write the others, report that one
+        except Exception:
             return self._render_each(generate, registry, escaping, openmetrics)
 
     def _render_each(self, generate: Callable[..., bytes], registry: CollectorRegistry, escaping: str | None,
@@ -158,7 +158,7 @@ class MetricsServer:
         for family in list(registry.collect()):
             try:
                 body = _encode(generate, _Families([family]), escaping)
-            except Exception as e:  # noqa: BLE001 - reported (counted, logged); the other families are served
+            except Exception as e:
                 self._on_skip(family.name, _series_in(family), e)
                 continue
             parts.append(body[:-len(_EOF)] if openmetrics and body.endswith(_EOF) else body)
@@ -185,11 +185,12 @@ class MetricsServer:
         om = self._open_metrics and wants_openmetrics(request.headers.getall("Accept", []))
         try:
             body = await self.render_async(om)
-        except Exception as e:  # noqa: BLE001 - a bug, not bad input: say so once in a while, fail this scrape only
+        except Exception as e:
             if self._log is not None:
                 self._log.error("rendering /metrics failed", key="render", extra={"error": repr(e)})
             return web.Response(status=500, text="rendering metrics failed; see the otelpipe log\n")
-        resp = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_PLAIN_0_0_4})
+        resp = web.Response(body=body,
+                            headers={"Content-Type": CONTENT_TYPE_OPENMETRICS if om else CONTENT_TYPE_PLAIN_0_0_4})
         resp.enable_compression()
         return resp
 

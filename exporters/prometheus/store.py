@@ -524,7 +524,8 @@ class MetricStore:
         for name in list(self.families):
             fam = self.families[name]
             # delta_cutoff <= cutoff: the first test settles nearly every series
-            dead = [k for k, s in fam.series.items() if s.updated < cutoff and (not s.delta or s.updated < delta_cutoff)]
+            dead = [k for k, s in fam.series.items()
+                    if s.updated < cutoff and (not s.delta or s.updated < delta_cutoff)]
             for k in dead:
                 del fam.series[k]
             self._n_series -= len(dead)

@@ -22,7 +22,8 @@ from pipeline.net.endpoint import Endpoint
 
 
 def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
-                 factories: Mapping[Kind, Mapping[str, Factory]], issues: list[ConfigIssue]) -> dict[PipelineID, Pipeline]:
+                 factories: Mapping[Kind, Mapping[str, Factory]],
+                 issues: list[ConfigIssue]) -> dict[PipelineID, Pipeline]:
     out: dict[PipelineID, Pipeline] = {}
     if not service.pipelines:
         issues.append(ConfigIssue("service.pipelines", "no pipelines are configured; add at least one, e.g. "
@@ -37,7 +38,8 @@ def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]
             issues.append(ConfigIssue(base, str(e)))
             continue
         lists: dict[Kind, list[ComponentID]] = {}
-        for kind, names in ((Kind.RECEIVER, pcfg.receivers), (Kind.PROCESSOR, pcfg.processors), (Kind.EXPORTER, pcfg.exporters)):
+        for kind, names in ((Kind.RECEIVER, pcfg.receivers), (Kind.PROCESSOR, pcfg.processors),
+                            (Kind.EXPORTER, pcfg.exporters)):
             lists[kind] = []
             seen: set[ComponentID] = set()
             for i, name in enumerate(names):
@@ -200,7 +202,8 @@ def check_extensions(service: ServiceConfig, extensions: Mapping[ComponentID, An
         seen.add(cid)
 
 
-def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]], issues: list[ConfigIssue]) -> None:
+def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
+                     issues: list[ConfigIssue]) -> None:
     """Two components must not claim the same port (Vector's resource check)."""
     claims: dict[tuple[str, int], str] = {}
 
@@ -210,7 +213,8 @@ def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID,
         port = endpoint.port
         key = (proto, port)
         if key in claims:
-            issues.append(ConfigIssue(path, f"{proto} port {port} is already used by {claims[key]}; give one of them another port"))
+            issues.append(ConfigIssue(path, f"{proto} port {port} is already used by {claims[key]}; "
+                                            "give one of them another port"))
         else:
             claims[key] = path
 

@@ -124,7 +124,7 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 def parse_yaml(text: str, name: str) -> tuple[dict[str, Any], list[ConfigIssue]]:
     """One YAML document as a mapping, or an issue saying where the syntax broke."""
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except RecursionError:
         # PyYAML composes and constructs recursively: a pathologically nested document
         # must be a readable issue, not a traceback.
@@ -139,7 +139,8 @@ def parse_yaml(text: str, name: str) -> tuple[dict[str, Any], list[ConfigIssue]]
     if data is None:
         return {}, []
     if not isinstance(data, dict):
-        return {}, [ConfigIssue("", "the top level must be a mapping with receivers, processors, exporters and service", file=name)]
+        return {}, [ConfigIssue("", "the top level must be a mapping with receivers, processors, exporters and service",
+                                file=name)]
     return data, []
 
 
@@ -150,7 +151,8 @@ def _record(data: Any, path: str, origin: str, origins: dict[str, str]) -> None:
             _record(v, join(path, k), origin, origins)
 
 
-def merge_into(base: dict[str, Any], overlay: Mapping[str, Any], path: str, origin: str, origins: dict[str, str]) -> None:
+def merge_into(base: dict[str, Any], overlay: Mapping[str, Any], path: str, origin: str,
+               origins: dict[str, str]) -> None:
     """Deep-merge maps, later keys winning; lists and scalars are replaced (as the Collector does)."""
     for k, v in overlay.items():
         p = join(path, k)
@@ -212,14 +214,16 @@ def expand_env(data: Any, env: Mapping[str, str] | None = None, path: str = "",
         if m.group(0) == "$$":
             return "$"
         if m.group(3) is not None:
-            issues.append(ConfigIssue(path, f"invalid reference '{m.group(0)}': write ${{env:NAME}} or ${{env:NAME:-default}}"))
+            issues.append(ConfigIssue(path, f"invalid reference '{m.group(0)}': "
+                                            "write ${env:NAME} or ${env:NAME:-default}"))
             return ""
         name, default = m.group(1), m.group(2)
         if name in env:
             return env[name]
         if default is not None:
             return default
-        issues.append(ConfigIssue(path, f"environment variable {name} is not set; set it, or give a default with ${{env:{name}:-value}}"))
+        issues.append(ConfigIssue(path, f"environment variable {name} is not set; "
+                                        f"set it, or give a default with ${{env:{name}:-value}}"))
         return ""
 
     whole = _ENV_RE.fullmatch(data)

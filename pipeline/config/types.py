@@ -106,20 +106,21 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B|[KMGT]i?|)\s*$", re.I
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 1000, "kb": 1000, "m": 1000**2, "mb": 1000**2, "g": 1000**3, "gb": 1000**3, "t": 1000**4, "tb": 1000**4,
-    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3, "ti": 1024**4, "tib": 1024**4,
+    "ki": 1024, "kib": 1024, "mi": 1024**2, "mib": 1024**2, "gi": 1024**3, "gib": 1024**3,
+    "ti": 1024**4, "tib": 1024**4,
 }
 
 
 def parse_duration(value: object) -> Duration:
     """`"1m30s"` → 90.0. Raises ValueError saying how to write one."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a duration like '5s' or '200ms', got {value!r}")  # noqa: TRY004
+        raise ValueError(f"expected a duration like '5s' or '200ms', got {value!r}")
     if isinstance(value, (int, float)):
         if value == 0:
             return Duration(0.0)
         raise ValueError(f"a duration needs a unit: write '{value}s' or '{value}ms', not {value!r}")
     if not isinstance(value, str):
-        raise ValueError(f"expected a duration like '5s' or '200ms', got {type(value).__name__}")  # noqa: TRY004
+        raise ValueError(f"expected a duration like '5s' or '200ms', got {type(value).__name__}")
     text = value.strip()
     if text in ("0", ""):
         if text == "":
@@ -132,7 +133,8 @@ def parse_duration(value: object) -> Duration:
         total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
         pos = m.end()
     if pos != len(text) or pos == 0:
-        raise ValueError(f"invalid duration {value!r}: use a number with a unit (ns, us, ms, s, m, h), e.g. '5s' or '1m30s'")
+        raise ValueError(f"invalid duration {value!r}: use a number with a unit (ns, us, ms, s, m, h), "
+                         "e.g. '5s' or '1m30s'")
     return Duration(total)
 
 
@@ -145,7 +147,7 @@ def format_duration(seconds: float) -> str:
 def parse_size(value: object) -> ByteSize:
     """`"4MiB"` → 4194304; plain integers are bytes."""
     if isinstance(value, bool):
-        raise ValueError(f"expected a size like '4MiB' or a number of bytes, got {value!r}")  # noqa: TRY004
+        raise ValueError(f"expected a size like '4MiB' or a number of bytes, got {value!r}")
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"a size cannot be negative, got {value}")
@@ -154,7 +156,8 @@ def parse_size(value: object) -> ByteSize:
         m = _SIZE_RE.match(value)
         if m:
             return ByteSize(int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()]))
-    raise ValueError(f"invalid size {value!r}: write a number of bytes or a number with a unit, e.g. '4MiB', '512KiB', '1GB'")
+    raise ValueError(f"invalid size {value!r}: write a number of bytes or a number with a unit, "
+                     "e.g. '4MiB', '512KiB', '1GB'")
 
 
 def closest(word: str, choices: typing.Iterable[str]) -> str | None:
@@ -246,13 +249,15 @@ def decode(tp: Any, value: object, path: str, issues: list[ConfigIssue]) -> Any:
             out = decode(a, value, path, trial)
             if not trial:
                 return out
-        issues.append(ConfigIssue(path, f"expected {' or '.join(_type_name(a) for a in non_none)}, got {_describe(value)}"))
+        issues.append(ConfigIssue(path, f"expected {' or '.join(_type_name(a) for a in non_none)}, "
+                                        f"got {_describe(value)}"))
         return None
     if origin is Literal:
         choices = get_args(tp)
         if value in choices and type(value) is type(choices[0]):
             return value
-        issues.append(ConfigIssue(path, f"invalid value {_quote(value)}: must be one of {', '.join(repr(c) for c in choices)}"
+        issues.append(ConfigIssue(path, f"invalid value {_quote(value)}: "
+                                        f"must be one of {', '.join(repr(c) for c in choices)}"
                                         f"{did_you_mean(str(value), [str(c) for c in choices])}"))
         return choices[0]
     if tp is Any or tp is object:
@@ -344,7 +349,8 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
         f = by_key.get(key)
         if f is None:
             issues.append(ConfigIssue(join(path, key), f"unknown key '{key}'{did_you_mean(str(key), by_key)}"
-                                      + ("" if closest(str(key), by_key) else f" (valid keys: {', '.join(sorted(by_key))})")))
+                                      + ("" if closest(str(key), by_key)
+                                         else f" (valid keys: {', '.join(sorted(by_key))})")))
             continue
         kwargs[f.name] = decode(hints[f.name], raw, join(path, key), issues)
     missing = [k for k, f in by_key.items() if f.name not in kwargs
@@ -354,10 +360,10 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
     if len(issues) > start or missing:
         try:
             return cls(**kwargs)
-        except Exception:  # noqa: BLE001 (a broken value already reported; fall back to defaults so checks go on)
+        except Exception:
             try:
                 return cls()
-            except Exception:  # noqa: BLE001 (reported above; the cross-checks skip None)
+            except Exception:
                 return None
     obj = cls(**kwargs)
     if isinstance(obj, Validates):

@@ -55,7 +55,8 @@ class QueueConfig:
         if self.max_size < 1:
             out.append(Issue("max_size", "must be greater than 0, e.g. '256MiB' (the default)"))
         if self.storage is not None:
-            out.append(Issue("storage", "persistent sending queues are not available in this version; remove the key to use the in-memory queue"))
+            out.append(Issue("storage", "persistent sending queues are not available in this version; "
+                                        "remove the key to use the in-memory queue"))
         return out
 
 

@@ -48,7 +48,7 @@ class RetrySender:
             return
         except (PermanentError, PartialSuccessError):
             raise
-        except Exception as e:  # noqa: BLE001 - any other failure is transient: retry below, off the fast path
+        except Exception as e:
             error: Exception = e
         await self._retry(payload, began, error)
 
@@ -65,14 +65,15 @@ class RetrySender:
                               extra={"items": payload.items, "attempt": attempt, "delay_s": round(delay, 3),
                                      "error": describe(error)})
             if await clock.wait(delay, self._stop):
-                raise ShutdownError(f"exporter is shutting down; not retrying: {describe(error)}", retry_after) from error
+                raise ShutdownError(f"exporter is shutting down; not retrying: {describe(error)}",
+                                    retry_after) from error
             attempt += 1
             try:
                 await self._next(payload)
                 return
             except (PermanentError, PartialSuccessError):
                 raise
-            except Exception as e:  # noqa: BLE001 - transient again: loop to the next wait
+            except Exception as e:
                 error = e
 
     async def shutdown(self) -> None:

@@ -96,7 +96,7 @@ class Endpoint:
                    else "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, list)
                    else type(value).__name__)
             # ValueError, not TypeError: the decoder reports a ValueError at the key path.
-            raise ValueError(f"expected an endpoint like '0.0.0.0:4317' (host:port), got {got}")  # noqa: TRY004
+            raise ValueError(f"expected an endpoint like '0.0.0.0:4317' (host:port), got {got}")
         return cls.listen(value)
 
     # -------------------------------------------------------------- using

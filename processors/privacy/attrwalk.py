@@ -43,7 +43,8 @@ from pipeline.wire import (
     skip_value,
 )
 
-try:  # the walker in C (processors/privacy/_wirewalk.c); optional at install time, same output as `WireRewriter`'s Python
+# The walker in C (processors/privacy/_wirewalk.c); optional at install time, same output as `WireRewriter`'s Python.
+try:
     from processors.privacy import _wirewalk
 except ImportError:  # pragma: no cover - built by setup.py wherever a C compiler is available
     _wirewalk = None  # type: ignore[assignment]
@@ -412,7 +413,8 @@ class WireRewriter:
                 return None
             pieces.append(self._view[self._last:])
             return b"".join(pieces)
-        except (IndexError, ValueError) as e:  # truncated bytes, malformed (WireError), invalid UTF-8 (UnicodeDecodeError)
+        except (IndexError, ValueError) as e:
+            # truncated bytes, malformed (WireError), invalid UTF-8 (UnicodeDecodeError)
             raise WireFallback(str(e)) from e
         finally:
             self._reset()

@@ -153,7 +153,8 @@ DETECTORS: tuple[Detector, ...] = (
              r"(?P<v>T[A-Z0-9]{6,16}(?:/[A-Za-z0-9]{6,40}){1,2}/[A-Za-z0-9]{16,64})(?![A-Za-z0-9])",
              "Slack webhook URLs (`https://hooks.slack.com/services/T.../B.../...`; the host is kept)",
              has_value_group=True),
-    Detector("sendgrid_key", "G", r"(?<=SG)(?<![A-Za-z0-9_\-.]SG)\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])",
+    Detector("sendgrid_key", "G",
+             r"(?<=SG)(?<![A-Za-z0-9_\-.]SG)\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])",
              "SendGrid API keys (SG.<22>.<43>)", 1),
 )
 #: A detector may be written as several entries of one name (one per form, e.g. credential_pair's
@@ -277,7 +278,8 @@ class Replacer:
         if hash_key is None:
             self._mask_re = None
         else:
-            self._mask_re = re.compile(re.escape(self._prefix) + "[0-9a-f]{%d}" % hash_length + re.escape(self._suffix))
+            self._mask_re = re.compile(re.escape(self._prefix) + f"[0-9a-f]{{{hash_length:d}}}"
+                                       + re.escape(self._suffix))
 
     def __call__(self, secret: str) -> str:
         if self._key is None:
@@ -657,7 +659,7 @@ class Masker:
                     end = m.end()
                     if back >= 0:
                         start = p - back
-                        if start < last:  # noqa: PLR1730 (max() is a call)
+                        if start < last:
                             start = last
                     else:
                         start = p

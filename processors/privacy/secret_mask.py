@@ -122,8 +122,9 @@ class SecretMaskConfig:
             if name not in DETECTOR_NAMES:
                 from pipeline.config.types import did_you_mean
 
-                issues.append(Issue(f"detectors.{name}", f"unknown detector '{name}'{did_you_mean(name, DETECTOR_NAMES)}"
-                                                    f" (detectors: {', '.join(DETECTOR_NAMES)})"))
+                issues.append(Issue(f"detectors.{name}",
+                                    f"unknown detector '{name}'{did_you_mean(name, DETECTOR_NAMES)}"
+                                    f" (detectors: {', '.join(DETECTOR_NAMES)})"))
         for i, pattern in enumerate(self.blocked_values):
             try:
                 rx = re.compile(pattern)

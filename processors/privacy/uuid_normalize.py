@@ -84,7 +84,8 @@ _UUID_CORE = f"{_H}{{8}}-{_H}{{4}}-{_H}{{4}}-{_H}{{4}}-{_H}{{12}}"
 #: Every detector uses the same boundary (no letter or digit on either side) and every match
 #: starts and ends with a letter, digit or brace, so replacing one match never unblocks a
 #: neighbour: normalizing twice gives the same text as normalizing once.
-UUID_PATTERN = rf"(?<![0-9A-Za-z])(?:(?i:urn:uuid:)(?:\{{{_UUID_CORE}\}}|{_UUID_CORE})|\{{{_UUID_CORE}\}}|{_UUID_CORE})(?![0-9A-Za-z])"
+UUID_PATTERN = (rf"(?<![0-9A-Za-z])(?:(?i:urn:uuid:)(?:\{{{_UUID_CORE}\}}|{_UUID_CORE})"
+                rf"|\{{{_UUID_CORE}\}}|{_UUID_CORE})(?![0-9A-Za-z])")
 #: Crockford base32, 26 characters, first one 0-7 (48-bit timestamp), one case.
 ULID_PATTERN = r"(?<![0-9A-Za-z])[0-7](?:[0-9A-HJKMNP-TV-Z]{25}|[0-9a-hjkmnp-tv-z]{25})(?![0-9A-Za-z])"
 #: At least 16 hex characters in a row (request ids, hashes, hex trace ids in strings).
@@ -123,7 +124,8 @@ class PatternConfig:
         except re.error as e:
             return [Issue("regex", f"invalid regular expression {self.regex!r}: {e}")]
         if rx.match(""):
-            return [Issue("regex", f"{self.regex!r} matches the empty string; it would insert the replacement everywhere")]
+            return [Issue("regex", f"{self.regex!r} matches the empty string; "
+                                   "it would insert the replacement everywhere")]
         try:
             rx.sub(self.replacement, "")  # parses group references in the template
         except (re.error, IndexError) as e:

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Protocol
+from typing import Any, Protocol
 
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Span, Status
@@ -71,7 +71,8 @@ class LatencyConfig:
         elif self.upper_threshold_ms and self.upper_threshold_ms <= self.threshold_ms:
             out.append(("upper_threshold_ms", "must be greater than threshold_ms (or 0 for no upper bound)"))
         if self.threshold_ms == 0 and self.upper_threshold_ms == 0:
-            out.append(("threshold_ms", "is required: the whole-trace duration, in milliseconds, from which traces are kept"))
+            out.append(("threshold_ms", "is required: the whole-trace duration, in milliseconds, "
+                                        "from which traces are kept"))
         return out
 
 
@@ -114,8 +115,8 @@ class StringAttributeConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NumericAttributeConfig:
     key: str = ""
-    min_value: Optional[float] = None
-    max_value: Optional[float] = None
+    min_value: float | None = None
+    max_value: float | None = None
     invert_match: bool = False
 
     def check(self) -> list[tuple[str, str]]:
@@ -410,7 +411,8 @@ class StringAttribute:
         found = False
         for attrs in trace.resource_then_span_attributes():
             for kv in attrs:
-                if kv.key == key and kv.value.WhichOneof("value") == "string_value" and self._matches(kv.value.string_value):
+                if (kv.key == key and kv.value.WhichOneof("value") == "string_value"
+                        and self._matches(kv.value.string_value)):
                     found = True
                     break
             if found:

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal, Optional
+from typing import Literal
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
@@ -71,7 +71,7 @@ class ProbabilisticSamplerConfig:
     """
 
     sampling_percentage: float = 100.0
-    mode: Optional[Mode] = None
+    mode: Mode | None = None
     hash_seed: int = 0
     sampling_precision: int = sc.NUM_HEX_DIGITS
     fail_closed: bool = True
@@ -108,7 +108,7 @@ class ProbabilisticSamplerConfig:
 
 
 # A decision: keep?, the tracestate (or sampling.threshold value) to write on a kept item, an error reason.
-Decision = tuple[bool, Optional[str], Optional[str]]
+Decision = tuple[bool, str | None, str | None]
 
 
 class Sampler:

@@ -116,7 +116,8 @@ class TailSamplingConfig:
         seen: dict[str, int] = {}
         for i, p in enumerate(self.policies):
             if p.name in seen:
-                out.append(Issue(f"policies[{i}].name", f"duplicate policy name '{p.name}' (also policies[{seen[p.name]}])"))
+                out.append(Issue(f"policies[{i}].name",
+                                 f"duplicate policy name '{p.name}' (also policies[{seen[p.name]}])"))
             elif p.name:
                 seen[p.name] = i
         return out

@@ -33,9 +33,9 @@ def _listen(text: str) -> Endpoint:
     return Endpoint.listen(text)
 
 
-def _as_endpoint(cfg: object) -> None:
+def _as_endpoint(cfg: GRPCConfig | HTTPConfig) -> None:
     """Configs built in code (tests, defaults) may pass the endpoint as text; the decoder passes an Endpoint."""
-    value = getattr(cfg, "endpoint")
+    value = cfg.endpoint
     if isinstance(value, str):
         object.__setattr__(cfg, "endpoint", Endpoint.listen(value))
 
@@ -166,7 +166,8 @@ class ProtocolsConfig:
 
     def validate(self) -> list[Issue]:
         if self.grpc is None and self.http is None:
-            return [Issue("", "must specify at least one protocol when using the OTLP receiver: add 'grpc:' and/or 'http:'")]
+            return [Issue("", "must specify at least one protocol when using the OTLP receiver: "
+                              "add 'grpc:' and/or 'http:'")]
         return []
 
 

@@ -1,1 +1,2 @@
-"""The `statsd` receiver: config, the line grammar (`parser`), interval aggregation (`aggregator`) and the UDP socket (`receiver`)."""
+"""The `statsd` receiver: config, the line grammar (`parser`), interval aggregation (`aggregator`) and the UDP socket
+(`receiver`)."""

@@ -78,9 +78,11 @@ class TimerHistogramMappingConfig:
                                        f"got {self.statsd_type!r}" if self.statsd_type else
                                        "is required: one of timing, timer, histogram, distribution"))
         if self.histogram is not None and self.observer_type != "histogram":
-            out.append(Issue("histogram", f"only applies to observer_type 'histogram' (this one is {self.observer_type!r})"))
+            out.append(Issue("histogram",
+                             f"only applies to observer_type 'histogram' (this one is {self.observer_type!r})"))
         if self.summary is not None and self.observer_type != "summary":
-            out.append(Issue("summary", f"only applies to observer_type 'summary' (this one is {self.observer_type!r})"))
+            out.append(Issue("summary",
+                             f"only applies to observer_type 'summary' (this one is {self.observer_type!r})"))
         return out
 
     def observer(self) -> Observer:
@@ -114,7 +116,8 @@ class StatsDReceiverConfig:
         if self.aggregation_interval <= 0:
             out.append(Issue("aggregation_interval", "must be greater than 0, e.g. '10s' (the default)"))
         if not 1 <= self.max_packet_size <= MAX_UDP_PACKET:
-            out.append(Issue("max_packet_size", f"must be between 1 and {MAX_UDP_PACKET} bytes, got {self.max_packet_size}"))
+            out.append(Issue("max_packet_size",
+                             f"must be between 1 and {MAX_UDP_PACKET} bytes, got {self.max_packet_size}"))
         seen: dict[int, str] = {}
         for i, m in enumerate(self.timer_histogram_mapping):
             code = _STATSD_TYPES.get(m.statsd_type)

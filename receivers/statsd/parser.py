@@ -135,7 +135,8 @@ def split_key(key: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 class StatsDParser:
-    """Parses batches of datagrams. Its only state is two bounded memos (line tails, canonical tags); no I/O, no clock."""
+    """Parses batches of datagrams. Its only state is two bounded memos (line tails, canonical tags);
+    no I/O, no clock."""
 
     def __init__(self, *, max_name_length: int = DEFAULT_MAX_NAME_LENGTH) -> None:
         self.max_name_length = max_name_length

@@ -55,7 +55,7 @@ class GrpcBackend(Recorder):
         backend = self
 
         class S(base):  # type: ignore[misc, valid-type]
-            async def Export(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+            async def Export(self, request, context):  # type: ignore[no-untyped-def]
                 backend.calls += 1
                 if backend.delay:
                     await asyncio.sleep(backend.delay)

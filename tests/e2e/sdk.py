@@ -23,7 +23,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-RESOURCE = Resource.create({"service.name": "support-agent", "service.instance.id": "pod-7", "deployment.environment": "prod"})
+RESOURCE = Resource.create({"service.name": "support-agent", "service.instance.id": "pod-7",
+                            "deployment.environment": "prod"})
 
 
 def make_spans(n_traces: int = 3) -> list[object]:

@@ -172,9 +172,9 @@ service:
 """)
     r = run_cli("validate", "--config", str(bad))
     assert r.returncode == 1, r.stderr
-    for path in ("exporters.otlphttp/enc.encoding", "exporters.otlphttp/auth.endpoint", "exporters.otlphttp/ipv6.endpoint",
-                 "exporters.otlphttp/tls.tls", "exporters.otlphttp/hdr.headers", "exporters.otlp/userinfo.endpoint",
-                 "exporters.otlp/query.endpoint"):
+    for path in ("exporters.otlphttp/enc.encoding", "exporters.otlphttp/auth.endpoint",
+                 "exporters.otlphttp/ipv6.endpoint", "exporters.otlphttp/tls.tls", "exporters.otlphttp/hdr.headers",
+                 "exporters.otlp/userinfo.endpoint", "exporters.otlp/query.endpoint"):
         assert f"{bad}: error: {path}: " in r.stderr, (path, r.stderr)
     assert "invalid configuration: 7 problems" in r.stderr
     assert_no_secret(r.stdout + r.stderr)

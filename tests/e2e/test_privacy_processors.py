@@ -123,7 +123,8 @@ async def test_traces_are_masked_and_normalized_through_the_daemon(backend: Grpc
     resource = {a.key: a.value.string_value for a in received[0].resource_spans[0].resource.attributes}  # type: ignore[attr-defined]
     assert resource["service.instance.id"] == RUN_ID and resource["deploy.api_key"] == "[REDACTED]"
     assert telemetry.value("otelpipe_processor_masked_values_total", processor="secret_mask") == 4
-    assert telemetry.value("otelpipe_processor_normalized_values_total", processor="uuid_normalize", detector="uuid") == 2
+    assert telemetry.value("otelpipe_processor_normalized_values_total", processor="uuid_normalize",
+                           detector="uuid") == 2
 
 
 async def test_metrics_and_logs_over_http(backend: GrpcBackend) -> None:
@@ -193,7 +194,8 @@ service:
 """
 PEM_LINE = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQDZq8xT1vN4mK7pL2"  # fake
 SA_JSON = ('{"type": "service_account", "project_id": "agent-prod", "private_key": "-----BEGIN PRIVATE KEY-----\\n'
-           + PEM_LINE + '\\n-----END PRIVATE KEY-----\\n", "client_email": "runner@agent-prod.iam.gserviceaccount.com"}')
+           + PEM_LINE + '\\n-----END PRIVATE KEY-----\\n", '
+           '"client_email": "runner@agent-prod.iam.gserviceaccount.com"}')
 AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documentation example
 SLACK_TOKEN = "abcDEF123ghiJKL456mnoPQR"
 HF_TOKEN = "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh"
@@ -250,7 +252,8 @@ async def test_issue_9_secrets_are_masked_and_identifiers_kept_end_to_end(backen
     assert inner["notify"] == "https://hooks.slack.com/services/[REDACTED]"
     record = backend.requests[Signal.LOGS][0].resource_logs[0].scope_logs[0].log_records[0]  # type: ignore[attr-defined]
     body = {kv.key: kv.value for kv in record.body.kvlist_value.values}
-    env = [{kv.key: kv.value.string_value for kv in item.kvlist_value.values} for item in body["env"].array_value.values]
+    env = [{kv.key: kv.value.string_value for kv in item.kvlist_value.values}
+           for item in body["env"].array_value.values]
     assert env == [{"name": "DB_PASSWORD", "value": "[REDACTED]"}, {"name": "DB_HOST", "value": "db.internal"}]
     assert body["cache"].string_value == "redis://:[REDACTED]@cache.internal:6379/0"
     counted = {d: telemetry.value("otelpipe_processor_masked_values_total", processor="secret_mask", detector=d)

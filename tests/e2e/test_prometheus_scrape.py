@@ -209,7 +209,8 @@ async def test_real_prometheus_scrapes_otelpipe(tmp_path: Path) -> None:
                 assert await value_of(f'gen_ai_client_operation_duration_seconds_bucket{{{sel},le="+Inf"}}') == 4.0
                 assert await value_of(f'agent_runs_active{{{sel}}}') == 1.0
             # the median lies in the (0.5, 1.0] bucket: 2 of 4 observations are at or below 1.0
-            assert 0.5 < await value_of(f'histogram_quantile(0.5, gen_ai_client_operation_duration_seconds_bucket{{{om}}})') <= 1.0
+            assert 0.5 < await value_of(
+                f'histogram_quantile(0.5, gen_ai_client_operation_duration_seconds_bucket{{{om}}})') <= 1.0
 
             (info,) = await poll(lambda: query(f"target_info{{{om}}}"), 15, "target_info", tmp_path)
             assert info["metric"]["deployment_environment"] == "prod"

@@ -83,7 +83,7 @@ class SinkExporterConfig(ExporterConfig):
 class SinkExporter(Sink):
     """Records pushes; `instances` lets tests find the one the graph created."""
 
-    def __init__(self, settings: Settings, cfg: SinkExporterConfig, registry: dict[str, "SinkExporter"]) -> None:
+    def __init__(self, settings: Settings, cfg: SinkExporterConfig, registry: dict[str, SinkExporter]) -> None:
         super().__init__(settings.signal)
         registry[f"{settings.id}/{settings.signal.value if settings.signal else ''}"] = self
 

@@ -52,7 +52,7 @@ def _luhn_complete(prefix: str, length: int) -> str:
 def _jwt() -> str:
     header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
     payload = base64.urlsafe_b64encode(
-        ('{"sub":"%d","name":"user","iat":%d}' % (_rng.randrange(10**6), 1700000000 + _rng.randrange(10**6))).encode()
+        f'{{"sub":"{_rng.randrange(10**6)}","name":"user","iat":{1700000000 + _rng.randrange(10**6)}}}'.encode()
     ).rstrip(b"=").decode()
     return f"{header}.{payload}.{_tok(43, B64URL)}"
 
@@ -235,7 +235,8 @@ def _issue_9_secrets() -> list[tuple[str, str, str]]:
     # Slack incoming webhooks (the URL is the credential; the host is kept).
     for t in ("posting alert to https://hooks.slack.com/services/{s}", '{"webhook_url": "https://hooks.slack.com/services/{s}"}',
               "curl -X POST -d @payload.json https://hooks.slack.com/services/{s}"):
-        team, channel = "T" + _tok(10, string.ascii_uppercase + string.digits), "B" + _tok(10, string.ascii_uppercase + string.digits)
+        team = "T" + _tok(10, string.ascii_uppercase + string.digits)
+        channel = "B" + _tok(10, string.ascii_uppercase + string.digits)
         token = _tok(24)
         out.append(("slack_webhook", t.replace("{s}", f"{team}/{channel}/{token}"), token))
     token = _tok(32, string.hexdigits.lower())
@@ -320,7 +321,8 @@ def _non_secrets() -> list[str]:
         '{"name": "search", "arguments": "{\\"query\\": \\"refund policy\\", \\"top_k\\": 5}"}',
         '{"arguments": "{\\"path\\": \\"C:\\\\\\\\Users\\\\\\\\runner\\"}"}',
         '"-----BEGIN CERTIFICATE-----\\nMIIBszCCAVmgAwIBAgIUeXample\\n-----END CERTIFICATE-----\\n"',
-        '{"public_key": "-----BEGIN PUBLIC KEY-----\\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEexample\\n-----END PUBLIC KEY-----"}',
+        '{"public_key": "-----BEGIN PUBLIC KEY-----\\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEexample\\n'
+        '-----END PUBLIC KEY-----"}',
     ]
     return out
 

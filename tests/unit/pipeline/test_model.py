@@ -35,4 +35,5 @@ def test_mutable_drops_cached_bytes_and_copy_is_independent() -> None:
     p.mutable().resource_spans[0].scope_spans[0].spans[0].name = "changed"
     assert p.raw_cached is None
     assert c.message.resource_spans[0].scope_spans[0].spans[0].name == "span-0"
-    assert Signal.TRACES.request_type.FromString(p.serialize()).resource_spans[0].scope_spans[0].spans[0].name == "changed"
+    assert (Signal.TRACES.request_type.FromString(p.serialize()).resource_spans[0].scope_spans[0].spans[0].name
+            == "changed")

@@ -296,7 +296,8 @@ def test_len_fields_gives_every_length_delimited_field_and_skips_the_rest() -> N
     kv_bytes = KeyValue(key="k", value=kv("a", "b").value).SerializeToString()
     raw = _field(9, VARINT, b"\x96\x01") + kv_bytes + _field(3, I64, b"\x00" * 8)
     got = list(len_fields(raw, 0, len(raw)))
-    assert [(t, raw[cs:ce]) for t, _f, _lp, cs, ce in got] == [(0x0A, b"k"), (0x12, kv("a", "b").value.SerializeToString())]
+    assert [(t, raw[cs:ce]) for t, _f, _lp, cs, ce in got] == [
+        (0x0A, b"k"), (0x12, kv("a", "b").value.SerializeToString())]
     assert [raw[f:lp] for _t, f, lp, _cs, _ce in got] == [b"\x0a", b"\x12"]
     with pytest.raises(WireError, match="past the end of its message"):
         list(len_fields(raw, 0, len(raw) - 1))
@@ -363,7 +364,8 @@ def _requests(signal: Signal) -> st.SearchStrategy[bytes]:
     return st.lists(st.one_of(request, built), min_size=1, max_size=3).map(b"".join)
 
 
-ENVELOPES = {Signal.TRACES: wire.TRACES_ENVELOPE, Signal.METRICS: wire.METRICS_ENVELOPE, Signal.LOGS: wire.LOGS_ENVELOPE}
+ENVELOPES = {Signal.TRACES: wire.TRACES_ENVELOPE, Signal.METRICS: wire.METRICS_ENVELOPE,
+             Signal.LOGS: wire.LOGS_ENVELOPE}
 ITEM_TYPES: dict[Signal, type[Span | Metric | LogRecord]] = {
     Signal.TRACES: Span, Signal.METRICS: Metric, Signal.LOGS: LogRecord}
 

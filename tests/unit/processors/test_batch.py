@@ -92,7 +92,8 @@ def test_typo_key_is_rejected_with_suggestion() -> None:
 
 def test_max_size_below_size_is_rejected_with_key_path() -> None:
     text = config_error("processors:\n  batch: {send_batch_size: 100, send_batch_max_size: 50}\n")
-    assert "processors.batch.send_batch_max_size: must be 0 (no limit) or at least send_batch_size (100), got 50" in text
+    assert ("processors.batch.send_batch_max_size: must be 0 (no limit) or at least send_batch_size (100), "
+            "got 50") in text
 
 
 @pytest.mark.parametrize("raw, key", [

@@ -98,8 +98,8 @@ def test_default_config_needs_a_limit() -> None:
 
 def test_spike_at_or_above_limit_is_rejected() -> None:
     found = issues_of({"limit_mib": 100, "spike_limit_mib": 100})
-    assert len(found) == 1 and found[0].startswith("error: processors.memory_limiter.spike_limit_mib: must be less than "
-                                                   "limit_mib (100)"), found
+    assert len(found) == 1 and found[0].startswith("error: processors.memory_limiter.spike_limit_mib: "
+                                                   "must be less than limit_mib (100)"), found
     found = issues_of({"limit_percentage": 50, "spike_limit_percentage": 60})
     assert len(found) == 1 and "processors.memory_limiter.spike_limit_percentage" in found[0]
 

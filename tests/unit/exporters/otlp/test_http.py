@@ -172,7 +172,8 @@ def test_config_endpoint_is_required() -> None:
 @pytest.mark.parametrize(("data", "path", "fragment"), [
     ({"endpoint": "otlp.example.com:4318"}, "endpoint", "http://host:port"),
     ({"endpoint": "http://x", "traces_endpoint": "ftp://x/v1/traces"}, "traces_endpoint", "http://host:port"),
-    ({"endpoint": "http://x", "headers": {"Content-Type": "text/plain"}}, "headers.Content-Type", "set by the exporter"),
+    ({"endpoint": "http://x", "headers": {"Content-Type": "text/plain"}}, "headers.Content-Type",
+     "set by the exporter"),
     ({"endpoint": "http://x", "encoding": "xml"}, "encoding", "must be one of 'proto', 'json'"),
     ({"endpoint": "http://x", "compression": "gz"}, "compression", "did you mean 'gzip'"),
     ({"endpoint": "http://x", "timeout": "0s"}, "timeout", "greater than 0"),
@@ -201,7 +202,8 @@ service:
   pipelines:
     logs: {receivers: [nop], exporters: [otlphttp]}
 """
-    with pytest.raises(ConfigError, match=r"exporters\.otlphttp\.encodnig: unknown key 'encodnig'; did you mean 'encoding'\?"):
+    with pytest.raises(ConfigError,
+                       match=r"exporters\.otlphttp\.encodnig: unknown key 'encodnig'; did you mean 'encoding'\?"):
         load_text(yaml, make_factory_map([nop, otlphttp.FACTORY]))
 
 

@@ -60,7 +60,8 @@ def num(value: float, labels: dict[str, object] | None = None, *, start: int = T
 
 
 def hist(bounds: Sequence[float], counts: Sequence[int], total: float | None, labels: dict[str, object] | None = None,
-         *, start: int = T0, t: int = T0 + SEC, exemplars: Sequence[Exemplar] = (), minimum: float | None = None) -> HistogramDataPoint:
+         *, start: int = T0, t: int = T0 + SEC, exemplars: Sequence[Exemplar] = (),
+         minimum: float | None = None) -> HistogramDataPoint:
     dp = HistogramDataPoint(start_time_unix_nano=start, time_unix_nano=t, count=sum(counts))
     dp.explicit_bounds.extend(bounds)
     dp.bucket_counts.extend(counts)
@@ -135,7 +136,8 @@ def store(clock: Clock) -> MetricStore:
 # ------------------------------------------------------------------ sums
 
 def test_cumulative_counter_exposition(store: MetricStore) -> None:
-    store.update(request(sum_metric("http.server.requests", [num(7, {"http.method": "GET"}), num(3, {"http.method": "POST"})],
+    store.update(request(sum_metric("http.server.requests",
+                                    [num(7, {"http.method": "GET"}), num(3, {"http.method": "POST"})],
                                     description="Requests served.")))
     text = render(store)
     assert samples(text) == {
@@ -150,7 +152,8 @@ def test_delta_counter_is_accumulated_and_gaps_are_not_resets(store: MetricStore
     store.update(request(sum_metric("jobs", [num(1, start=T0, t=T0 + SEC)], temporality=DELTA)))
     store.update(request(sum_metric("jobs", [num(2, start=T0 + SEC, t=T0 + 2 * SEC)], temporality=DELTA)))
     # an interval with nothing to report was skipped: still just more to add
-    result = store.update(request(sum_metric("jobs", [num(4.5, start=T0 + 5 * SEC, t=T0 + 6 * SEC)], temporality=DELTA)))
+    result = store.update(request(sum_metric("jobs", [num(4.5, start=T0 + 5 * SEC, t=T0 + 6 * SEC)],
+                                             temporality=DELTA)))
     assert result.applied == 1
     assert samples(render(store)) == {("jobs_total", L()): 7.5}
 
@@ -314,7 +317,8 @@ def test_series_expire_after_metric_expiration(store: MetricStore, clock: Clock)
     assert samples(render(store)) == {}
     assert store.families == {}
     # a delta stream that comes back starts again from its own delta
-    store.update(request(sum_metric("old", [num(4, {"k": "b"}, start=T0 + 9 * SEC, t=T0 + 10 * SEC)], temporality=DELTA)))
+    store.update(request(sum_metric("old", [num(4, {"k": "b"}, start=T0 + 9 * SEC, t=T0 + 10 * SEC)],
+                                    temporality=DELTA)))
     assert samples(render(store)) == {("old_total", L(k="b")): 4.0}
 
 
@@ -407,7 +411,8 @@ def test_namespace_const_labels_and_no_suffixes() -> None:
 
 
 def test_scope_attributes_make_otel_scope_info(store: MetricStore) -> None:
-    store.update(request(gauge_metric("g", [num(1)]), scope=("lib.http", "2.1"), scope_attrs={"library.mascot": "bear"}))
+    store.update(request(gauge_metric("g", [num(1)]), scope=("lib.http", "2.1"),
+                         scope_attrs={"library.mascot": "bear"}))
     got = samples(render(store))
     assert got[("otel_scope_info", frozenset({"otel_scope_name": "lib.http", "otel_scope_version": "2.1",
                                               "library_mascot": "bear"}.items()))] == 1.0

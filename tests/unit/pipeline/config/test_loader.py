@@ -139,7 +139,8 @@ def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text,n", [("4MiB", 4 << 20), ("512KiB", 512 << 10), ("1GB", 10**9), (1234, 1234), ("20MiB", 20 << 20)])
+@pytest.mark.parametrize("text,n", [("4MiB", 4 << 20), ("512KiB", 512 << 10), ("1GB", 10**9), (1234, 1234),
+                                    ("20MiB", 20 << 20)])
 def test_sizes(text: object, n: int) -> None:
     assert parse_size(text) == n
 

@@ -155,7 +155,8 @@ async def test_sizer_measures_queue_size(sizer: str, queue_size: int, expected: 
     assert n == expected
     tel = h.settings.telemetry
     assert tel.value("otelpipe_exporter_queue_capacity", exporter="sink/x") == queue_size
-    assert tel.value("otelpipe_exporter_queue_size", exporter="sink/x") == (expected - 1) * (10 if sizer == "items" else 1024)
+    assert (tel.value("otelpipe_exporter_queue_size", exporter="sink/x")
+            == (expected - 1) * (10 if sizer == "items" else 1024))
     sink.gate.set()
     await h.shutdown()
     assert sink.items == 10 * n

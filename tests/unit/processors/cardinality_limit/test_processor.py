@@ -199,7 +199,7 @@ def test_overflow_across_many_requests_keeps_series_bounded_and_totals_exact() -
     total = 0
     series: set = set()
     for batch in range(10):  # the same 1,000 values in 10 requests of 100, twice
-        for rnd in range(2):
+        for _ in range(2):
             out = proc.process(request([sum_metric("tool.calls", distinct(100, batch * 100))]))
             assert out is not None
             for p in points_of(out, "tool.calls"):

@@ -466,7 +466,8 @@ async def test_factory_creates_a_processor_and_counts_per_detector() -> None:
     sink = TracesSink()
     proc = FACTORY.create(settings, SecretMaskConfig(), sink)
     assert proc.mutates_data is True
-    await proc.consume(Payload(Signal.TRACES, message=make_traces(2, attrs={"token": "a", "x": "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."})))
+    msg = make_traces(2, attrs={"token": "a", "x": "eyJhbGciOiJub25lIn0.eyJzdWIiOiIxIn0."})
+    await proc.consume(Payload(Signal.TRACES, message=msg))
     await proc.shutdown()
     assert sink.items == 2
     tel = settings.telemetry
@@ -610,7 +611,8 @@ def test_name_value_pairs_in_kvlists_mask_the_value() -> None:
     logs = make_logs(1)
     logs.resource_logs[0].scope_logs[0].log_records[0].body.CopyFrom(any_value({"name": "TOKEN", "value": "t0k"}))
     span = run(Signal.TRACES, msg).message.resource_spans[0].scope_spans[0].spans[0]
-    items = [{kv.key: kv.value for kv in item.kvlist_value.values} for item in span.attributes[0].value.array_value.values]
+    items = [{kv.key: kv.value for kv in item.kvlist_value.values}
+             for item in span.attributes[0].value.array_value.values]
     assert items[0]["value"].string_value == R and items[0]["name"].string_value == "DB_PASSWORD"
     assert items[1]["value"].string_value == "db.internal"
     assert items[2]["Value"].string_value == R and items[2]["Other"].string_value == "kept"
@@ -624,8 +626,10 @@ def test_name_value_pairs_in_kvlists_mask_the_value() -> None:
 def test_name_value_pairs_follow_the_key_rule_settings() -> None:
     env = [{"name": "DB_PASSWORD", "value": "hunter2"}]
     for kw in ({"key_matching": False}, {"allowed_keys": ("db_password",)}, {"allowed_keys": ("value",)}):
-        span = run(Signal.TRACES, make_traces(1, attrs={"env": env}), **kw).message.resource_spans[0].scope_spans[0].spans[0]
-        item = {kv.key: kv.value.string_value for kv in span.attributes[0].value.array_value.values[0].kvlist_value.values}
+        out = run(Signal.TRACES, make_traces(1, attrs={"env": env}), **kw)
+        span = out.message.resource_spans[0].scope_spans[0].spans[0]
+        item = {kv.key: kv.value.string_value
+                for kv in span.attributes[0].value.array_value.values[0].kvlist_value.values}
         assert item["value"] == "hunter2", kw
 
 

@@ -6,6 +6,14 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    Exemplar,
+    Metric,
+)
 
 from pipeline.component import Kind, make_factory_map
 from pipeline.config.loader import load_text
@@ -128,7 +136,8 @@ def test_logs_only_listed_attributes_and_never_bodies() -> None:
     p = Payload(Signal.LOGS, message=msg)
     assert UUIDNormalize(UUIDNormalizeConfig(), Signal.LOGS)(p).raw_cached is None or True
     assert attrs_of(rec)["http.route"] == f"/x/{U}"  # default log_attributes is empty
-    out = UUIDNormalize(UUIDNormalizeConfig(log_attributes=("http.route",)), Signal.LOGS)(Payload(Signal.LOGS, message=msg))
+    normalize = UUIDNormalize(UUIDNormalizeConfig(log_attributes=("http.route",)), Signal.LOGS)
+    out = normalize(Payload(Signal.LOGS, message=msg))
     rec = out.message.resource_logs[0].scope_logs[0].log_records[0]
     assert attrs_of(rec) == {"http.route": "/x/{uuid}", "session": U}
     assert rec.body.string_value.startswith(f"conversation {U}")
@@ -180,8 +189,9 @@ def test_changed_request_gets_new_wire_bytes() -> None:
 
 
 @pytest.mark.parametrize("backend", ["hyperscan", "re"])
-@pytest.mark.parametrize("value", [f"/a/{U}", "/a/123", "4bf92f3577b34da6a3ce929d0e0e4736", "01ARZ3NDEKTSV4RRFFQ69G5FAV",
-                                   "4bf92f3577b34da6a3ce929d0e0e4736" * 3, f"urn:uuid:{U}", f"{{{U}}}"])
+@pytest.mark.parametrize("value", [f"/a/{U}", "/a/123", "4bf92f3577b34da6a3ce929d0e0e4736",
+                                   "01ARZ3NDEKTSV4RRFFQ69G5FAV", "4bf92f3577b34da6a3ce929d0e0e4736" * 3,
+                                   f"urn:uuid:{U}", f"{{{U}}}"])
 def test_bytes_prefilter_lets_every_detector_through(value: str, backend: str) -> None:
     raw = Payload(Signal.TRACES, message=make_traces(1, attrs={"http.route": value})).serialize()
     out = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES, scanner_backend=backend)(Payload(Signal.TRACES, raw=raw))
@@ -326,15 +336,6 @@ def test_wire_path_gives_the_same_result_as_the_full_walk(signal: Signal, seed: 
 
 
 # -- metrics: points that became one series are merged ----------------------------------------------------------
-
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-)
-from opentelemetry.proto.metrics.v1.metrics_pb2 import (
-    AggregationTemporality,
-    Exemplar,
-    Metric,
-)
 
 DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE

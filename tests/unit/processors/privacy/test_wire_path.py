@@ -230,7 +230,8 @@ def metric_requests(draw: st.DrawFn) -> bytes:
 
 
 REQUESTS = {Signal.TRACES: trace_requests(), Signal.LOGS: log_requests(), Signal.METRICS: metric_requests()}
-_PROP = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+_PROP = settings(max_examples=40, deadline=None,
+                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -335,7 +336,8 @@ def _kv_bytes(key: str, value: bytes, *, value_first: bool = False, pad: int = 0
 
 
 def _span_bytes(*attrs: bytes, name: str = "op", extra: bytes = b"") -> bytes:
-    return _ld(1, b"\x11" * 16) + _ld(2, b"\x22" * 8) + _ld(5, name.encode()) + b"".join(_ld(9, a) for a in attrs) + extra
+    return (_ld(1, b"\x11" * 16) + _ld(2, b"\x22" * 8) + _ld(5, name.encode())
+            + b"".join(_ld(9, a) for a in attrs) + extra)
 
 
 def _request(*spans: bytes, pad: int = 0) -> bytes:
@@ -377,16 +379,19 @@ def _s(text: str) -> bytes:
      b"hunter2", b"DB_PASSWORD"),
     (_kv_bytes("env", _map(_kv_bytes("value", _s("hunter2"), value_first=True), _kv_bytes("Key", _s("api_key")))),
      b"hunter2", b"api_key"),
-    (_kv_bytes("env", _map(_kv_bytes("name", _ld(7, b"password")), _kv_bytes("value", _s("hunter2")))), b"", b"hunter2"),
+    (_kv_bytes("env", _map(_kv_bytes("name", _ld(7, b"password")), _kv_bytes("value", _s("hunter2")))),
+     b"", b"hunter2"),
     (_kv_bytes("env", _map(_kv_bytes("name", _s("DB_HOST")), _kv_bytes("NAME", _s("token")),
-                           _kv_bytes("VALUE", _s("aaa")), _kv_bytes("value", _s("bbb")), _kv_bytes("other", _s("ccc")))),
+                           _kv_bytes("VALUE", _s("aaa")), _kv_bytes("value", _s("bbb")),
+                           _kv_bytes("other", _s("ccc")))),
      b"bbb", b"ccc"),
     (_kv_bytes("env", _map(_kv_bytes("name", _s("SECRET")), _kv_bytes("value", _map(_kv_bytes("a", _s("xyz")),
                                                                                     _kv_bytes("b", _ld(3, b"\x01")))))),
      b"xyz", b"SECRET"),
     (_kv_bytes("env", _map(_kv_bytes("name", _s("password")), _kv_bytes("value", _ld(7, b"\x00\xff")),
                            _kv_bytes("value", b""))), b"\x00\xff", b"password"),
-    (_kv_bytes("debug.env", _map(_kv_bytes("name", _s("password")), _kv_bytes("value", _s("hunter2")))), b"", b"hunter2"),
+    (_kv_bytes("debug.env", _map(_kv_bytes("name", _s("password")), _kv_bytes("value", _s("hunter2")))),
+     b"", b"hunter2"),
     (_kv_bytes("env", _map(_kv_bytes("name", _s("session.id")), _kv_bytes("value", _s("s-1")))), b"", b"s-1"),
     (_kv_bytes("env", _map(_kv_bytes("name", _s("token")), _kv_bytes("value", _s("sk-proj-abcdefghij0123456789ABCD")))),
      b"sk-proj", b"token"),
@@ -556,8 +561,8 @@ def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries(n
     msg = make_traces(3, attrs={"http.route": long_, "other": "z"})
     msg.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value = short
     raw = msg.SerializeToString()
-    plan = attrwalk.wire_plan(Signal.TRACES.request_type.DESCRIPTOR,
-                              {"resource_spans": {"scope_spans": {"spans": {"attributes": Attrs(SelectedKeys(["http.route"]))}}}})
+    plan = attrwalk.wire_plan(Signal.TRACES.request_type.DESCRIPTOR, {
+        "resource_spans": {"scope_spans": {"spans": {"attributes": Attrs(SelectedKeys(["http.route"]))}}}})
     offsets = [m.start() for m in re.finditer(rb"[xy]{10}", raw)]
     swap = {long_: short, short: long_}
     out = WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: swap[t])
@@ -565,7 +570,8 @@ def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries(n
     spans = Signal.TRACES.request_type.FromString(out).resource_spans[0].scope_spans[0].spans
     assert [s.attributes[0].value.string_value for s in spans] == [short, long_, short]
     assert all(s.attributes[1].value.string_value == "z" for s in spans)
-    assert WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: t) is None  # nothing changed: no new bytes
+    # nothing changed: no new bytes
+    assert WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: t) is None
 
 
 def test_wire_plan_checks_field_types_against_the_descriptors() -> None:

@@ -207,7 +207,8 @@ _FLAGS = {PF_UUID: UUID_ANCHOR, PF_NUM: NUMERIC_SEGMENT_ANCHOR, PF_HEX: HEX_ANCH
 _pieces = st.one_of(
     st.binary(max_size=10),
     st.sampled_from([b"-", b"/", b"/7", b"abcd", b"0123", b"-dead-beef-cafe-", b"0123456789abcdef", b"ZZ",
-                     b"01ARZ3NDEKTSV4RRFFQ69G5FAV", b"01arz3ndektsv4rrffq69g5fav", b"ILOU", b"f50ae695-14da-8c65-9ce2-b10cccdaebf9"]),
+                     b"01ARZ3NDEKTSV4RRFFQ69G5FAV", b"01arz3ndektsv4rrffq69g5fav", b"ILOU",
+                     b"f50ae695-14da-8c65-9ce2-b10cccdaebf9"]),
 )
 
 
@@ -281,7 +282,8 @@ def test_the_libhyperscan_scanner_is_built_where_the_library_is() -> None:
 
 
 @pytest.mark.skipif(anchorscan._hsscan is None or anchorscan._hyperscan is None,
-                    reason="needs both libhyperscan (processors/privacy/_hsscan.c) and the hyperscan binding to compare")
+                    reason="needs both libhyperscan (processors/privacy/_hsscan.c) and the hyperscan binding "
+                           "to compare")
 @settings(max_examples=200, deadline=None)
 @given(parts=st.lists(st.one_of(_pieces, st.sampled_from([b"token ", b"Authorization", b"sk-", b"api_key=",
                                                           b"PRIVATE KEY", b"4111 1111 1111 1111"])), max_size=12))

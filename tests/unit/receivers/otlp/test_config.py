@@ -74,7 +74,8 @@ def test_default_config_validates_with_collector_defaults() -> None:
     assert grpc.endpoint == "0.0.0.0:4317" and grpc.max_recv_msg_size_mib == 4
     assert http.endpoint == "0.0.0.0:4318"
     assert http.max_request_body_size == 20 * 1024 * 1024  # the Collector's confighttp default
-    assert (http.traces_url_path, http.metrics_url_path, http.logs_url_path) == ("/v1/traces", "/v1/metrics", "/v1/logs")
+    assert ((http.traces_url_path, http.metrics_url_path, http.logs_url_path)
+            == ("/v1/traces", "/v1/metrics", "/v1/logs"))
     assert http.cors is None
     assert cfg.listeners() == [("tcp", "0.0.0.0:4317", "protocols.grpc.endpoint"),
                                ("tcp", "0.0.0.0:4318", "protocols.http.endpoint")]

@@ -60,7 +60,8 @@ ACCEPTED = "otelpipe_receiver_accepted_spans_total"
 
 
 @contextlib.asynccontextmanager
-async def running(consumers: Mapping[Signal, Consumer], **grpc_kw: object) -> AsyncIterator[tuple[OTLPReceiver, Telemetry]]:
+async def running(consumers: Mapping[Signal, Consumer],
+                  **grpc_kw: object) -> AsyncIterator[tuple[OTLPReceiver, Telemetry]]:
     tel = Telemetry(process_metrics=False)
     settings = nop_settings("otlp", Kind.RECEIVER, None, telemetry=tel)
     cfg = OTLPReceiverConfig(protocols=ProtocolsConfig(grpc=GRPCConfig(endpoint="127.0.0.1:0", **grpc_kw)))

@@ -471,7 +471,8 @@ async def test_cors_preflight_and_simple_request() -> None:
             assert resp.headers["Access-Control-Max-Age"] == "600"
         async with client.session.options(url, headers={**preflight, "Origin": "https://evil.test"}) as resp:
             assert resp.status == 204 and "Access-Control-Allow-Origin" not in resp.headers
-        async with client.session.options(url, headers={**preflight, "Access-Control-Request-Headers": "x-other"}) as resp:
+        async with client.session.options(url, headers={**preflight,
+                                                        "Access-Control-Request-Headers": "x-other"}) as resp:
             assert "Access-Control-Allow-Origin" not in resp.headers
         status, _, headers = await client.post("/v1/traces", make_traces(1).SerializeToString(),
                                                {**PB, "Origin": "https://app.example.com"})

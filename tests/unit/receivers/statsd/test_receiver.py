@@ -350,7 +350,7 @@ async def test_socket_buffer_and_kernel_drops_are_exposed() -> None:
 async def test_large_buffer_is_granted_or_reported() -> None:
     r = await start(socket_buffer_size=ByteSize(8 * 1024 * 1024))
     try:
-        with open("/proc/sys/net/core/rmem_max") as f:  # noqa: ASYNC230 - a /proc read does not block
+        with open("/proc/sys/net/core/rmem_max") as f:
             rmem_max = int(f.read())
         # With CAP_NET_ADMIN the full size is forced past rmem_max; without it the kernel caps it there.
         assert r.receiver.socket_buffer_bytes >= 2 * min(8 * 1024 * 1024, rmem_max)
