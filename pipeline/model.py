@@ -141,10 +141,6 @@ class Payload:
                 count_items(signal, self.message)
         self.items = items
 
-    @classmethod
-    def from_message(cls, signal: Signal, message: ExportRequest, **kw: object) -> Payload:
-        return cls(signal, message=message, **kw)  # type: ignore[arg-type]
-
     @property
     def message(self) -> ExportRequest:
         """The decoded request, for reading. Decodes the cached bytes on first use."""

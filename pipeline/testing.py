@@ -70,10 +70,6 @@ class Sink:
     def messages(self) -> list[ExportRequest]:
         return [p.message for p in self.payloads]
 
-    def reset(self) -> None:
-        self.payloads.clear()
-        self.items = 0
-
 
 class TracesSink(Sink):
     def __init__(self, **kw: bool) -> None:

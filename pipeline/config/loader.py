@@ -15,7 +15,7 @@ from pipeline.component import ComponentID, Factory, Kind
 from pipeline.config.checks import check_extensions, cross_check, pipeline_order, unused
 from pipeline.config.confmap import RawConfig, expand_env, load_files, load_texts
 from pipeline.config.schema import SECTIONS, Config, ServiceConfig
-from pipeline.config.types import decode_dataclass, did_you_mean, join, yaml_keys
+from pipeline.config.types import decode_dataclass, did_you_mean, join
 from pipeline.errors import ConfigError, ConfigIssue
 
 
@@ -83,7 +83,3 @@ def _decode_section(kind: Kind, section: object, factories: Mapping[str, Factory
             continue
         out[cid] = decode_dataclass(factory.config_type, value, path, issues)
     return out
-
-
-def known_keys(cls: type) -> list[str]:
-    return yaml_keys(cls)

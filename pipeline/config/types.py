@@ -138,12 +138,6 @@ def parse_duration(value: object) -> Duration:
     return Duration(total)
 
 
-def format_duration(seconds: float) -> str:
-    if seconds and seconds < 1:
-        return f"{seconds * 1000:g}ms"
-    return f"{seconds:g}s"
-
-
 def parse_size(value: object) -> ByteSize:
     """`"4MiB"` → 4194304; plain integers are bytes."""
     if isinstance(value, bool):
@@ -186,11 +180,6 @@ def _hints(cls: type) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
         _HINTS_CACHE[cls] = hints
     return hints
-
-
-def yaml_keys(cls: type) -> list[str]:
-    """The YAML keys a config dataclass accepts (field name, or `metadata['yaml']`)."""
-    return [f.metadata.get("yaml", f.name) for f in dataclasses.fields(cls)]
 
 
 def _type_name(tp: Any) -> str:

@@ -31,7 +31,7 @@ from opentelemetry.proto.common.v1.common_pb2 import (
     KeyValueList,
 )
 
-from pipeline.model import ExportRequest, Signal
+from pipeline.model import ExportRequest
 from pipeline.wire import (
     LEN,
     decode_varint,
@@ -54,24 +54,6 @@ StrFn = Callable[[str], str]
 # --------------------------------------------------------------------------------------------
 # Item iteration
 # --------------------------------------------------------------------------------------------
-
-def iter_resources(signal: Signal, msg: ExportRequest) -> Iterator[Any]:
-    """The Resource of every ResourceSpans/ResourceMetrics/ResourceLogs."""
-    for r in getattr(msg, signal.resource_field):
-        yield r.resource
-
-
-def iter_spans(msg: ExportRequest) -> Iterator[Any]:
-    for rs in msg.resource_spans:  # type: ignore[union-attr]
-        for ss in rs.scope_spans:
-            yield from ss.spans
-
-
-def iter_log_records(msg: ExportRequest) -> Iterator[Any]:
-    for rl in msg.resource_logs:  # type: ignore[union-attr]
-        for sl in rl.scope_logs:
-            yield from sl.log_records
-
 
 def iter_data_point_attributes(msg: ExportRequest, exemplars: bool = False) -> Iterator[Any]:
     """The attribute list of every metric data point (and of exemplars, if asked)."""

@@ -57,7 +57,6 @@ class Detector:
     rest: str
     description: str
     back: int = 0  # -1: the secret starts where the run of token characters before the anchor starts
-    has_value_group: bool = False
     gated: bool = False  # only compiled in for requests whose bytes contain the detector's anchor
 
 
@@ -84,18 +83,16 @@ DETECTORS: tuple[Detector, ...] = (
              r"(?![0-9A-Za-z]|\.[0-9])",
              "payment card numbers that pass the Luhn check and have a card issuer prefix", gated=True),
     Detector("url_password", ":", r"//[^\s/:@?#'\"<>\x00]{0,256}:(?P<v>[^\s/@?#'\"<>\x00]{1,256})@",
-             "the password of `scheme://user:password@host` and `redis://:password@host` (user and host are kept)",
-             has_value_group=True),
+             "the password of `scheme://user:password@host` and `redis://:password@host` (user and host are kept)"),
     # before credential_pair: at a `:` the first detector that matches is the only one tried
     Detector("telegram_bot_token", ":", r"(?<=[0-9]{5}:)(?P<v>A[A-Za-z0-9_\-]{34})(?![A-Za-z0-9_\-])",
-             "Telegram bot tokens (`123456789:AA...`; the bot id before the colon is kept)", has_value_group=True),
+             "Telegram bot tokens (`123456789:AA...`; the bot id before the colon is kept)"),
     Detector("credential_pair", ":=",
              rf"(?<=[A-Za-z0-9_\-\"' ][:=])[ \t]{{0,3}}{_OPEN_QUOTE}(?!//)"
              rf"(?P<v>{_PEM}|(?:(?i:bearer|basic|token)[ \t]+)?{_PAIR_VALUE})",
              "`password=...`, `token: ...`, `\"api_key\": \"...\"` pairs in query strings, log lines and JSON, also "
              "inside a JSON string inside JSON (the key before the separator must pass the key-name rule; a PEM "
-             "block after it goes whole), and `{\"name\": \"DB_PASSWORD\", \"value\": \"...\"}` name/value pairs",
-             has_value_group=True),
+             "block after it goes whole), and `{\"name\": \"DB_PASSWORD\", \"value\": \"...\"}` name/value pairs"),
     # the name/value form of credential_pair: the separator is the `,` after the name's string; the
     # value is the quoted string after `"value":` (JSON) or `'value':` (a Python dict's repr). At the
     # top level a string holds any escape (`\"` is a quote inside it); inside a JSON string (the quotes
@@ -104,11 +101,11 @@ DETECTORS: tuple[Detector, ...] = (
                rf"(?<=[\"'],)[ \t]{{0,3}}{q}(?:value|Value|VALUE){q}[ \t]{{0,3}}:[ \t]{{0,3}}{q}"
                rf"(?P<v>(?:[^{q}\\\x00]|\\[^\x00])+)",
                "credential_pair's name/value form: the quoted string after `\"value\":` when the string before "
-               "it names a credential", has_value_group=True) for q in ('\"', "'")),
+               "it names a credential") for q in ('\"', "'")),
     *(Detector("credential_pair", ",",
                rf"(?<=[\"'],)[ \t]{{0,3}}\\+{q}(?:value|Value|VALUE)\\+{q}[ \t]{{0,3}}:[ \t]{{0,3}}\\+{q}"
                rf"(?P<v>(?!\\*{q})[^{q}\\\x00]*(?:\\(?!\\*{q})[^{q}\\\x00]*)*)",
-               "credential_pair's name/value form inside a JSON string", has_value_group=True) for q in ('\"', "'")),
+               "credential_pair's name/value form inside a JSON string") for q in ('\"', "'")),
     Detector("private_key", "-",
              r"----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----[^\x00]*?"
              r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY[A-Z ]{0,10}-----|(?=\x00)|\Z)",
@@ -117,11 +114,11 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("bearer", "Bb",
              r"(?<![A-Za-z0-9_][Bb])(?:(?<=b)earer|(?<=B)(?:earer|EARER))[ \t]+"
              r"(?P<v>[A-Za-z0-9\-_~+/]+(?:\.[A-Za-z0-9\-_~+/]+)*=*)",
-             "HTTP Bearer credentials (the scheme word is kept)", has_value_group=True),
+             "HTTP Bearer credentials (the scheme word is kept)"),
     Detector("basic", "Bb",
              r"(?<![A-Za-z0-9_][Bb])(?:(?<=b)asic|(?<=B)(?:asic|ASIC))[ \t]+"
              r"(?P<v>[A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])",
-             "HTTP Basic credentials (base64 of user:password; the scheme word is kept)", has_value_group=True),
+             "HTTP Basic credentials (base64 of user:password; the scheme word is kept)"),
     Detector("github_token", "_",
              r"(?:(?<=gh[pousr]_)(?<![A-Za-z0-9_]gh[pousr]_)[A-Za-z0-9]{30,255}"
              r"|(?<=github_pat_)(?<![A-Za-z0-9_]github_pat_)[A-Za-z0-9_]{22,255})(?![A-Za-z0-9_])",
@@ -141,7 +138,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("aws_secret_key", "yY",
              "(?:" + "|".join(f"(?<={n})" for n in AWS_SECRET_NAMES) + ")"
              r"[ \t]+[\"']?(?P<v>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
-             "aws_secret_key's key-word form: `aws_secret_access_key wJalr...`", has_value_group=True),
+             "aws_secret_key's key-word form: `aws_secret_access_key wJalr...`"),
     Detector("aws_access_key_id", "A", r"(?<![A-Za-z0-9]A)(?:KIA|SIA|BIA|CCA)[A-Z0-9]{16}(?![A-Za-z0-9])",
              "AWS access key ids (AKIA..., ASIA...)"),
     Detector("google_api_key", "A", rf"(?<![{_T}]A)Iza[{_T}]{{35}}(?![{_T}])", "Google API keys (AIza...)"),
@@ -151,8 +148,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("slack_webhook", "k",
              r"(?<=hooks\.slack)\.com/(?:services|workflows|triggers)/"
              r"(?P<v>T[A-Z0-9]{6,16}(?:/[A-Za-z0-9]{6,40}){1,2}/[A-Za-z0-9]{16,64})(?![A-Za-z0-9])",
-             "Slack webhook URLs (`https://hooks.slack.com/services/T.../B.../...`; the host is kept)",
-             has_value_group=True),
+             "Slack webhook URLs (`https://hooks.slack.com/services/T.../B.../...`; the host is kept)"),
     Detector("sendgrid_key", "G",
              r"(?<=SG)(?<![A-Za-z0-9_\-.]SG)\.[A-Za-z0-9_\-]{22}\.[A-Za-z0-9_\-]{43}(?![A-Za-z0-9_\-])",
              "SendGrid API keys (SG.<22>.<43>)", 1),

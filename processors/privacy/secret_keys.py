@@ -116,9 +116,6 @@ class KeyMatcher:
                 self._cache[key] = c
         return c
 
-    def is_sensitive(self, key: str) -> bool:
-        return self.classify(key) == SENSITIVE
-
     def _classify(self, key: str) -> int:
         low = key.lower()
         if low in self._allowed_exact or any(low.startswith(p) for p in self._allowed_prefixes):
@@ -139,7 +136,3 @@ class KeyMatcher:
                         return True
         return False
 
-    def keyword_regex(self) -> str:
-        """A case-insensitive alternation of the blocked terms, for finding `key=value` pairs in text."""
-        alts = sorted({"[_.-]?".join(re.escape(p) for p in term) for term in self._terms}, key=len, reverse=True)
-        return "|".join(alts)

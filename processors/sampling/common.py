@@ -99,10 +99,6 @@ def threshold_probability(t: int) -> Fraction:
     return Fraction(MAX_THRESHOLD - t, MAX_THRESHOLD)
 
 
-def should_keep(randomness: int, threshold: int) -> bool:
-    return randomness >= threshold
-
-
 def trace_id_randomness(trace_id: bytes) -> int:
     """The low 56 bits of a 16-byte trace id (W3C level 2 random trace-id flag)."""
     return int.from_bytes(trace_id[9:16], "big")
@@ -292,11 +288,6 @@ class TraceState:
         ot.set("th", encode_threshold(threshold))
         return format_tracestate([("ot", ot.format()), *self.others])
 
-    def without_threshold(self) -> str:
-        ot = OTelState(list(self.ot.fields))
-        ot.remove("th")
-        head = [("ot", ot.format())] if ot.fields else []
-        return format_tracestate([*head, *self.others])
 
 
 def span_randomness(trace_id: bytes, ot: OTelState) -> int | None:

@@ -88,7 +88,6 @@ class StatsDReceiver:
         self._wall = wall_clock_ns
         self.endpoints: dict[str, str] = {}
         self.lines_received = 0
-        self.datagrams_received = 0
         self.socket_buffer_bytes = 0
         self._parser = StatsDParser()
         self._agg = StatsDAggregator(observers=cfg.observers(), enable_metric_type=cfg.enable_metric_type,
@@ -234,7 +233,6 @@ class StatsDReceiver:
             self._log.error("statsd batch could not be parsed (a bug): its datagrams are lost", key="internal",
                             extra={"error": f"{type(e).__name__}: {e}", "datagrams": len(batch)})
             return
-        self.datagrams_received += len(batch)
         self._datagrams_metric.inc(len(batch))
         if res.lines:
             self.lines_received += res.lines

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from otelpipe import components
-from pipeline.component import Factory, Kind
+from pipeline.component import Factory, Flushable, Kind
 from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue
 from pipeline.exporterhelper import ExporterHelper
@@ -81,3 +81,18 @@ async def test_lifecycle(factory: Factory, tmp_path: Path) -> None:
     if factory.kind in (Kind.PROCESSOR, Kind.CONNECTOR) and factory.type not in SAMPLERS:
         # a processor flushes everything it holds on shutdown
         assert sink.items == 10
+
+
+@pytest.mark.parametrize("factory", [f for f in ALL if f.kind in (Kind.PROCESSOR, Kind.CONNECTOR)
+                                     and f.type not in SAMPLERS], ids=lambda f: f"{f.kind.value}/{f.type}")
+async def test_a_component_that_holds_data_hands_it_all_on_at_force_flush(factory: Factory, tmp_path: Path) -> None:
+    """`Flushable` is the contract for holding data: after `force_flush` nothing is held any more."""
+    signal = _signal(factory)
+    sink = Sink()
+    comp = _create(factory, _cfg(factory, tmp_path), signal, sink)
+    await comp.start(NopHost())
+    await comp.consume(payload(signal))
+    if isinstance(comp, Flushable):
+        await comp.force_flush()
+    assert sink.items == 10  # a component that holds data and is not Flushable fails here
+    await comp.shutdown()
