@@ -23,7 +23,9 @@ from pipeline.net.endpoint import Endpoint
 
 def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
                  factories: Mapping[Kind, Mapping[str, Factory]],
-                 issues: list[ConfigIssue]) -> dict[PipelineID, Pipeline]:
+                 issues: list[ConfigIssue], reported: frozenset[ComponentID] = frozenset()) -> dict[PipelineID, Pipeline]:
+    """Check every pipeline's references. `reported` holds ids whose own definition already got an error
+    (an unknown type, say): a pipeline listing them is not told again that they are not configured."""
     out: dict[PipelineID, Pipeline] = {}
     if not service.pipelines:
         issues.append(ConfigIssue("service.pipelines", "no pipelines are configured; add at least one, e.g. "
@@ -32,11 +34,12 @@ def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]
     _check_connector_ids(comps, issues)
     for pname, pcfg in service.pipelines.items():
         base = join("service.pipelines", pname)
+        pid: PipelineID | None
         try:
             pid = parse_pipeline_id(pname)
         except ValueError as e:
             issues.append(ConfigIssue(base, str(e)))
-            continue
+            pid = None  # still check what it lists, so one typo does not hide other problems
         lists: dict[Kind, list[ComponentID]] = {}
         for kind, names in ((Kind.RECEIVER, pcfg.receivers), (Kind.PROCESSOR, pcfg.processors),
                             (Kind.EXPORTER, pcfg.exporters)):
@@ -53,9 +56,10 @@ def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]
                 found = kind if cid in comps[kind] else (
                     Kind.CONNECTOR if kind is not Kind.PROCESSOR and cid in comps[Kind.CONNECTOR] else None)
                 if found is None:
-                    issues.append(ConfigIssue(path, _not_configured(kind, cid, comps)))
+                    if cid not in reported:
+                        issues.append(ConfigIssue(path, _not_configured(kind, cid, comps)))
                     continue
-                if found is not Kind.CONNECTOR:
+                if found is not Kind.CONNECTOR and pid is not None:
                     factory = factories[kind][cid.type]
                     if not factory.supports(pid.signal):
                         issues.append(ConfigIssue(path, f"{kind.value} '{cid}' does not support {pid.signal.value} (it "
@@ -70,7 +74,9 @@ def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]
             issues.append(ConfigIssue(join(base, "receivers"), "a pipeline needs at least one receiver"))
         if not pcfg.exporters:
             issues.append(ConfigIssue(join(base, "exporters"), "a pipeline needs at least one exporter"))
-        out[pid] = Pipeline(pid, tuple(lists[Kind.RECEIVER]), tuple(lists[Kind.PROCESSOR]), tuple(lists[Kind.EXPORTER]))
+        if pid is not None:
+            out[pid] = Pipeline(pid, tuple(lists[Kind.RECEIVER]), tuple(lists[Kind.PROCESSOR]),
+                                tuple(lists[Kind.EXPORTER]))
     _check_connector_use(out, comps[Kind.CONNECTOR], factories.get(Kind.CONNECTOR, {}), issues)
     _check_listeners(service, comps, issues)
     return out

@@ -35,16 +35,21 @@ def load_text(text: str, factories: Mapping[Kind, Mapping[str, Factory]], env: M
 def build(raw: RawConfig, issues: list[ConfigIssue], factories: Mapping[Kind, Mapping[str, Factory]],
           env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
+    if any(not i.warning for i in issues):
+        # A file that cannot be read or is not valid YAML is reported alone (with its line), not
+        # followed by everything else that "is missing" because the file did not load.
+        raise ConfigError(issues)
     data = expand_env(raw.data, env, "", issues)
     for key in data:
         if key not in SECTIONS:
             issues.append(ConfigIssue(str(key), f"unknown top-level key '{key}'{did_you_mean(str(key), SECTIONS)}"
                                       f" (valid: {', '.join(SECTIONS)})"))
     comps: dict[Kind, dict[ComponentID, Any]] = {}
+    reported: set[ComponentID] = set()
     for kind in Kind:
-        comps[kind] = _decode_section(kind, data.get(kind.section), factories.get(kind, {}), issues)
+        comps[kind] = _decode_section(kind, data.get(kind.section), factories.get(kind, {}), issues, reported)
     service = decode_dataclass(ServiceConfig, data.get("service"), "service", issues)
-    pipelines = cross_check(service, comps, factories, issues)
+    pipelines = cross_check(service, comps, factories, issues, frozenset(reported))
     order = pipeline_order(pipelines, comps[Kind.CONNECTOR], issues)
     check_extensions(service, comps[Kind.EXTENSION], issues)
     warnings = unused(comps, pipelines, service)
@@ -61,8 +66,30 @@ def build(raw: RawConfig, issues: list[ConfigIssue], factories: Mapping[Kind, Ma
     )
 
 
+# Types the Collector renamed or removed, with what to use instead (a better hint than "did you mean").
+RENAMED: Mapping[tuple[Kind, str], str] = {
+    (Kind.EXPORTER, "logging"): "the Collector renamed it 'debug' (v0.86); use 'debug'",
+    (Kind.EXPORTER, "jaeger"): "the Collector removed it (v0.85): Jaeger ingests OTLP, use 'otlp' (gRPC, port "
+                               "4317) or 'otlphttp' (port 4318)",
+    (Kind.EXPORTER, "jaeger_thrift"): "the Collector removed it (v0.85): Jaeger ingests OTLP, use 'otlp' or 'otlphttp'",
+    (Kind.PROCESSOR, "spanmetrics"): "the Collector turned it into the 'spanmetrics' connector (v0.81); otelpipe "
+                                     "derives agent metrics from spans with the 'genai_metrics' connector",
+    (Kind.EXTENSION, "memory_ballast"): "the Collector removed it (v0.108); use the memory_limiter processor",
+}
+
+
+def unknown_type(kind: Kind, type_name: str, factories: Mapping[str, Factory]) -> str:
+    """The error for a type no factory has: a rename hint when the Collector renamed it, else the closest name."""
+    available = f" (available: {', '.join(sorted(factories))})" if factories else ""
+    renamed = RENAMED.get((kind, type_name))
+    if renamed is not None:
+        return f"unknown {kind.value} type '{type_name}': {renamed}"
+    return f"unknown {kind.value} type '{type_name}'{did_you_mean(type_name, factories)}{available}"
+
+
 def _decode_section(kind: Kind, section: object, factories: Mapping[str, Factory],
-                    issues: list[ConfigIssue]) -> dict[ComponentID, Any]:
+                    issues: list[ConfigIssue], reported: set[ComponentID]) -> dict[ComponentID, Any]:
+    """Decode one section; ids of components whose type is unknown go to `reported` (one error each)."""
     out: dict[ComponentID, Any] = {}
     if section is None:
         return out
@@ -78,8 +105,8 @@ def _decode_section(kind: Kind, section: object, factories: Mapping[str, Factory
             continue
         factory = factories.get(cid.type)
         if factory is None:
-            issues.append(ConfigIssue(path, f"unknown {kind.value} type '{cid.type}'{did_you_mean(cid.type, factories)}"
-                                            f" (available: {', '.join(sorted(factories))})"))
+            issues.append(ConfigIssue(path, unknown_type(kind, cid.type, factories)))
+            reported.add(cid)
             continue
         out[cid] = decode_dataclass(factory.config_type, value, path, issues)
     return out
