@@ -23,7 +23,8 @@ from pipeline.net.endpoint import Endpoint
 
 def cross_check(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
                  factories: Mapping[Kind, Mapping[str, Factory]],
-                 issues: list[ConfigIssue], reported: frozenset[ComponentID] = frozenset()) -> dict[PipelineID, Pipeline]:
+                 issues: list[ConfigIssue],
+                 reported: frozenset[ComponentID] = frozenset()) -> dict[PipelineID, Pipeline]:
     """Check every pipeline's references. `reported` holds ids whose own definition already got an error
     (an unknown type, say): a pipeline listing them is not told again that they are not configured."""
     out: dict[PipelineID, Pipeline] = {}
