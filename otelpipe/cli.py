@@ -1,8 +1,11 @@
-"""`otelpipe run|validate|components` — the only module that configures logging or exits.
+"""`otelpipe [run] | validate | components` — the only module that configures logging or exits.
 
-`run` fails fast on a bad config (every problem printed, exit 1), then serves
-until SIGTERM/SIGINT (graceful drain, exit 0; a second SIGINT forces the exit)
-and reloads its config on SIGHUP. uvloop is used when available.
+As with the Collector, `otelpipe --config F` runs (the `run` word is optional),
+`--config` takes a path, `file:PATH`, `env:VAR` or `yaml:INLINE`, and
+`--set key::path=value` overrides one key. `run` fails fast on a bad config
+(every problem printed, exit 1), then serves until SIGTERM/SIGINT (graceful
+drain, exit 0; a second SIGINT forces the exit) and reloads its config on
+SIGHUP. uvloop is used when available.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from pipeline.config.schema import Config
 from pipeline.errors import ConfigError, StartError
 from pipeline.logutil import configure_logging
 from pipeline.memtune import tune_malloc
+from pipeline.version import VERSION
 
 log = logging.getLogger("otelpipe.service")
 
@@ -41,7 +45,7 @@ def _print_issues(err: ConfigError, stream: TextIO = sys.stderr) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     paths = _config_paths(args)
     try:
-        cfg = load_config(paths, components.factories())
+        cfg = load_config(paths, components.factories(), sets=args.set or ())
     except ConfigError as e:
         _print_issues(e)
         n = sum(1 for i in e.issues if not i.warning)
@@ -84,9 +88,10 @@ def raise_open_file_limit() -> tuple[int, int]:
 def cmd_run(args: argparse.Namespace) -> int:
     tune_malloc()  # before any gRPC thread exists; see pipeline/memtune.py
     paths = _config_paths(args)
+    sets = args.set or ()
     fmap = components.factories()
     try:
-        cfg = load_config(paths, fmap)
+        cfg = load_config(paths, fmap, sets=sets)
     except ConfigError as e:
         _print_issues(e)
         print("otelpipe: not starting: the configuration is invalid (see above; `otelpipe validate` checks a "
@@ -101,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning(w.message, extra={"path": w.path, "file": w.file})
 
     def reload_config() -> Config:
-        return load_config(paths, fmap)
+        return load_config(paths, fmap, sets=sets)
 
     loop_factory = None
     if not args.no_uvloop:
@@ -146,16 +151,28 @@ async def _serve(cfg: Config, fmap: object, reload_config: object) -> int:
     return 1 if service.fatal else 0
 
 
+COMMANDS = ("run", "validate", "components")
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--config", action="append", metavar="SOURCE",
+                   help="config: a file path, file:PATH, env:VAR or yaml:INLINE; repeat to merge several, later "
+                        "keys winning (env: OTELPIPE_CONFIG)")
+    p.add_argument("--set", action="append", metavar="KEY::PATH=VALUE",
+                   help="override one key after every --config, e.g. processors::batch::timeout=2s")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="otelpipe", description="OpenTelemetry-style telemetry pipeline daemon")
+    p.add_argument("--version", action="version", version=f"otelpipe version {VERSION}")
     sub = p.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run the pipelines (the embedded default config when no --config is given)")
-    run.add_argument("-c", "--config", action="append", metavar="FILE",
-                     help="config file; repeat to merge several, later keys winning (env: OTELPIPE_CONFIG)")
+    run = sub.add_parser("run", help="run the pipelines (the embedded default config when no --config is given); "
+                                     "the default command")
+    _config_args(run)
     run.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
     run.set_defaults(func=cmd_run)
-    val = sub.add_parser("validate", help="check config files; exit 1 with one line per problem")
-    val.add_argument("-c", "--config", action="append", metavar="FILE")
+    val = sub.add_parser("validate", help="check a config; exit 1 with one line per problem")
+    _config_args(val)
     val.set_defaults(func=cmd_validate)
     comp = sub.add_parser("components", help="list every component type with its signals and stability")
     comp.set_defaults(func=cmd_components)
@@ -163,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    # The Collector's habit: `otelcol --config F` runs. No command word (or only options) means `run`.
+    if not args_in or (args_in[0] not in COMMANDS and args_in[0] not in ("-h", "--help", "--version")):
+        args_in.insert(0, "run")
+    args = build_parser().parse_args(args_in)
     return int(args.func(args))
 
 

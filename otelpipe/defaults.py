@@ -1,13 +1,19 @@
-"""The embedded default config, shipped inside the package as `otelpipe.shipped_config`."""
+"""Which configuration `otelpipe` runs: `--config` sources and `--set` overrides, or the embedded default.
+
+The embedded default config ships inside the package as `otelpipe.shipped_config`.
+"""
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
 from pipeline.component import Factory, Kind
-from pipeline.config.loader import load, load_text
+from pipeline.config.confmap import load_texts
+from pipeline.config.loader import build
 from pipeline.config.schema import Config
+from pipeline.config.sources import apply_sets, load_sources
 
 DEFAULT_CONFIG_NAME = "<embedded default config>"
 
@@ -20,9 +26,13 @@ def default_config_text() -> str:
         return (Path(__file__).resolve().parent.parent / "config" / "default.yaml").read_text(encoding="utf-8")
 
 
-def load_config(paths: list[str], factories: Mapping[Kind, Mapping[str, Factory]],
-                env: Mapping[str, str] | None = None) -> Config:
-    """The given files merged in order, or the embedded default config when there are none."""
-    if paths:
-        return load(paths, factories, env)
-    return load_text(default_config_text(), factories, env, name=DEFAULT_CONFIG_NAME)
+def load_config(sources: Sequence[str], factories: Mapping[Kind, Mapping[str, Factory]],
+                env: Mapping[str, str] | None = None, sets: Sequence[str] = ()) -> Config:
+    """The `--config` sources merged in order (the embedded default when there are none), then `--set`."""
+    env = os.environ if env is None else env
+    if sources:
+        raw, issues = load_sources(sources, env)
+    else:
+        raw, issues = load_texts([(DEFAULT_CONFIG_NAME, default_config_text())])
+    apply_sets(raw, sets, issues)
+    return build(raw, issues, factories, env)
