@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import platform
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -23,6 +24,7 @@ from pipeline.exporterhelper import ExporterHelper
 from pipeline.extensions import Extensions
 from pipeline.graph import Graph
 from pipeline.telemetry import Telemetry
+from pipeline.version import VERSION
 
 log = logging.getLogger("otelpipe.service")
 
@@ -33,6 +35,7 @@ class Service:
         self.config = config
         self.factories = factories
         self.telemetry = telemetry or Telemetry()
+        self.telemetry.gauge("build_info").labels(VERSION, platform.python_version()).set(1)
         self._reload_config = reload_config
         self.graph: Graph | None = None
         self._extensions: Extensions | None = None
@@ -173,7 +176,7 @@ class Service:
         graph = self.graph.describe() if self.graph else {"pipelines": {}, "components": []}
         if self._extensions is not None:
             graph["extensions"] = self._extensions.describe()
-        return {"ready": self.ready and not self.draining, "draining": self.draining,
+        return {"version": VERSION, "ready": self.ready and not self.draining, "draining": self.draining,
                 "uptime_s": round(time.time() - self._started_at, 3),
                 "config_sources": list(self.config.sources), **graph}
 

@@ -68,6 +68,8 @@ STANDARD: tuple[MetricSpec, ...] = (
     MetricSpec("exporter_send_duration_seconds", "histogram", ("exporter", "data_type", "outcome"),
                "Duration of one push to the destination, by outcome.", "exporter", PUSH_DURATION_BUCKETS),
     MetricSpec("config_reloads", "counter", ("result",), "Configuration reloads by result.", "service"),
+    MetricSpec("build_info", "gauge", ("version", "python_version"),
+               "Always 1; the labels say which otelpipe (and Python) this is.", "service"),
 )
 
 COMPONENT: tuple[MetricSpec, ...] = (

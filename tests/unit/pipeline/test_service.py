@@ -81,3 +81,15 @@ def test_real_factories_cover_design_components() -> None:
     else:
         raise AssertionError("undefined components must be reported")
     assert ComponentID.parse("otlp/tempo") == ComponentID("otlp", "tempo")
+
+
+async def test_build_info_and_version_are_exported() -> None:
+    from pipeline.version import VERSION
+
+    fmap = factories()
+    cfg = load_text("receivers: {fake: {}}\nexporters: {sink: {}}\n"
+                    "service: {pipelines: {traces: {receivers: [fake], exporters: [sink]}}, "
+                    "telemetry: {metrics: {address: '127.0.0.1:0'}}}", fmap, env={})
+    svc = Service(cfg, fmap, telemetry=Telemetry(process_metrics=False))
+    assert svc.telemetry.value("otelpipe_build_info", version=VERSION) == 1
+    assert svc.status()["version"] == VERSION
