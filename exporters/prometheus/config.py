@@ -43,7 +43,7 @@ class PrometheusExporterConfig(ExporterConfig):
     new series beyond it are refused (`series_limit`) and counted.
     """
 
-    endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("0.0.0.0:8889"))
+    endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("localhost:8889"))
     namespace: str = ""
     const_labels: dict[str, str] = field(default_factory=dict)
     metric_expiration: Duration = DEFAULT_METRIC_EXPIRATION

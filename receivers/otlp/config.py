@@ -44,7 +44,7 @@ def _as_endpoint(cfg: GRPCConfig | HTTPConfig) -> None:
 class GRPCConfig:
     """`protocols.grpc`: where OTLP/gRPC listens and how large a message may be."""
 
-    endpoint: Endpoint = field(default_factory=lambda: _listen("0.0.0.0:4317"))
+    endpoint: Endpoint = field(default_factory=lambda: _listen("localhost:4317"))
     # Beyond this (after decompression) grpc answers RESOURCE_EXHAUSTED before any Python runs.
     max_recv_msg_size_mib: int = DEFAULT_MAX_RECV_MSG_SIZE_MIB
     # 0 keeps grpc's default (no explicit limit on concurrent streams per connection).
@@ -100,7 +100,7 @@ class HTTPConfig:
     4096), so idle sockets can never starve the other listeners of descriptors.
     """
 
-    endpoint: Endpoint = field(default_factory=lambda: _listen("0.0.0.0:4318"))
+    endpoint: Endpoint = field(default_factory=lambda: _listen("localhost:4318"))
     # Enforced on the body as sent AND after decompression (a gzip bomb is refused with 413).
     max_request_body_size: ByteSize = DEFAULT_MAX_REQUEST_BODY_SIZE
     traces_url_path: str = "/v1/traces"

@@ -16,7 +16,7 @@ from pipeline.net.endpoint import Endpoint
 from receivers.statsd.aggregator import DEFAULT_QUANTILES, Observer
 from receivers.statsd.parser import DISTRIBUTION, HISTOGRAM, TIMER
 
-DEFAULT_ENDPOINT = "0.0.0.0:8125"
+DEFAULT_ENDPOINT = "localhost:8125"
 DEFAULT_SOCKET_BUFFER = ByteSize(8 * 1024 * 1024)
 DEFAULT_AGGREGATION_INTERVAL = Duration(10.0)
 MAX_UDP_PACKET = 65535

@@ -52,12 +52,12 @@ def test_factory_and_defaults() -> None:
     assert (f.type, f.kind, set(f.signals)) == ("prometheus", Kind.EXPORTER, {Signal.METRICS})
     cfg, issues = decode({})
     assert issues == []
-    assert cfg.endpoint == "0.0.0.0:8889" and cfg.namespace == "" and cfg.const_labels == {}
+    assert cfg.endpoint == "localhost:8889" and cfg.namespace == "" and cfg.const_labels == {}
     assert cfg.metric_expiration == 300.0
     assert cfg.add_metric_suffixes is True and cfg.enable_open_metrics is False
     assert cfg.resource_to_telemetry_conversion.enabled is False
     assert cfg.sending_queue.enabled is False  # in-memory state update: no queue by default
-    assert cfg.listeners() == [("tcp", "0.0.0.0:8889", "endpoint")]
+    assert cfg.listeners() == [("tcp", "localhost:8889", "endpoint")]
 
 
 def test_full_config_decodes() -> None:

@@ -66,19 +66,20 @@ def test_factory() -> None:
 
 
 def test_default_config_validates_with_collector_defaults() -> None:
+    """Listeners default to localhost, as the Collector's do since v0.104 (configs for containers bind 0.0.0.0)."""
     issues: list[ConfigIssue] = []
     cfg = decode_dataclass(OTLPReceiverConfig, {}, "receivers.otlp", issues)
     assert issues == []
     assert cfg == OTLPReceiverConfig()
     grpc, http = cfg.protocols.grpc, cfg.protocols.http
-    assert grpc.endpoint == "0.0.0.0:4317" and grpc.max_recv_msg_size_mib == 4
-    assert http.endpoint == "0.0.0.0:4318"
+    assert grpc.endpoint == "localhost:4317" and grpc.max_recv_msg_size_mib == 4
+    assert http.endpoint == "localhost:4318"
     assert http.max_request_body_size == 20 * 1024 * 1024  # the Collector's confighttp default
     assert ((http.traces_url_path, http.metrics_url_path, http.logs_url_path)
             == ("/v1/traces", "/v1/metrics", "/v1/logs"))
     assert http.cors is None
-    assert cfg.listeners() == [("tcp", "0.0.0.0:4317", "protocols.grpc.endpoint"),
-                               ("tcp", "0.0.0.0:4318", "protocols.http.endpoint")]
+    assert cfg.listeners() == [("tcp", "localhost:4317", "protocols.grpc.endpoint"),
+                               ("tcp", "localhost:4318", "protocols.http.endpoint")]
 
 
 def test_only_the_listed_protocol_is_enabled() -> None:

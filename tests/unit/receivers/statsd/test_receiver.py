@@ -422,8 +422,8 @@ def test_config_defaults() -> None:
     [c] = cfg.values()
     assert c == StatsDReceiverConfig()
     assert (c.endpoint, c.aggregation_interval, c.enable_metric_type, c.max_packet_size, c.socket_buffer_size) == \
-        ("0.0.0.0:8125", 10.0, False, 65535, 8 * 1024 * 1024)
-    assert c.listeners() == [("udp", "0.0.0.0:8125", "endpoint")]
+        ("localhost:8125", 10.0, False, 65535, 8 * 1024 * 1024)
+    assert c.listeners() == [("udp", "localhost:8125", "endpoint")]
     assert statsd.FACTORY.type == "statsd" and set(statsd.FACTORY.signals) == {Signal.METRICS}
 
 
