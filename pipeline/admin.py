@@ -40,7 +40,7 @@ class AdminServer:
         self._runner: web.ServerRunner | None = None
         self._started = time.time()
         self._routes: dict[str, _Handler] = {
-            "/metrics": make_aiohttp_handler(telemetry.registry),  # type: ignore[dict-item]
+            "/metrics": make_aiohttp_handler(telemetry.exposition),  # type: ignore[dict-item]
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/status": self._status_handler,

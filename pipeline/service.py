@@ -34,7 +34,7 @@ class Service:
                  *, reload_config: Callable[[], Config] | None = None, telemetry: Telemetry | None = None) -> None:
         self.config = config
         self.factories = factories
-        self.telemetry = telemetry or Telemetry()
+        self.telemetry = telemetry or Telemetry(level=config.service.telemetry.metrics.level)
         self.telemetry.gauge("build_info").labels(VERSION, platform.python_version()).set(1)
         self._reload_config = reload_config
         self.graph: Graph | None = None

@@ -17,7 +17,7 @@ from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.process_collector import ProcessCollector
 
 from pipeline.model import Signal
-from pipeline.telemetry.catalog import PREFIX, MetricSpec, spec
+from pipeline.telemetry.catalog import LEVELS, PREFIX, Level, MetricSpec, spec
 
 if TYPE_CHECKING:
     from pipeline.component import Settings
@@ -26,12 +26,23 @@ __all__ = ["PREFIX", "CountsByLabel", "ExporterObs", "ProcessorObs", "ReceiverOb
 
 
 class Telemetry:
-    """The registry of one Service and every self-metric in it, made from the catalogue on first use."""
+    """The registry of one Service and every self-metric in it, made from the catalogue on first use.
 
-    def __init__(self, *, process_metrics: bool = True) -> None:
+    `level` is `service.telemetry.metrics.level`, as in the Collector: `none`
+    records nothing, `basic` only the standard receiver/processor/exporter and
+    service metrics, `normal` (the default) and `detailed` everything declared.
+    A metric above the level is a no-op object: it costs a method call and is
+    never exported. `exposition` is what `/metrics` serves: the registry
+    without the `_created` samples prometheus_client adds to every counter.
+    """
+
+    def __init__(self, *, process_metrics: bool = True, level: Level = "normal") -> None:
+        self.level = level
         self.registry = CollectorRegistry(auto_describe=True)
-        if process_metrics:
+        if process_metrics and level != "none":
             ProcessCollector(namespace="otelpipe", registry=self.registry)
+        self.exposition = CollectorRegistry(auto_describe=False)
+        self.exposition.register(_WithoutCreated(self.registry))
         self._metrics: dict[str, MetricWrapperBase] = {}
         per_signal = {s: s.item_name for s in Signal}
         self.receiver_accepted = {s: self.counter(f"receiver_accepted_{i}") for s, i in per_signal.items()}
@@ -77,6 +88,8 @@ class Telemetry:
         existing = self._metrics.get(declared.name)
         if existing is not None:
             return existing
+        if LEVELS.index(declared.level) > LEVELS.index(self.level):
+            return _NULL_METRIC  # type: ignore[return-value]
         labels = list(declared.labels)
         metric: MetricWrapperBase
         if kind == "counter":
@@ -111,18 +124,26 @@ class Telemetry:
 
 
 class ReceiverObs:
-    """Counts what one receiver transport accepted and refused."""
+    """Counts what one receiver transport accepted and refused.
+
+    A signal's series appears on its first count, so a receiver never exports
+    counters that cannot move (no span counters on the StatsD receiver).
+    """
 
     def __init__(self, tel: Telemetry, receiver_id: str, transport: str) -> None:
         self._tel = tel
-        self._accepted = {s: tel.receiver_accepted[s].labels(receiver_id, transport) for s in Signal}
+        self._accepted: dict[Signal, Any] = {}
         self._refused = tel.receiver_refused
         self.receiver_id = receiver_id
         self.transport = transport
 
     def accepted(self, signal: Signal, n: int) -> None:
         if n:
-            self._accepted[signal].inc(n)
+            child = self._accepted.get(signal)
+            if child is None:
+                child = self._accepted[signal] = self._tel.receiver_accepted[signal].labels(self.receiver_id,
+                                                                                           self.transport)
+            child.inc(n)
 
     def refused(self, signal: Signal, n: int, reason: str) -> None:
         # A request refused before decoding still counts once, so refusals are never invisible.
@@ -208,3 +229,44 @@ def iter_metric_names(tel: Telemetry) -> Iterator[str]:
     """All self-metric family names (used by docs and conformance tests)."""
     for family in tel.registry.collect():
         yield family.name
+
+
+class _NullMetric:
+    """What a metric above the configured level is: every recording call does nothing."""
+
+    __slots__ = ()
+
+    def labels(self, *_args: object, **_kwargs: object) -> _NullMetric:
+        return self
+
+    def inc(self, *_args: object) -> None:
+        return None
+
+    def set(self, *_args: object) -> None:
+        return None
+
+    def observe(self, *_args: object) -> None:
+        return None
+
+    def set_function(self, *_args: object) -> None:
+        return None
+
+
+_NULL_METRIC = _NullMetric()
+
+
+class _WithoutCreated:
+    """A collector that serves another registry's families without their `_created` samples.
+
+    prometheus_client adds a `_created` timestamp to every counter and
+    histogram; the Collector does not export them, dashboards do not use them,
+    and they double the series count of `/metrics`.
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for family in self._registry.collect():  # fresh family objects on every scrape
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

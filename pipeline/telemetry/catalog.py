@@ -19,6 +19,8 @@ from pipeline.model import Signal
 
 PREFIX = "otelpipe_"
 MetricKind = Literal["counter", "gauge", "histogram"]
+Level = Literal["none", "basic", "normal", "detailed"]
+LEVELS: tuple[Level, ...] = ("none", "basic", "normal", "detailed")
 PUSH_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -32,6 +34,7 @@ class MetricSpec:
     help: str
     owner: str
     buckets: tuple[float, ...] = ()
+    level: Level = "normal"  # the lowest service.telemetry.metrics.level that records it
 
     @property
     def full_name(self) -> str:
@@ -41,7 +44,8 @@ class MetricSpec:
 def _per_signal(template: str, kind: MetricKind, labels: tuple[str, ...], help_template: str,
                 owner: str) -> list[MetricSpec]:
     return [MetricSpec(template.format(item=s.item_name), kind, labels,
-                       help_template.format(words=s.item_name.replace("_", " ")), owner) for s in Signal]
+                       help_template.format(words=s.item_name.replace("_", " ")), owner, level="basic")
+            for s in Signal]
 
 
 STANDARD: tuple[MetricSpec, ...] = (
@@ -62,14 +66,17 @@ STANDARD: tuple[MetricSpec, ...] = (
     *_per_signal("exporter_enqueue_failed_{item}", "counter", ("exporter", "reason"),
                  "Number of {words} failed to be added to the sending queue.", "exporter"),
     MetricSpec("exporter_queue_size", "gauge", ("exporter", "data_type"),
-               "Current size of the sending queue, in the unit of its sizer (requests by default).", "exporter"),
+               "Current size of the sending queue, in the unit of its sizer (requests by default).", "exporter",
+               level="basic"),
     MetricSpec("exporter_queue_capacity", "gauge", ("exporter", "data_type"),
-               "Fixed capacity of the sending queue, in the unit of its sizer (requests by default).", "exporter"),
+               "Fixed capacity of the sending queue, in the unit of its sizer (requests by default).", "exporter",
+               level="basic"),
     MetricSpec("exporter_send_duration_seconds", "histogram", ("exporter", "data_type", "outcome"),
                "Duration of one push to the destination, by outcome.", "exporter", PUSH_DURATION_BUCKETS),
-    MetricSpec("config_reloads", "counter", ("result",), "Configuration reloads by result.", "service"),
+    MetricSpec("config_reloads", "counter", ("result",), "Configuration reloads by result.", "service",
+               level="basic"),
     MetricSpec("build_info", "gauge", ("version", "python_version"),
-               "Always 1; the labels say which otelpipe (and Python) this is.", "service"),
+               "Always 1; the labels say which otelpipe (and Python) this is.", "service", level="basic"),
 )
 
 COMPONENT: tuple[MetricSpec, ...] = (
