@@ -1,10 +1,13 @@
 """Debug exporter: prints what reaches it, for trying a pipeline out (the Collector's `debug`).
 
-`basic` prints one summary line per request, `normal` adds one line per span,
-data point or log record, `detailed` adds the whole request as OTLP/JSON.
-Each request is written with a single `write` so concurrent requests never
-interleave. Its sending queue is off by default: output appears while the
-request is being consumed, which is what someone watching a terminal expects.
+`basic` prints one summary line per request, `normal` adds one line per span
+(service, name, duration, status, trace and span ids, attributes), data point
+or log record (severity, body, ids, attributes), `detailed` adds the whole
+request as OTLP/JSON. Output goes to stdout, otelpipe's own logs to stderr, so
+the two can be told apart (and piped) as with the Collector. Each request is
+written with a single `write` so concurrent requests never interleave. Its
+sending queue is off by default: output appears while the request is being
+consumed, which is what someone watching a terminal expects.
 """
 from __future__ import annotations
 
@@ -75,16 +78,40 @@ def _point_lines(m: Metric) -> Iterator[str]:
             yield f"{label} {kind} count={dp.count} sum={dp.sum}"
 
 
+_STATUS = {0: "UNSET", 1: "OK", 2: "ERROR"}
+
+
+def duration_text(nanos: int) -> str:
+    """`850us`, `12.500ms`, `3.200s`: a span's length at a glance."""
+    if nanos < 1_000_000:
+        return f"{nanos / 1000:g}us"
+    if nanos < 1_000_000_000:
+        return f"{nanos / 1e6:.3f}ms"
+    return f"{nanos / 1e9:.3f}s"
+
+
+def _service(resource_attrs: Iterable[KeyValue]) -> str:
+    for a in resource_attrs:
+        if a.key == "service.name":
+            return any_value_text(a.value)
+    return "unknown_service"
+
+
 def item_lines(signal: Signal, msg: ExportRequest) -> Iterator[str]:
-    """One line per span / data point / log record: name, ids and attributes."""
+    """One line per span / data point / log record: what it is, ids and attributes."""
     for r in getattr(msg, signal.resource_field):
+        service = _service(r.resource.attributes) if signal is Signal.TRACES else ""
         for s in getattr(r, signal.scope_field):
             if signal is Signal.TRACES:
                 for span in s.spans:
                     parent = f" parent_span_id={span.parent_span_id.hex()}" if span.parent_span_id else ""
+                    status = _STATUS.get(span.status.code, str(span.status.code))
+                    if span.status.message:
+                        status += f"({span.status.message})"
+                    duration = duration_text(max(span.end_time_unix_nano - span.start_time_unix_nano, 0))
                     attrs = attrs_text(span.attributes)
-                    yield (f"span {span.name} trace_id={span.trace_id.hex()} span_id={span.span_id.hex()}{parent}"
-                           + (f" {attrs}" if attrs else ""))
+                    yield (f"span {service} {span.name!r} {duration} {status} trace_id={span.trace_id.hex()} "
+                           f"span_id={span.span_id.hex()}{parent}" + (f" {attrs}" if attrs else ""))
             elif signal is Signal.METRICS:
                 for m in s.metrics:
                     for line in _point_lines(m):
@@ -124,7 +151,7 @@ class DebugExporter:
         return None
 
     async def push(self, payload: Payload) -> None:
-        stream = self._stream if self._stream is not None else sys.stderr
+        stream = self._stream if self._stream is not None else sys.stdout
         stream.write(self.render(payload))
         stream.flush()
 

@@ -19,12 +19,16 @@ class Daemon:
         self.proc: asyncio.subprocess.Process | None = None
         self.lines: list[dict[str, Any]] = []
         self.raw: list[str] = []
+        self.stdout: list[str] = []  # what the debug exporter printed
+        self._stdout_task: asyncio.Task[None] | None = None
 
     async def start(self) -> dict[str, Any]:
         """Start and wait for the 'otelpipe is ready' line; returns it (admin + endpoints)."""
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "otelpipe", *self.args, cwd=str(ROOT), env=self.env,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        # Drain stdout (the debug exporter's output) all along, so a full pipe never blocks the daemon.
+        self._stdout_task = asyncio.create_task(self._drain_stdout())
         async with asyncio.timeout(20):
             while True:
                 line = await self._readline()
@@ -32,6 +36,11 @@ class Daemon:
                     raise RuntimeError("otelpipe exited before ready:\n" + "\n".join(self.raw))
                 if line.get("msg") == "otelpipe is ready":
                     return line
+
+    async def _drain_stdout(self) -> None:
+        assert self.proc and self.proc.stdout
+        while line := await self.proc.stdout.readline():
+            self.stdout.append(line.decode().rstrip("\n"))
 
     async def _readline(self) -> dict[str, Any] | None:
         assert self.proc and self.proc.stderr

@@ -65,17 +65,25 @@ async def test_basic_is_one_line_per_request(signal: Signal, msg: object, expect
     assert out.getvalue() == expected
 
 
-async def test_normal_traces_one_line_per_span() -> None:
+async def test_normal_traces_one_line_per_span_with_service_name_duration_status_and_ids() -> None:
     exp, out = exporter("normal")
-    msg = make_traces(3, attrs={"http.method": "GET"})
-    msg.resource_spans[0].scope_spans[0].spans[2].parent_span_id = bytes.fromhex("00000000000000aa")  # type: ignore[union-attr]
+    msg = make_traces(3, attrs={"http.method": "GET"}, service="support-agent")
+    spans = msg.resource_spans[0].scope_spans[0].spans  # type: ignore[union-attr]
+    spans[1].end_time_unix_nano = spans[1].start_time_unix_nano + 12_500_000
+    spans[1].status.code = 2
+    spans[1].status.message = "tool timed out"
+    spans[2].parent_span_id = bytes.fromhex("00000000000000aa")
+    spans[2].end_time_unix_nano = spans[2].start_time_unix_nano + 3_200_000_000
+    spans[2].status.code = 1
     await exp.push(Payload(Signal.TRACES, message=msg))
     lines = out.getvalue().splitlines()
     assert lines[0] == "debug traces: resources=1 spans=3"
     assert lines[1:] == [
-        "  span span-0 trace_id=00000000000000000000000000000001 span_id=0000000000000001 http.method=GET",
-        "  span span-1 trace_id=00000000000000000000000000000001 span_id=0000000000000002 http.method=GET",
-        "  span span-2 trace_id=00000000000000000000000000000001 span_id=0000000000000003 "
+        "  span support-agent 'span-0' 1us UNSET trace_id=00000000000000000000000000000001 span_id=0000000000000001 "
+        "http.method=GET",
+        "  span support-agent 'span-1' 12.500ms ERROR(tool timed out) trace_id=00000000000000000000000000000001 "
+        "span_id=0000000000000002 http.method=GET",
+        "  span support-agent 'span-2' 3.200s OK trace_id=00000000000000000000000000000001 span_id=0000000000000003 "
         "parent_span_id=00000000000000aa http.method=GET",
     ]
 
@@ -124,10 +132,11 @@ async def test_detailed_prints_the_whole_request_as_otlp_json(signal: Signal) ->
     assert orjson.loads(body) == orjson.loads(otlpjson.encode(msg))
 
 
-async def test_writes_to_stderr_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_writes_to_stdout_by_default_leaving_stderr_to_the_logs(capsys: pytest.CaptureFixture[str]) -> None:
     exp = debug.create(nop_settings("debug/x", Kind.EXPORTER, Signal.TRACES), DebugExporterConfig())
     await exp.push(Payload(Signal.TRACES, message=make_traces(1)))
-    assert capsys.readouterr().err == "debug/x traces: resources=1 spans=1\n"
+    captured = capsys.readouterr()
+    assert captured.out == "debug/x traces: resources=1 spans=1\n" and captured.err == ""
 
 
 async def test_output_is_synchronous_behind_the_helper() -> None:
