@@ -71,12 +71,13 @@ def _json_default(obj: Any) -> Any:
 
 
 class ConsoleFormatter(logging.Formatter):
-    """Human-readable lines for `encoding: console`."""
+    """Human-readable lines for `encoding: console`: ISO 8601 UTC time to the millisecond, level, logger,
+    message, then the fields as key=value."""
 
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
                           if k not in _STD_ATTRS and not k.startswith("_"))
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         line = f"{ts} {record.levelname:<7} {record.name} {record.getMessage()}" + (f"  {extras}" if extras else "")
         if record.exc_info:
             line += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
