@@ -7,7 +7,12 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test setup system-deps bench lint clean docker
 
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
 $(STAMP): pyproject.toml setup.py processors/privacy/_wirewalk.c processors/privacy/_hsscan.c processors/privacy/_matches.h
+	@# Debian/Ubuntu ship `python3 -m venv` in a separate package.
+	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -15,17 +20,20 @@ $(STAMP): pyproject.toml setup.py processors/privacy/_wirewalk.c processors/priv
 
 setup: $(STAMP)
 
-# promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`),
-# openssl for the TLS test certificates, and on amd64 libhyperscan-dev, so that `setup` builds
-# processors/privacy/_hsscan.c (secret_mask's scan without Python callbacks; optional elsewhere).
+# promtool and a real Prometheus server for the exposition tests (Debian package `prometheus`; the
+# service the package starts is stopped and disabled: the tests run their own servers), openssl for
+# the TLS test certificates, chromium for the status page test in a real headless browser, and on
+# amd64 libhyperscan-dev, so that `setup` builds processors/privacy/_hsscan.c (secret_mask's scan
+# without Python callbacks; optional elsewhere).
 HS_PKG := $(shell [ "$$(dpkg --print-architecture 2>/dev/null)" = amd64 ] && echo libhyperscan-dev)
 
 system-deps:
 	@if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1 \
-	    || ! command -v openssl >/dev/null 2>&1 || { [ -n "$(HS_PKG)" ] && [ ! -f /usr/include/hs/hs.h ]; }; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
-	    prometheus openssl $(HS_PKG) >/dev/null; \
+	    || ! command -v openssl >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 \
+	    || { [ -n "$(HS_PKG)" ] && [ ! -f /usr/include/hs/hs.h ]; }; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus openssl chromium $(HS_PKG) >/dev/null; \
+	  { $(SUDO) systemctl disable --now prometheus || $(SUDO) service prometheus stop; } >/dev/null 2>&1 || true; \
 	fi
 
 run: setup

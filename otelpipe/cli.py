@@ -21,6 +21,7 @@ from typing import TextIO
 
 from otelpipe import components
 from otelpipe.defaults import load_config
+from otelpipe.top import top
 from pipeline.config.schema import Config
 from pipeline.errors import ConfigError, StartError
 from pipeline.logutil import configure_logging
@@ -151,7 +152,7 @@ async def _serve(cfg: Config, fmap: object, reload_config: object) -> int:
     return 1 if service.fatal else 0
 
 
-COMMANDS = ("run", "validate", "components")
+COMMANDS = ("run", "validate", "components", "top")
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -176,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     val.set_defaults(func=cmd_validate)
     comp = sub.add_parser("components", help="list every component type with its signals and stability")
     comp.set_defaults(func=cmd_components)
+    topp = sub.add_parser("top", help="live items per second, totals and problems of every component (from /status)")
+    topp.add_argument("--admin", default="localhost:8888", metavar="HOST:PORT",
+                      help="the admin server (service.telemetry.metrics.address)")
+    topp.add_argument("--interval", type=float, default=2.0, help="seconds between redraws")
+    topp.add_argument("--once", action="store_true", help="print one table and exit")
+    topp.set_defaults(func=lambda a: top(a.admin, once=a.once, interval=a.interval))
     return p
 
 

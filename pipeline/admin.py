@@ -1,7 +1,8 @@
 """The admin server (`service.telemetry.metrics.address`, default :8888).
 
 `/metrics` serves otelpipe's own telemetry from the Service's registry,
-`/healthz` says the process is alive, `/readyz` is 503 until every pipeline has
+`/healthz` says the process is alive, `/` is the status page (pipeline/statuspage.py), `/readyz`
+is 503 until every pipeline has
 started and again while draining (so Kubernetes stops routing to a pod that is
 shutting down), and `/status` is JSON: pipelines, components and counters.
 
@@ -23,6 +24,7 @@ from prometheus_client.aiohttp import make_aiohttp_handler
 
 from pipeline.net.endpoint import Endpoint
 from pipeline.net.server import GuardedServer, ServerTimeouts, auto_max_connections
+from pipeline.statuspage import PAGE
 from pipeline.telemetry import Telemetry
 
 # Scrapers and probes need a handful of connections; the rest of the descriptors are the pipelines'.
@@ -44,6 +46,7 @@ class AdminServer:
             "/healthz": self._healthz,
             "/readyz": self._readyz,
             "/status": self._status_handler,
+            "/": self._page,
         }
         self._refused = telemetry.counter("admin_refused_connections")
         self.endpoints: dict[str, str] = {}
@@ -80,6 +83,9 @@ class AdminServer:
         if self._is_ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready"}, status=503)
+
+    async def _page(self, _req: web.BaseRequest) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html", headers={"Cache-Control": "no-store"})
 
     async def _status_handler(self, _req: web.BaseRequest) -> web.Response:
         body = {**self._status(), "counters": self._telemetry.snapshot()}

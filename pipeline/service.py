@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeline.activity import ActivitySampler, RecentErrors
 from pipeline.admin import AdminServer
 from pipeline.component import Component, ComponentID, Factory, Kind
 from pipeline.config.schema import Config
@@ -44,6 +45,8 @@ class Service:
         self.draining = False
         self.fatal: BaseException | None = None
         self._stop = asyncio.Event()
+        self._activity = ActivitySampler(self.telemetry)
+        self._recent_errors = RecentErrors()
         self._reload = asyncio.Event()
         self._started_at = time.time()
 
@@ -65,9 +68,11 @@ class Service:
 
     async def start(self) -> None:
         """Admin first (so probes see 503 while starting), then the graph, then ready."""
+        logging.getLogger("otelpipe").addHandler(self._recent_errors)
         self.admin = AdminServer(self.config.service.telemetry.metrics.address, self.telemetry,
                                  is_ready=lambda: self.ready and not self.draining, status=self.status)
         await self.admin.start()
+        self._activity.start()
         try:
             await self._start_graph(self.config)
         except BaseException:
@@ -167,13 +172,21 @@ class Service:
                  extra={"shutdown_timeout_s": self.config.service.shutdown_timeout})
         if self.graph is not None:
             await self._stop_graph(self.graph, self.config.service.shutdown_timeout)
+        await self._activity.stop()
         if self.admin is not None:
             await self.admin.shutdown()
         log.info("otelpipe stopped")
+        logging.getLogger("otelpipe").removeHandler(self._recent_errors)
 
     # --- introspection --------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """Pipelines, components (state, endpoints, what each did: totals, rate, last errors), extensions."""
         graph = self.graph.describe() if self.graph else {"pipelines": {}, "components": []}
+        activity = self._activity.activity()
+        for comp in graph["components"]:
+            key = (comp["kind"], comp["id"], comp["pipeline"] or "")
+            comp["activity"] = activity.get(key) or activity.get((comp["kind"], comp["id"], "")) or {"rate": 0.0}
+            comp["last_errors"] = self._recent_errors.last(comp["kind"], comp["id"])
         if self._extensions is not None:
             graph["extensions"] = self._extensions.describe()
         return {"version": VERSION, "ready": self.ready and not self.draining, "draining": self.draining,
