@@ -39,13 +39,13 @@ system-deps:
 run: setup
 	$(VENV)/bin/otelpipe run
 
-# ruff and mypy --strict over the distribution and the five packages; vulture for dead code in them
+# ruff and mypy --strict over the distribution and the component packages; vulture for dead code in them
 # (tests and benchmarks count as users; tests/vulture_allowlist.py lists, with the reason, what only
 # looks unused: protocol members, config keys read by name).
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
-	@out=$$($(VENV)/bin/vulture otelpipe pipeline receivers processors exporters connectors tests bench \
+	@out=$$($(VENV)/bin/vulture otelpipe pipeline receivers processors exporters connectors extensions tests bench \
 	        tests/vulture_allowlist.py --min-confidence 60 | grep -v '^tests/\|^bench/'); \
 	 if [ -n "$$out" ]; then echo "$$out"; echo "vulture: unused code above (remove it, or allow it in tests/vulture_allowlist.py with the reason)"; exit 1; fi
 

@@ -13,6 +13,7 @@ from connectors import forward
 from exporters import debug, file, prometheus
 from exporters.otlp import grpc as otlp
 from exporters.otlp import http as otlphttp
+from extensions import health_check, pprof, zpages
 from pipeline.component import Factory, Kind, make_factory_map
 from processors import batch, memory_limiter
 from processors.cardinality_limit import processor as cardinality_limit
@@ -37,6 +38,9 @@ FACTORIES: tuple[Factory, ...] = (
     file.FACTORY,
     prometheus.FACTORY,
     forward.FACTORY,
+    health_check.FACTORY,
+    pprof.FACTORY,
+    zpages.FACTORY,
 )
 
 

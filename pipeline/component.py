@@ -116,12 +116,16 @@ class Host(Protocol):
     """What a running component may ask of the Service (the Collector's component.Host).
 
     `extensions()` gives the running extensions by id, so a component can find
-    the storage or authenticator its config names.
+    the storage or authenticator its config names; `status()` is what the admin
+    server's `/status` shows (`ready`, pipelines, components), so health and
+    status extensions answer from the same source as the admin server.
     """
 
     def report_fatal(self, exc: BaseException) -> None: ...
 
     def extensions(self) -> Mapping[ComponentID, Component]: ...
+
+    def status(self) -> Mapping[str, Any]: ...
 
 
 class Component(Protocol):

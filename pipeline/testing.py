@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
@@ -97,6 +97,9 @@ class NopHost:
 
     def extensions(self) -> Mapping[ComponentID, Component]:
         return {}
+
+    def status(self) -> Mapping[str, Any]:
+        return {"ready": True, "pipelines": {}, "components": []}
 
 
 def nop_host() -> NopHost:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPONENT_PACKAGES = ("receivers", "processors", "exporters", "connectors")
+COMPONENT_PACKAGES = ("receivers", "processors", "exporters", "connectors", "extensions")
 
 
 def imported_modules(path: Path) -> set[str]:
