@@ -23,6 +23,9 @@ MINIMAL: dict[tuple[Kind, str], dict[str, Any]] = {
     (Kind.EXPORTER, "prometheus"): {"endpoint": "127.0.0.1:0"},
     (Kind.EXPORTER, "file"): {"path": "{tmp}/out.jsonl"},
     (Kind.PROCESSOR, "memory_limiter"): {"limit_mib": 4096},
+    (Kind.EXTENSION, "health_check"): {"endpoint": "127.0.0.1:0"},
+    (Kind.EXTENSION, "pprof"): {"endpoint": "127.0.0.1:0"},
+    (Kind.EXTENSION, "zpages"): {"endpoint": "127.0.0.1:0"},
 }
 
 SAMPLERS = {"probabilistic_sampler", "tail_sampling"}  # may legitimately drop the test data
@@ -40,11 +43,15 @@ def _cfg(f: Factory, tmp: Path) -> Any:
 
 
 def _signal(f: Factory) -> Signal:
+    if f.kind is Kind.EXTENSION:
+        return Signal.TRACES  # extensions handle no signal; the value is not used
     return next(iter(f.connects))[0] if f.kind is Kind.CONNECTOR else next(iter(f.signals))
 
 
 def _create(f: Factory, cfg: Any, signal: Signal, sink: Sink) -> Any:
-    settings = nop_settings(f.type, f.kind, None if f.kind is Kind.RECEIVER else signal)
+    settings = nop_settings(f.type, f.kind, None if f.kind in (Kind.RECEIVER, Kind.EXTENSION) else signal)
+    if f.kind is Kind.EXTENSION:
+        return f.create(settings, cfg)
     if f.kind is Kind.RECEIVER:
         return f.create(settings, cfg, {signal: sink})
     if f.kind in (Kind.PROCESSOR, Kind.CONNECTOR):
@@ -54,7 +61,9 @@ def _create(f: Factory, cfg: Any, signal: Signal, sink: Sink) -> Any:
 
 @pytest.mark.parametrize("factory", ALL, ids=lambda f: f"{f.kind.value}/{f.type}")
 def test_factory_shape(factory: Factory) -> None:
-    assert factory.type.islower() and (factory.connects if factory.kind is Kind.CONNECTOR else factory.signals)
+    assert factory.type.islower()
+    if factory.kind is not Kind.EXTENSION:
+        assert factory.connects if factory.kind is Kind.CONNECTOR else factory.signals
     issues: list[ConfigIssue] = []
     decode_dataclass(factory.config_type, {}, "x", issues)
     # the default config is valid, or says exactly which key must be given
