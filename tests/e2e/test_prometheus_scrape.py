@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,10 +33,7 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 
-import exporters.prometheus as prometheus_exporter
 from otelpipe.testing import running_service
-from pipeline.component import make_factory_map
-from receivers.otlp import receiver as otlp_receiver
 from tests.testdata.promtools import tool
 
 CONFIG = """
@@ -77,10 +75,10 @@ def free_port() -> int:
 
 
 @contextlib.asynccontextmanager
-async def prometheus_server(tmp: Path, om_target: str, text_target: str) -> AsyncIterator[str]:
-    """Run /usr/bin/prometheus until the block ends; yields its base URL once it is ready."""
+async def prometheus_server(tmp: Path, config_text: str) -> AsyncIterator[str]:
+    """Run /usr/bin/prometheus on `config_text` until the block ends; yields its base URL once it is ready."""
     config = tmp / "prometheus.yml"
-    config.write_text(PROMETHEUS_CONFIG.format(om=om_target, text=text_target))
+    config.write_text(config_text)
     address = f"127.0.0.1:{free_port()}"
     log = (tmp / "prometheus.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
@@ -175,12 +173,12 @@ def send_sdk_metrics(endpoint: str) -> dict[str, str]:
 
 
 async def test_real_prometheus_scrapes_otelpipe(tmp_path: Path) -> None:
-    factories = make_factory_map([otlp_receiver.FACTORY, prometheus_exporter.FACTORY])
-    async with running_service(CONFIG, factories) as svc:
+    async with running_service(CONFIG) as svc:
         spans = await asyncio.to_thread(send_sdk_metrics, svc.endpoint("receiver", "otlp", "http"))
         om_target = svc.endpoint("exporter", "prometheus/om", "http")
         text_target = svc.endpoint("exporter", "prometheus/text", "http")
-        async with prometheus_server(tmp_path, om_target, text_target) as prom, aiohttp.ClientSession() as http:
+        prom_config = PROMETHEUS_CONFIG.format(om=om_target, text=text_target)
+        async with prometheus_server(tmp_path, prom_config) as prom, aiohttp.ClientSession() as http:
 
             async def targets_up() -> list[dict[str, Any]] | None:
                 active = (await api(http, prom, "targets", state="active"))["activeTargets"]
@@ -241,3 +239,37 @@ async def test_real_prometheus_scrapes_otelpipe(tmp_path: Path) -> None:
 def test_prometheus_tools_are_installed(name: str) -> None:
     """These binaries come from the test set-up (`make system-deps`); missing is a failure, not a skip."""
     assert Path(tool(name)).exists()
+
+
+def readme_scrape_config() -> str:
+    """The `prometheus.yml` block of the README, as an operator would copy it."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    start = readme.rindex("\n", 0, readme.index("# prometheus.yml\n")) + 1
+    block = readme[start:readme.index("```", start)]
+    return textwrap.dedent(block)
+
+
+async def test_the_readme_scrape_config_scrapes_otelpipe_and_its_data(tmp_path: Path) -> None:
+    """Debian's Prometheus on the README's scrape config, targets pointed at a running otelpipe: both jobs answer."""
+    scrape = readme_scrape_config()
+    assert scrape.count('"otelpipe:8888"') == 1 and scrape.count('"otelpipe:8889"') == 1
+    async with running_service(CONFIG.replace("prometheus/text:", "prometheus:").replace(
+            "prometheus/text]", "prometheus]")) as svc:
+        await asyncio.to_thread(send_sdk_metrics, svc.endpoint("receiver", "otlp", "http"))
+        scrape = (scrape.replace("otelpipe:8888", svc.endpoint("admin", "", "http"))
+                  .replace("otelpipe:8889", svc.endpoint("exporter", "prometheus", "http")))
+        # only the interval is ours (the default 1m would make the test wait a minute)
+        config = "global: {scrape_interval: 1s, scrape_timeout: 1s}\n" + scrape
+        async with prometheus_server(tmp_path, config) as prom, aiohttp.ClientSession() as http:
+
+            async def query(q: str) -> list[dict[str, Any]]:
+                return (await api(http, prom, "query", query=q))["result"]  # type: ignore[no-any-return]
+
+            own = await poll(lambda: query('otelpipe_build_info{job="otelpipe"}'), 30, "build_info", tmp_path)
+            assert own[0]["value"][1] == "1"
+            accepted = await poll(lambda: query(
+                'otelpipe_receiver_accepted_metric_points_total{job="otelpipe",receiver="otlp"}'), 15, "accepted")
+            assert float(accepted[0]["value"][1]) > 0
+            data = await poll(lambda: query(
+                'gen_ai_client_token_usage_total{job="support-agent",instance="pod-7"}'), 15, "data", tmp_path)
+            assert float(data[0]["value"][1]) == 2000.0
