@@ -15,7 +15,8 @@ from exporters.otlp import grpc as otlp
 from exporters.otlp import http as otlphttp
 from extensions import health_check, pprof, zpages
 from pipeline.component import Factory, Kind, make_factory_map
-from processors import batch, memory_limiter
+from processors import batch, filter, memory_limiter, resource, transform
+from processors.attributes import processor as attributes
 from processors.cardinality_limit import processor as cardinality_limit
 from processors.privacy import secret_mask, uuid_normalize
 from processors.sampling import probabilistic, tail
@@ -32,6 +33,10 @@ FACTORIES: tuple[Factory, ...] = (
     tail.FACTORY,
     secret_mask.FACTORY,
     uuid_normalize.FACTORY,
+    attributes.FACTORY,
+    resource.FACTORY,
+    filter.FACTORY,
+    transform.FACTORY,
     otlp.FACTORY,
     otlphttp.FACTORY,
     debug.FACTORY,

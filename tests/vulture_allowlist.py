@@ -24,3 +24,21 @@ OTLPHTTPExporterConfig.traces_endpoint
 OTLPHTTPExporterConfig.metrics_endpoint
 OTLPHTTPExporterConfig.logs_endpoint
 SubPolicyConfig.always_sample
+
+# OTTL (processors/ottl): lark calls the transformer's rule methods by rule name; the transform context's
+# containers are read through attrgetter strings (`schema_url`); config keys read with getattr by signal.
+from processors.ottl.grammar import _Build
+from processors.ottl.contexts import TransformContext
+from processors.ottl.config import ContextStatements
+from processors.attributes.match import RegexpConfig
+from processors.filter import FilterConfig, MetricFilters, LogFilters
+from processors.transform import TransformConfig
+from processors.ottl.regex import _OPTIONS
+_OPTIONS.log_errors  # an option read by RE2 itself
+_Build.int_lit, _Build.float_lit, _Build.bytes_lit, _Build.true, _Build.false, _Build.nil, _Build.segment
+_Build.enum, _Build.named_arg, _Build.converter, _Build.list_expr, _Build.pair, _Build.map_expr
+_Build.and_op, _Build.or_op, _Build.not_op
+TransformContext.resource_container, TransformContext.scope_container
+ContextStatements.shared_cache, RegexpConfig.cacheenabled, RegexpConfig.cachemaxnumentries
+MetricFilters.datapoint, LogFilters.log_record, FilterConfig.metric_conditions, FilterConfig.log_conditions
+TransformConfig.trace_statements, TransformConfig.metric_statements, TransformConfig.log_statements

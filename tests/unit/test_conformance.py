@@ -23,6 +23,8 @@ MINIMAL: dict[tuple[Kind, str], dict[str, Any]] = {
     (Kind.EXPORTER, "prometheus"): {"endpoint": "127.0.0.1:0"},
     (Kind.EXPORTER, "file"): {"path": "{tmp}/out.jsonl"},
     (Kind.PROCESSOR, "memory_limiter"): {"limit_mib": 4096},
+    (Kind.PROCESSOR, "attributes"): {"actions": [{"key": "env", "value": "test", "action": "upsert"}]},
+    (Kind.PROCESSOR, "resource"): {"attributes": [{"key": "env", "value": "test", "action": "upsert"}]},
     (Kind.EXTENSION, "health_check"): {"endpoint": "127.0.0.1:0"},
     (Kind.EXTENSION, "pprof"): {"endpoint": "127.0.0.1:0"},
     (Kind.EXTENSION, "zpages"): {"endpoint": "127.0.0.1:0"},

@@ -44,6 +44,8 @@ SETTINGS: dict[str, str] = {
     "statsd": '{endpoint: "127.0.0.1:0", aggregation_interval: 20ms}',
     "prometheus": '{endpoint: "127.0.0.1:0"}',
     "debug": "{verbosity: basic}",
+    "attributes": "{actions: [{key: env, value: test, action: upsert}]}",
+    "resource": "{attributes: [{key: env, value: test, action: upsert}]}",
 }
 # Component-owned metrics that plain data must move (others count rarer events: masked secrets, overflow).
 OWNED_MOVING: dict[str, tuple[str, ...]] = {
