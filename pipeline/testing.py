@@ -294,7 +294,8 @@ async def running_service(yaml_text: str, factories: Mapping[Kind, Mapping[str, 
     from pipeline.service import Service
 
     fmap = factories
-    overlay = f"service: {{telemetry: {{metrics: {{address: '{admin_address}'}}}}}}"
+    # `readers: []` so that a config in the Collector's current `readers` form takes the test's address too
+    overlay = f"service: {{telemetry: {{metrics: {{address: '{admin_address}', readers: []}}}}}}"
     raw, issues = load_texts([("<test config>", yaml_text), ("<test overlay>", overlay)])
     cfg = build(raw, issues, fmap, env if env is not None else os.environ)
     svc = Service(cfg, fmap, telemetry=Telemetry(process_metrics=False))

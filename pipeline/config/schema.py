@@ -33,15 +33,82 @@ class LogsTelemetryConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MetricsTelemetryConfig:
-    """The admin server: self-metrics, health, readiness and status."""
+class PrometheusPullConfig:
+    """`readers[].pull.exporter.prometheus`: where the Collector (v0.123+) serves its own metrics."""
 
-    address: Endpoint = field(default_factory=lambda: Endpoint.listen("0.0.0.0:8888"))
+    host: str = "localhost"
+    port: int = 8888
+
+    def endpoint(self) -> Endpoint:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return Endpoint.listen(f"{host}:{self.port}")
+
+    def validate(self) -> list[Issue]:
+        return [] if 0 <= self.port <= 65535 else [Issue("port", f"must be between 0 and 65535, got {self.port}")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullExporterConfig:
+    prometheus: PrometheusPullConfig | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PullReaderConfig:
+    exporter: PullExporterConfig = field(default_factory=PullExporterConfig)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricReaderConfig:
+    """One of `service.telemetry.metrics.readers`; otelpipe supports the pull reader with a Prometheus exporter."""
+
+    pull: PullReaderConfig | None = None
+    periodic: dict[str, Any] | None = None  # the Collector's push reader: refused with the reason below
+
+    def validate(self) -> list[Issue]:
+        if self.periodic is not None or self.pull is None or self.pull.exporter.prometheus is None:
+            return [Issue("", "only `pull: {exporter: {prometheus: {host, port}}}` is supported: otelpipe serves "
+                              "its own metrics on the admin server for Prometheus to scrape, it does not push them")]
+        return []
+
+
+DEFAULT_ADMIN = "0.0.0.0:8888"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsTelemetryConfig:
+    """The admin server: self-metrics, health, readiness and status.
+
+    Its address is `address` (the Collector's older key, default all interfaces
+    for Kubernetes probes) or, as current Collector configs write it, the host
+    and port of a `readers` pull Prometheus exporter (which then wins, as the
+    Collector ignores `address` since v0.123).
+    """
+
+    address: Endpoint = field(default_factory=lambda: Endpoint.listen(DEFAULT_ADMIN))
     level: Literal["none", "basic", "normal", "detailed"] = "normal"
+    readers: tuple[MetricReaderConfig, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.address, str):  # built in code with text; the decoder passes an Endpoint
             object.__setattr__(self, "address", Endpoint.listen(self.address))
+        pull = self._pull()
+        if pull is not None and self.address == Endpoint.listen(DEFAULT_ADMIN):
+            object.__setattr__(self, "address", pull.endpoint())
+
+    def _pull(self) -> PrometheusPullConfig | None:
+        for reader in self.readers:
+            if reader.pull is not None and reader.pull.exporter.prometheus is not None:
+                return reader.pull.exporter.prometheus
+        return None
+
+    def validate(self) -> list[Issue]:
+        if len(self.readers) > 1:
+            return [Issue("readers", "otelpipe has one admin server: give one pull reader")]
+        pull = self._pull()
+        if pull is not None and self.address != pull.endpoint():
+            return [Issue("address", "both `address` and `readers` set the admin server's address; keep `readers` "
+                                     "(the Collector ignores `address` since v0.123)")]
+        return []
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -112,9 +112,9 @@ def test_components_lists_every_type() -> None:
             assert f"  {name} " in r.stdout
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "config").rglob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_config_loads(path: Path) -> None:
-    env = {"DD_API_KEY": "x", "PAGERDUTY_ROUTING_KEY": "y"}
+    env = {"DD_API_KEY": "0123456789abcdef0123456789abcdef", "PAGERDUTY_ROUTING_KEY": "y" * 32}
     cfg = load([str(path)], components.factories(), env=env)
     assert cfg.pipelines
 
