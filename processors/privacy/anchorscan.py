@@ -10,6 +10,7 @@ occurrence is handed on untouched: never decoded, never re-encoded.
 """
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ assert _hsscan is None or _hsscan.HS_FLAG_CASELESS == _HS_FLAG_CASELESS
 
 def _fixed_width(expr: bytes) -> int | None:
     """The match length of a fixed-length expression (None if variable)."""
-    lo, hi = re._parser.parse(expr.decode("latin-1")).getwidth()  # type: ignore[attr-defined]
+    # re._parser is private and typeshed's view of it varies by release:
+    # reach it through importlib so the type checker sees Any either way.
+    parser: Any = importlib.import_module("re._parser")
+    lo, hi = parser.parse(expr.decode("latin-1")).getwidth()
     return lo if lo == hi else None
 
 
