@@ -23,6 +23,7 @@ from otelpipe import components
 from otelpipe.defaults import load_config
 from otelpipe.top import top
 from pipeline.config.schema import Config
+from pipeline.config.watch import file_sources, watch
 from pipeline.errors import ConfigError, StartError
 from pipeline.logutil import configure_logging
 from pipeline.memtune import tune_malloc
@@ -119,12 +120,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop_factory = None
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(_serve(cfg, fmap, reload_config))
+            watched = file_sources(paths) if args.watch_config else []
+            if args.watch_config and not watched:
+                log.warning("--watch-config: no config file to watch (the config comes from env:, yaml: or "
+                            "the embedded default)")
+            return runner.run(_serve(cfg, fmap, reload_config, watched))
     except KeyboardInterrupt:
         return 130
 
 
-async def _serve(cfg: Config, fmap: object, reload_config: object) -> int:
+async def _serve(cfg: Config, fmap: object, reload_config: object, watched: list[str]) -> int:
     from pipeline.service import Service
 
     service = Service(cfg, fmap, reload_config=reload_config)  # type: ignore[arg-type]
@@ -143,12 +148,17 @@ async def _serve(cfg: Config, fmap: object, reload_config: object) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_stop, sig.name)
     loop.add_signal_handler(signal.SIGHUP, service.request_reload)
+    watcher = asyncio.create_task(watch(watched, service.request_reload), name="otelpipe-config-watch") \
+        if watched else None
     try:
         await service.run()
     except (StartError, OSError) as e:
         log.error("otelpipe failed to start", extra={"error": str(e)})
         print(f"otelpipe: failed to start: {e}", file=sys.stderr)
         return 1
+    finally:
+        if watcher is not None:
+            watcher.cancel()
     return 1 if service.fatal else 0
 
 
@@ -171,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "the default command")
     _config_args(run)
     run.add_argument("--no-uvloop", action="store_true", help="use the default asyncio event loop")
+    run.add_argument("--watch-config", action="store_true",
+                     help="reload when a config file changes (e.g. a Kubernetes ConfigMap update), as SIGHUP does")
     run.set_defaults(func=cmd_run)
     val = sub.add_parser("validate", help="check a config; exit 1 with one line per problem")
     _config_args(val)

@@ -34,7 +34,7 @@ _Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 class AdminServer:
     def __init__(self, address: Endpoint, telemetry: Telemetry, *, is_ready: Callable[[], bool],
-                 status: Callable[[], dict[str, Any]]) -> None:
+                 status: Callable[[], dict[str, Any]], reload: Callable[[], Awaitable[Any]] | None = None) -> None:
         self._address = address
         self._telemetry = telemetry
         self._is_ready = is_ready
@@ -48,6 +48,7 @@ class AdminServer:
             "/status": self._status_handler,
             "/": self._page,
         }
+        self._reload = reload
         self._refused = telemetry.counter("admin_refused_connections")
         self.endpoints: dict[str, str] = {}
 
@@ -69,12 +70,26 @@ class AdminServer:
             self._runner = None
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path == "/-/reload":
+            return await self._reload_handler(request)
         handler = self._routes.get(request.path)
         if handler is None:
             return web.Response(status=404, text="404: Not Found")
         if request.method not in ("GET", "HEAD"):
             return web.Response(status=405, text="405: Method Not Allowed", headers={"Allow": "GET, HEAD"})
         return await handler(request)
+
+    async def _reload_handler(self, request: web.BaseRequest) -> web.Response:
+        """`POST /-/reload` (Prometheus' spelling): re-read the config; 200 when running it, else 400/500 with why."""
+        if request.method not in ("POST", "PUT"):
+            return web.Response(status=405, text="405: Method Not Allowed: POST to reload",
+                                headers={"Allow": "POST, PUT"})
+        if self._reload is None:
+            return web.json_response({"result": "failed", "problems": ["reload is not available"]}, status=501)
+        outcome = await self._reload()
+        status = 200 if outcome.ok else 400 if outcome.result == "invalid" else 500
+        return web.json_response({"result": outcome.result, "config_hash": outcome.config_hash,
+                                  "problems": outcome.problems}, status=status)
 
     async def _healthz(self, _req: web.BaseRequest) -> web.Response:
         return web.json_response({"status": "ok", "uptime_s": round(time.time() - self._started, 3)})

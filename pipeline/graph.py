@@ -7,6 +7,13 @@ receivers (one per receiver id, handed one consumer per signal that fans out to
 every pipeline listing it). Start runs exporters → processors → receivers;
 shutdown runs the reverse, so processors can flush into exporters that are
 still running and exporters drain last.
+
+Unlike the Collector, a reload does not rebuild everything: `build(previous=)`
+reuses every running component whose settings did not change (and whose
+extensions did not), so its sockets, queues, aggregates, series and buffers
+live on. A component hands its output to a `Relay` (processors: their
+`ObservedConsumer`), so a reused component is re-pointed at the new graph's
+downstream in one synchronous step (`switch()`), with no await in between.
 """
 from __future__ import annotations
 
@@ -72,21 +79,42 @@ class FanOut:
             raise (retryable or errors)[0]
 
 
-class ObservedConsumer:
+class Relay:
+    """A component's output edge, re-pointable when a reload reuses the component.
+
+    `retarget()` is synchronous: every payload handed on after it goes to the
+    new consumer, every one before it to the old.
+    """
+
+    __slots__ = ("_next", "mutates_data")
+
+    def __init__(self, next_consumer: Consumer) -> None:
+        self._next = next_consumer
+        self.mutates_data = next_consumer.mutates_data
+
+    def retarget(self, next_consumer: Consumer) -> None:
+        self._next = next_consumer
+        self.mutates_data = next_consumer.mutates_data
+
+    async def consume(self, payload: Payload) -> None:
+        await self._next.consume(payload)
+
+
+class ObservedConsumer(Relay):
     """Counts the items that cross one edge of the graph (the Collector's obsconsumer).
 
     The graph puts one in front of every processor (`incoming`) and one in front
     of what each processor hands on to (`outgoing`), so the standard
     `otelpipe_processor_{incoming,outgoing}_*` counters move for every
-    processor without any processor recording them itself.
+    processor without any processor recording them itself. The outgoing one is
+    the processor's relay for reloads.
     """
 
-    __slots__ = ("_next", "_count", "mutates_data")
+    __slots__ = ("_count",)
 
     def __init__(self, next_consumer: Consumer, count: Callable[[int], None]) -> None:
-        self._next = next_consumer
+        super().__init__(next_consumer)
         self._count = count
-        self.mutates_data = next_consumer.mutates_data
 
     async def consume(self, payload: Payload) -> None:
         self._count(payload.items)
@@ -107,6 +135,12 @@ class PipelineEntry:
 
 @dataclass
 class Node:
+    """One running component in the graph.
+
+    `outputs` are the relays it hands data to (one per signal for receivers);
+    `reused` says the component was taken over, running, from the previous graph.
+    """
+
     kind: Kind
     id: ComponentID
     component: Any
@@ -114,6 +148,13 @@ class Node:
     signal: Signal | None = None
     state: str = "created"
     to_signal: Signal | None = None
+    outputs: dict[Signal | None, Relay] = field(default_factory=dict)
+    reused: bool = False
+
+    @property
+    def key(self) -> NodeKey:
+        """What identifies the component across configs: kind, id, pipeline and signals."""
+        return (self.kind, self.id, self.signal, self.to_signal, self.pipeline)
 
     @property
     def label(self) -> str:
@@ -126,6 +167,9 @@ class Node:
         return f"{self.kind.value} {self.id}{where}"
 
 
+NodeKey = tuple[Kind, ComponentID, Signal | None, Signal | None, str]
+
+
 @dataclass
 class Graph:
     """The running DAG. `middle` holds processors and connectors in start order (downstream first)."""
@@ -136,6 +180,9 @@ class Graph:
     exporters: list[Node] = field(default_factory=list)
     middle: list[Node] = field(default_factory=list)
     receivers: list[Node] = field(default_factory=list)
+    _previous: dict[NodeKey, Node] = field(default_factory=dict, repr=False)
+    _reusable: Callable[[Kind, ComponentID], bool] = field(default=lambda _k, _c: False, repr=False)
+    _retargets: list[tuple[Relay, Consumer]] = field(default_factory=list, repr=False)
 
     @property
     def processors(self) -> list[Node]:
@@ -145,7 +192,17 @@ class Graph:
     def connectors(self) -> list[Node]:
         return [n for n in self.middle if n.kind is Kind.CONNECTOR]
 
-    def build(self) -> None:
+    def build(self, previous: Graph | None = None,
+              reusable: Callable[[Kind, ComponentID], bool] | None = None) -> None:
+        """Create every component; with `previous`, take over its running ones that `reusable` allows.
+
+        `reusable(kind, id)` says whether the component's settings are unchanged;
+        a component is taken over only if it also sits at the same place (same
+        pipeline, same signals; a receiver feeding the same signals) and runs.
+        """
+        if previous is not None and reusable is not None:
+            self._previous = {n.key: n for n in previous.start_order() if n.state == "running"}
+            self._reusable = reusable
         cfg = self.config
         exporters = self._build_exporters()
         entries: dict[PipelineID, PipelineEntry] = {}
@@ -160,12 +217,17 @@ class Graph:
             nxt: Consumer = outs[0] if len(outs) == 1 else FanOut(outs)
             mutates = False
             for prid in reversed(p.processors):
-                factory = factory_of(self.factories, ProcessorFactory, prid.type)
                 settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
                 obs = self.telemetry.processor(settings)
-                proc = factory.create(settings, cfg.processors[prid], ObservedConsumer(nxt, obs.outgoing))
+                node = self._take_over(Node(Kind.PROCESSOR, prid, None, pipeline=str(pid), signal=pid.signal), nxt)
+                if node is None:
+                    factory = factory_of(self.factories, ProcessorFactory, prid.type)
+                    out = ObservedConsumer(nxt, obs.outgoing)
+                    node = Node(Kind.PROCESSOR, prid, factory.create(settings, cfg.processors[prid], out),
+                                pipeline=str(pid), signal=pid.signal, outputs={None: out})
+                proc = node.component
                 mutates = mutates or proc.mutates_data
-                self.middle.append(Node(Kind.PROCESSOR, prid, proc, pipeline=str(pid), signal=pid.signal))
+                self.middle.append(node)
                 nxt = ObservedConsumer(proc, obs.incoming)
             entries[pid] = PipelineEntry(pid, nxt, mutates)
 
@@ -178,9 +240,40 @@ class Graph:
                     consumers[sig] = heads[0] if len(heads) == 1 else FanOut(heads)
             if not consumers:
                 continue  # defined but unused (a warning at validation)
-            rfactory = factory_of(self.factories, ReceiverFactory, rid.type)
-            settings = self._settings(Kind.RECEIVER, rid, None)
-            self.receivers.append(Node(Kind.RECEIVER, rid, rfactory.create(settings, rcfg, consumers)))
+            self.receivers.append(self._receiver(rid, rcfg, consumers))
+
+    def _receiver(self, rid: ComponentID, rcfg: Any, consumers: dict[Signal, Consumer]) -> Node:
+        """The receiver `rid`: the running one if reusable and feeding the same signals, else a new one."""
+        old = self._previous.get((Kind.RECEIVER, rid, None, None, ""))
+        if old is not None and set(old.outputs) == set(consumers) and self._reusable(Kind.RECEIVER, rid):
+            for sig, consumer in consumers.items():
+                self._retargets.append((old.outputs[sig], consumer))
+            return Node(Kind.RECEIVER, rid, old.component, state="running", outputs=old.outputs, reused=True)
+        relays = {sig: Relay(c) for sig, c in consumers.items()}
+        rfactory = factory_of(self.factories, ReceiverFactory, rid.type)
+        settings = self._settings(Kind.RECEIVER, rid, None)
+        component = rfactory.create(settings, rcfg, dict(relays))
+        return Node(Kind.RECEIVER, rid, component, outputs=dict(relays))  # type: ignore[arg-type]
+
+    def _take_over(self, node: Node, nxt: Consumer | None) -> Node | None:
+        """The running component at `node`'s place in the previous graph, re-pointed at `nxt` on `switch()`."""
+        old = self._previous.get(node.key)
+        if old is None or not self._reusable(node.kind, node.id):
+            return None
+        if nxt is not None:
+            self._retargets.append((old.outputs[None], nxt))
+        node.component, node.state, node.outputs, node.reused = old.component, "running", old.outputs, True
+        return node
+
+    def switch(self) -> None:
+        """Point every reused component at this graph's downstream (synchronous: no payload sees half of it)."""
+        for relay, consumer in self._retargets:
+            relay.retarget(consumer)
+        self._retargets.clear()
+
+    def component_set(self) -> set[int]:
+        """Identities of the components in this graph (to tell which of a previous graph's ones leave)."""
+        return {id(n.component) for n in self.start_order()}
 
     def _build_exporters(self) -> dict[tuple[ComponentID, Signal], ExporterHelper]:
         """One exporter per (id, signal), shared by every pipeline of that signal that lists it."""
@@ -191,12 +284,15 @@ class Graph:
                 key = (eid, pid.signal)
                 if key in exporters or eid in cfg.connectors:
                     continue
-                factory = factory_of(self.factories, ExporterFactory, eid.type)
-                settings = self._settings(Kind.EXPORTER, eid, pid.signal)
-                ecfg = cfg.exporters[eid]
-                helper = ExporterHelper(settings, factory.create(settings, ecfg), ecfg)
-                exporters[key] = helper
-                self.exporters.append(Node(Kind.EXPORTER, eid, helper, signal=pid.signal))
+                node = self._take_over(Node(Kind.EXPORTER, eid, None, signal=pid.signal), None)
+                if node is None:
+                    factory = factory_of(self.factories, ExporterFactory, eid.type)
+                    settings = self._settings(Kind.EXPORTER, eid, pid.signal)
+                    ecfg = cfg.exporters[eid]
+                    node = Node(Kind.EXPORTER, eid, ExporterHelper(settings, factory.create(settings, ecfg), ecfg),
+                                signal=pid.signal)
+                exporters[key] = node.component
+                self.exporters.append(node)
         return exporters
 
     def _connector_consumer(self, cid: ComponentID, source: Signal, entries: Mapping[PipelineID, PipelineEntry],
@@ -220,10 +316,15 @@ class Graph:
                 continue
             key = (cid, source, target)
             if key not in built:
-                settings = self._settings(Kind.CONNECTOR, cid, source, to_signal=target)
-                comp = factory.create(settings, cfg.connectors[cid], heads[0] if len(heads) == 1 else FanOut(heads))
-                built[key] = comp
-                self.middle.append(Node(Kind.CONNECTOR, cid, comp, signal=source, to_signal=target))
+                nxt: Consumer = heads[0] if len(heads) == 1 else FanOut(heads)
+                node = self._take_over(Node(Kind.CONNECTOR, cid, None, signal=source, to_signal=target), nxt)
+                if node is None:
+                    settings = self._settings(Kind.CONNECTOR, cid, source, to_signal=target)
+                    out = Relay(nxt)
+                    node = Node(Kind.CONNECTOR, cid, factory.create(settings, cfg.connectors[cid], out),
+                                signal=source, to_signal=target, outputs={None: out})
+                built[key] = node.component
+                self.middle.append(node)
             instances.append(built[key])
         return instances[0] if len(instances) == 1 else FanOut(instances)
 
@@ -237,8 +338,11 @@ class Graph:
         """Exporters, then processors and connectors nearest the exporters first, receivers last."""
         return [*self.exporters, *self.middle, *self.receivers]
 
-    async def start(self, host: Host) -> None:
-        for node in self.start_order():
+    async def start(self, host: Host, nodes: list[Node] | None = None) -> None:
+        """Start `nodes` (default: all) in start order; reused ones are running already."""
+        for node in self.start_order() if nodes is None else nodes:
+            if node.state == "running":
+                continue
             try:
                 await node.component.start(host)
             except Exception as e:
@@ -246,10 +350,18 @@ class Graph:
             node.state = "running"
             logging.getLogger("otelpipe.service").debug("started", extra={"component": node.label})
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, keep: set[int] | None = None) -> None:
         """The reverse of start: receivers, then each pipeline's processors first-to-last (each flushes
-        downstream) with connectors after the pipelines that feed them, then exporters (drain)."""
-        for node in reversed(self.start_order()):
+        downstream) with connectors after the pipelines that feed them, then exporters (drain).
+
+        Components in `keep` (identities, see `component_set`) were taken over by a newer graph and
+        are left running.
+        """
+        await self.stop_nodes([n for n in reversed(self.start_order()) if keep is None or id(n.component) not in keep])
+
+    async def stop_nodes(self, nodes: list[Node]) -> None:
+        """Shut `nodes` down in the order given, each once."""
+        for node in nodes:
             if node.state == "stopped":
                 continue
             node.state = "stopping"

@@ -37,6 +37,14 @@ class ShutdownError(SendError):
     reason = "shutdown"
 
 
+class HandedOverError(Exception):
+    """A reload replaced the exporter while this request waited to be retried: its successor sends it.
+
+    Not a failure: the obs wrapper does not count it, and the queue sender gives
+    the payload to the successor (`ExporterHelper.hand_over`).
+    """
+
+
 def describe(e: BaseException) -> str:
     """`Type: message` for logs (the message alone is often empty, e.g. for a bare TimeoutError)."""
     text = str(e)

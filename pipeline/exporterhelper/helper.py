@@ -17,6 +17,13 @@ dropping); at the deadline the retry waits end, and whatever is still queued or
 in flight is counted failed with reason `shutdown`. Without a queue the caller
 still holds its data, so retry waits end as soon as shutdown starts and the
 caller gets a retryable error to send it again.
+
+A reload that changes an exporter's settings replaces it with a successor of
+the same id and signal (`hand_over`): what the old one's queue holds moves to
+the successor's queue, a request waiting to be retried moves when its wait
+ends (at once), stragglers sent to the old one are passed on, and only attempts
+already under way finish against the old backend. Nothing acknowledged is
+dropped or counted twice: the successor sends and counts it.
 """
 from __future__ import annotations
 
@@ -25,6 +32,7 @@ import asyncio
 from pipeline.component import Exporter, Host, Settings
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper.config import ExporterConfig
+from pipeline.exporterhelper.errors import HandedOverError
 from pipeline.exporterhelper.obs import ObsSender, PushTimer
 from pipeline.exporterhelper.queue import new_queue
 from pipeline.exporterhelper.queue_sender import QueueSender
@@ -61,6 +69,8 @@ class ExporterHelper:
             if q.enabled else None)
         self._stopping = False
         self._shut = False
+        self._successor: ExporterHelper | None = None
+        self._adopting: set[asyncio.Task[None]] = set()
 
     @property
     def queue_size(self) -> int:
@@ -72,13 +82,46 @@ class ExporterHelper:
             await self._queue.start()
 
     async def consume(self, payload: Payload) -> None:
+        if self._successor is not None:
+            await self._successor.consume(payload)
+            return
         if self._stopping:
             self._obs.enqueue_failed(payload.items, "shutting_down")
             raise RetryableError(f"exporter {self.settings.id} is shutting down", retry_after=1.0)
         if self._queue is None:
-            await self._send(payload)
+            try:
+                await self._send(payload)
+            except HandedOverError as e:  # replaced mid-retry; the caller still holds the data
+                raise RetryableError(f"exporter {self.settings.id} was replaced by a reload", 0.0) from e
         else:
             self._queue.offer(payload)
+
+    def hand_over(self, successor: ExporterHelper) -> None:
+        """A reload replaced this exporter: everything queued or waiting to be retried goes to `successor`."""
+        self._successor = successor
+        if self._retry is not None:
+            self._retry.hand_over()
+        if self._queue is not None:
+            self._queue.hand_over(successor.adopt)
+
+    def adopt(self, payloads: list[Payload]) -> None:
+        """Take payloads a predecessor had acknowledged: queued past capacity, or sent now without a queue."""
+        if self._queue is not None:
+            self._queue.force(payloads)
+            return
+        for payload in payloads:
+            task = asyncio.create_task(self._send_adopted(payload), name=f"{self.settings.id}-adopted")
+            self._adopting.add(task)
+            task.add_done_callback(self._adopting.discard)
+
+    async def _send_adopted(self, payload: Payload) -> None:
+        try:
+            await self._send(payload)
+        except HandedOverError:  # replaced again meanwhile
+            if self._successor is not None:
+                self._successor.adopt([payload])
+        except Exception:  # the obs wrapper has counted and logged the failure
+            return
 
     async def shutdown(self) -> None:
         """Stop intake, stop retrying (at once without a queue, at the deadline with one), drain, stop the exporter."""
@@ -88,6 +131,8 @@ class ExporterHelper:
         self._stopping = True
         if self._queue is None:
             await self._stop_retry()
+            if self._adopting:
+                await asyncio.gather(*self._adopting, return_exceptions=True)
             await self._stop_exporter()
             return
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pipeline.clock import Clock
 from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
-from pipeline.exporterhelper.errors import RetriesExhaustedError, SendError, describe
+from pipeline.exporterhelper.errors import HandedOverError, RetriesExhaustedError, SendError, describe
 from pipeline.exporterhelper.sender import Send
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload
@@ -60,6 +60,8 @@ class ObsSender:
                             extra={"items": n, "error": str(e)})
             e.counted = True
             raise
+        except HandedOverError:
+            raise  # not an outcome: the successor exporter sends it and counts it
         except Exception as e:  # transient, and no retry is coming: count it and tell the caller
             reason = failure_reason(e)
             self._obs.failed(n, reason)

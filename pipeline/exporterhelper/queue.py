@@ -75,6 +75,8 @@ class SendQueue(Protocol):
 
     def drain_nowait(self) -> list[Payload]: ...
 
+    def force(self, payload: Payload) -> None: ...
+
 
 def payload_bytes(payload: Payload) -> int:
     """Wire size of a payload; encodes it once if no stage has yet (the exporter needs the bytes anyway)."""
@@ -110,16 +112,26 @@ class MemoryQueue:
     def offer(self, payload: Payload) -> bool:
         if self._closed:
             return False
-        nbytes = payload_bytes(payload)
-        units = 1 if self.sizer == "requests" else payload.items if self.sizer == "items" else nbytes
+        units, nbytes = self._measure(payload)
         if self._items and (self._used + units > self.capacity or self._bytes + nbytes > self.max_bytes):
             return False
+        self._append(payload, units, nbytes)
+        return True
+
+    def force(self, payload: Payload) -> None:
+        """Append even past the bounds: a payload a replaced exporter's queue had already acknowledged."""
+        self._append(payload, *self._measure(payload))
+
+    def _measure(self, payload: Payload) -> tuple[int, int]:
+        nbytes = payload_bytes(payload)
+        return (1 if self.sizer == "requests" else payload.items if self.sizer == "items" else nbytes), nbytes
+
+    def _append(self, payload: Payload, units: int, nbytes: int) -> None:
         payload.compact()
         self._items.append((payload, units, nbytes))
         self._used += units
         self._bytes += nbytes
         self._wake.set()
-        return True
 
     async def take(self) -> Payload | None:
         while True:

@@ -11,14 +11,18 @@ Shutting down is two steps the chain calls in order: `shutdown()` closes the
 queue and lets the consumers drain it; if the Service's deadline cuts that
 short, `abandon()` stops the consumers and counts every payload still queued or
 in flight as failed with reason `shutdown`, so nothing acknowledged disappears
-uncounted.
+uncounted. A reload that replaces the exporter calls `hand_over(adopt)` instead:
+the queued payloads, and each one whose retry wait the hand-over ended, go to
+the successor's `adopt`, and the consumers stop once their last attempt is done.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from pipeline.errors import PermanentError, QueueFullError, RetryableError
+from pipeline.exporterhelper.errors import HandedOverError
 from pipeline.exporterhelper.queue import QueueConfig, SendQueue
 from pipeline.exporterhelper.sender import Send
 from pipeline.logutil import RateLimitedLog
@@ -39,6 +43,7 @@ class QueueSender:
         self._log = log
         self._logger = logger
         self._consumers: list[asyncio.Task[None]] = []
+        self._adopt: Callable[[list[Payload]], None] | None = None
         obs.register_queue(queue.size, queue.capacity)
 
     def size(self) -> int:
@@ -69,8 +74,24 @@ class QueueSender:
                 # The shutdown deadline cut this send short (maybe mid-retry): account for it.
                 self._obs.failed(payload.items, "shutdown")
                 raise
+            except HandedOverError:
+                if self._adopt is not None:
+                    self._adopt([payload])
             except (PermanentError, RetryableError):
                 continue  # the obs wrapper below already counted and logged it; take the next payload
+
+    def hand_over(self, adopt: Callable[[list[Payload]], None]) -> None:
+        """Give every queued payload to `adopt` (the successor), and later the ones a hand-over interrupts."""
+        self._adopt = adopt
+        self._queue.close()
+        left = self._queue.drain_nowait()
+        if left:
+            adopt(left)
+
+    def force(self, payloads: list[Payload]) -> None:
+        """Queue payloads a predecessor had acknowledged, past the capacity if need be (never refused)."""
+        for payload in payloads:
+            self._queue.force(payload)
 
     async def shutdown(self) -> None:
         """Close the queue and wait until the consumers have sent (or given up on) everything in it."""

@@ -8,8 +8,10 @@ raises `RetriesExhaustedError`. Every wait and elapsed time is read from the
 clock in `Settings`, so tests drive time with `pipeline.testing.FakeClock`.
 
 Waits end at once when `shutdown()` sets the stop event, raising
-`ShutdownError`; after that a failure is not retried at all. Who stops the
-retry sender, and when, is the chain's decision (`helper.py`).
+`ShutdownError`; after that a failure is not retried at all. `hand_over()`
+ends them the same way but raises `HandedOverError`, so a reload's successor
+exporter sends the request instead. Who stops the retry sender, and when, is
+the chain's decision (`helper.py`).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import random
 from pipeline.clock import Clock
 from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
 from pipeline.exporterhelper.errors import (
+    HandedOverError,
     RetriesExhaustedError,
     ShutdownError,
     describe,
@@ -40,6 +43,7 @@ class RetrySender:
         self._next = next_send
         self._rng = rng or random.Random()
         self._stop = asyncio.Event()
+        self._handed_over = False
 
     async def send(self, payload: Payload) -> None:
         began = self._clock()
@@ -65,6 +69,8 @@ class RetrySender:
                               extra={"items": payload.items, "attempt": attempt, "delay_s": round(delay, 3),
                                      "error": describe(error)})
             if await clock.wait(delay, self._stop):
+                if self._handed_over:
+                    raise HandedOverError(describe(error)) from error
                 raise ShutdownError(f"exporter is shutting down; not retrying: {describe(error)}",
                                     retry_after) from error
             attempt += 1
@@ -78,5 +84,10 @@ class RetrySender:
 
     async def shutdown(self) -> None:
         """End every retry wait now (its request raises `ShutdownError`) and retry nothing from here on."""
+        self._stop.set()
+
+    def hand_over(self) -> None:
+        """End every retry wait now with `HandedOverError` (a successor will send), and retry nothing more."""
+        self._handed_over = True
         self._stop.set()
 

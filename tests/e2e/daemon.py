@@ -56,6 +56,16 @@ class Daemon:
         self.lines.append(obj)
         return obj  # type: ignore[no-any-return]
 
+    async def wait_for_log(self, msg: str, count: int = 1, timeout: float = 20) -> dict[str, Any]:
+        """Read log lines until `count` of them (already read ones included) have `msg`; returns the last."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = [line for line in self.lines if line.get("msg") == msg]
+                if len(found) >= count:
+                    return found[count - 1]
+                if await self._readline() is None:
+                    raise RuntimeError(f"otelpipe exited before logging {msg!r}:\n" + "\n".join(self.raw))
+
     async def stop(self, sig: int, timeout: float = 30) -> int:
         assert self.proc
         self.proc.send_signal(sig)
@@ -67,3 +77,11 @@ class Daemon:
     def kill(self) -> None:
         if self.proc and self.proc.returncode is None:
             self.proc.kill()
+
+    async def close(self) -> None:
+        """Kill if still running and reap the process (its transport must not outlive the event loop)."""
+        self.kill()
+        if self.proc is not None:
+            await self.proc.wait()
+        if self._stdout_task is not None:
+            await self._stdout_task

@@ -39,6 +39,7 @@ class FakeReceiverConfig:
     endpoint: Endpoint = field(default_factory=lambda: Endpoint.listen("127.0.0.1:0"))
     nested: Nested = field(default_factory=Nested)
     mode: str = "a"
+    fail_start: bool = False  # start() raises, as a receiver whose port is taken does
 
     def validate(self) -> list[object]:
         return [("mode", "must be 'a' or 'b'")] if self.mode not in ("a", "b") else []
@@ -51,8 +52,11 @@ class FakeReceiver:
     def __init__(self, settings: Settings, cfg: FakeReceiverConfig, consumers: Mapping[Signal, Consumer]) -> None:
         self.consumers = consumers
         self.started = False
+        self._fail = cfg.fail_start
 
     async def start(self, host: object) -> None:
+        if self._fail:
+            raise OSError("address already in use")
         self.started = True
 
     async def shutdown(self) -> None:

@@ -59,11 +59,11 @@ async def test_reload_swaps_graph_and_keeps_old_on_invalid_config() -> None:
                   reload_config=lambda: load_text(texts[0], fmap, env={}))
     await svc.start()
     try:
-        assert await svc.reload() is True
+        assert (await svc.reload()).result == "ok"
         assert set(svc.config.pipelines) == {PipelineID(Signal.TRACES), PipelineID(Signal.LOGS, "x")}
         assert svc.ready
         texts[0] = "receivers: {nope: {}}"
-        assert await svc.reload() is False
+        assert (await svc.reload()).result == "invalid"
         assert PipelineID(Signal.LOGS, "x") in svc.config.pipelines and svc.ready
         assert svc.telemetry.value("otelpipe_config_reloads_total", result="invalid") == 1
     finally:
