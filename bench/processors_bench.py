@@ -9,12 +9,13 @@ whenever a processor causes them:
   passthrough     no processor (serialize returns the cached bytes)
   uuid_normalize  the processor with its default config
   secret_mask     the processor with its default config
-  both            secret_mask then uuid_normalize (the order of DESIGN.md's traces pipeline)
+  both            secret_mask then uuid_normalize, each its own walk
+  fused           the two in one scan and one walk (what the graph runs when they are adjacent)
 
 `--clean` also runs the cases on requests holding only the load's LLM `chat`
 spans (and no resource attributes): agent spans with nothing to mask or normalize.
-`--scanner re` forces the CPython `re` anchor scanner (the fallback where hyperscan
-is not installed) instead of hyperscan; `--walker python` the pure-Python wire walker
+`--scanner` picks secret_mask's anchor scanner (libhs: libhyperscan from C; binding: the hyperscan
+Python binding; re: CPython `re`, where hyperscan is not installed); `--walker python` the pure-Python wire walker
 (the fallback where the C extension processors/privacy/_wirewalk.c is not built). CPU time is `time.process_time()`; the
 figure is the median of `--reps` loops of `--seconds` each.
 
@@ -41,6 +42,7 @@ import payloads
 
 from pipeline.model import Payload, Signal
 from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
+from processors.privacy.stage import Fused
 from processors.privacy.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig
 
 SIGNALS = {"traces": Signal.TRACES, "metrics": Signal.METRICS, "logs": Signal.LOGS}
@@ -88,8 +90,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--clean", action="store_true", help="also measure requests with nothing to mask")
-    ap.add_argument("--scanner", default="auto", choices=["auto", "hyperscan", "re"],
-                    help="anchor scanner of both processors (auto: hyperscan when installed)")
+    ap.add_argument("--scanner", default="auto", choices=["auto", "libhs", "binding", "re"],
+                    help="secret_mask's anchor scanner (auto: the best installed)")
     ap.add_argument("--walker", default="auto", choices=["auto", "c", "python"],
                     help="wire walker of both processors (auto: the C one when built)")
     args = ap.parse_args()
@@ -107,17 +109,19 @@ def main() -> None:
     for label, bs in sets:
         counts = [payloads.count_items(args.signal, b) for b in bs]
         per_request = sum(counts) / len(counts)
-        sc = args.scanner
-        kw = {"scanner_backend": sc, "native": {"auto": None, "c": True, "python": False}[args.walker]}
+        native = {"auto": None, "c": True, "python": False}[args.walker]
+        sm = SecretMask(SecretMaskConfig(), signal, scanner_backend=args.scanner, native=native)
+        un = UUIDNormalize(UUIDNormalizeConfig(), signal, native=native)
         cases: dict[str, list[Callable[[Payload], Payload]]] = {
             "passthrough": [],
-            "uuid_normalize": [UUIDNormalize(UUIDNormalizeConfig(), signal, **kw)],
-            "secret_mask": [SecretMask(SecretMaskConfig(), signal, **kw)],
-            "both": [SecretMask(SecretMaskConfig(), signal, **kw),
-                     UUIDNormalize(UUIDNormalizeConfig(), signal, **kw)],
+            "uuid_normalize": [un],
+            "secret_mask": [sm],
+            "both": [sm, un],
         }
-        walker = "c" if cases["secret_mask"][0].wire.native is not None else "python"  # type: ignore[attr-defined]
-        print(f"\n{label} (scanner: {cases['secret_mask'][0].scanner.backend}, walker: {walker}):")  # type: ignore[attr-defined]
+        if signal is not Signal.METRICS:
+            cases["fused"] = [Fused(sm.single, un.single)]
+        walker = "c" if sm.single.walker.native else "python"
+        print(f"\n{label} (scanner: {sm.scanner.backend}, walker: {walker}):")
         for name, procs in cases.items():
             rates = [run_case(signal, bs, counts, procs, args.seconds) for _ in range(args.reps)]
             med = statistics.median(rates)

@@ -8,13 +8,16 @@
  * request takes ~20 us; releasing the GIL for it would only invite the hand-offs back) and
  * records matches in C (processors/privacy/_matches.h), so a scan makes no Python call at all.
  *
+ * Shapes (byte-class anchors such as the card digits) are not compiled: _matches.h samples for them
+ * after the hyperscan pass, in the same call.
+ *
  * It links the system libhyperscan (Debian: libhyperscan-dev to build, libhyperscan5 to run), so
  * it is optional twice over: setup.py skips it where the library is not installed, and
- * processors/privacy/anchorscan.py falls back to the Python binding (with _wirewalk's Collector) where it
- * does not import. Both give the same offsets (tests/unit/processors/privacy/test_wirewalk_native.py).
+ * processors/privacy/scanner.py falls back to the Python binding (with _wirewalk's Collector) where it
+ * does not import. Both give the same offsets (tests/unit/processors/privacy/test_scanner.py).
  *
- *   Scanner(expressions: list[bytes], flags: list[int], adj: tuple[int], anchor_of: tuple[int],
- *           gate_from: int)
+ *   Scanner(expressions: list[bytes], ids: list[int], flags: list[int], adj: tuple[int],
+ *           anchor_of: tuple[int], gate_from: int, shapes: tuple)
  *   Scanner.scan(data) -> (offsets, anchor indexes, gate expression ids), as _matches.h says.
  *   One scan at a time per Scanner (its scratch space), as for AnchorScanner.
  */
@@ -43,20 +46,23 @@ static void scanner_release(Scanner *self) {
 }
 
 static int scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"expressions", "flags", "adj", "anchor_of", "gate_from", NULL};
-    PyObject *exprs, *flags, *adj, *anchor_of;
+    static char *kwlist[] = {"expressions", "ids", "flags", "adj", "anchor_of", "gate_from", "shapes", NULL};
+    PyObject *exprs, *idlist, *flags, *adj, *anchor_of, *shapes;
     Py_ssize_t gate_from;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!n", kwlist, &PyList_Type, &exprs, &PyList_Type, &flags,
-                                     &PyTuple_Type, &adj, &PyTuple_Type, &anchor_of, &gate_from))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!O!O!nO!", kwlist, &PyList_Type, &exprs, &PyList_Type, &idlist,
+                                     &PyList_Type, &flags, &PyTuple_Type, &adj, &PyTuple_Type, &anchor_of, &gate_from,
+                                     &PyTuple_Type, &shapes))
         return -1;
     Py_ssize_t n = PyList_GET_SIZE(exprs);
-    if (n == 0 || PyList_GET_SIZE(flags) != n || PyTuple_GET_SIZE(adj) != n) {
-        PyErr_SetString(PyExc_ValueError, "one flag and one adjustment per expression, at least one expression");
+    if (PyList_GET_SIZE(flags) != n || PyList_GET_SIZE(idlist) != n) {
+        PyErr_SetString(PyExc_ValueError, "one id and one flag per expression");
         return -1;
     }
     scanner_release(self);
-    if (matches_init(&self->m, adj, anchor_of, gate_from) < 0)
+    if (matches_init(&self->m, adj, anchor_of, gate_from, shapes) < 0)
         return -1;
+    if (n == 0)
+        return 0; /* shapes only */
     const char **ex = PyMem_Calloc((size_t)n, sizeof(char *));
     unsigned int *fl = PyMem_Calloc((size_t)n, sizeof(unsigned int));
     unsigned int *ids = PyMem_Calloc((size_t)n, sizeof(unsigned int));
@@ -73,9 +79,13 @@ static int scanner_init(Scanner *self, PyObject *args, PyObject *kwds) {
         }
         ex[k] = PyBytes_AS_STRING(e);
         fl[k] = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(flags, k));
+        ids[k] = (unsigned int)PyLong_AsUnsignedLong(PyList_GET_ITEM(idlist, k));
         if (PyErr_Occurred())
             goto done;
-        ids[k] = (unsigned int)k;
+        if ((Py_ssize_t)ids[k] >= self->m.n_ids) {
+            PyErr_SetString(PyExc_ValueError, "an expression id is out of range");
+            goto done;
+        }
     }
     hs_compile_error_t *err = NULL;
     if (hs_compile_multi(ex, fl, ids, (unsigned int)n, HS_MODE_BLOCK, NULL, &self->db, &err) != HS_SUCCESS) {
@@ -113,7 +123,7 @@ static int on_match(unsigned int id, unsigned long long from, unsigned long long
 }
 
 static PyObject *scanner_scan(Scanner *self, PyObject *arg) {
-    if (self->db == NULL || self->scratch == NULL) {
+    if (self->m.adj == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "Scanner not initialised");
         return NULL;
     }
@@ -127,7 +137,11 @@ static PyObject *scanner_scan(Scanner *self, PyObject *arg) {
     }
     matches_reset(&self->m);
     self->failed = 0;
-    hs_error_t rc = hs_scan(self->db, b.buf, (unsigned int)b.len, 0, self->scratch, on_match, self);
+    hs_error_t rc = HS_SUCCESS;
+    if (self->db != NULL)
+        rc = hs_scan(self->db, b.buf, (unsigned int)b.len, 0, self->scratch, on_match, self);
+    if (!self->failed && rc == HS_SUCCESS && matches_add_shapes(&self->m, b.buf, b.len) < 0)
+        self->failed = 1;
     PyBuffer_Release(&b);
     if (self->failed) {
         matches_reset(&self->m);

@@ -7,7 +7,7 @@ must appear as whole parts, so `http.request.header.authorization` and
 (`tokens` is not `token`). A term followed by a qualifier part (`token_count`,
 `token.type`, `secret.name`, ...) describes the credential rather than holding
 it, so it does not match either. Pure functions and one bounded cache; the
-value detectors (`processors.secret_detectors`) use the same matcher for
+value rules (`processors.privacy.secret_rules`) use the same matcher for
 `key=value` pairs inside text.
 
 Semantic-convention identifiers (`session.id`, `gen_ai.conversation.id`, ...)
@@ -21,7 +21,7 @@ cookie or a query string). Precedence, from the strongest: `allowed_keys`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 #: Default sensitive key terms (each split into name parts like keys are).
 DEFAULT_BLOCKED_KEYS: tuple[str, ...] = (
@@ -70,6 +70,23 @@ def key_parts(key: str) -> list[str]:
     return [p.lower() for p in _PART_RE.findall(key)]
 
 
+class KnownKeys(dict):  # type: ignore[type-arg]
+    """Key -> classification, computed by `fn` on a miss and remembered for at most `limit` keys (keys of
+    unbounded cardinality cost a recomputation, never memory). A lookup of a known key is a plain dict
+    lookup, also from C (the C walker's credential_pair check subscripts it)."""
+
+    def __init__(self, fn: Callable[[str], int], limit: int) -> None:
+        super().__init__()
+        self._fn = fn
+        self._limit = limit
+
+    def __missing__(self, key: str) -> int:
+        c = self._fn(key)
+        if len(self) < self._limit:
+            self[key] = c
+        return c
+
+
 class KeyMatcher:
     """Classifies attribute keys as sensitive / not / explicitly allowed, with a bounded cache.
 
@@ -78,7 +95,7 @@ class KeyMatcher:
     a recomputation, never memory).
     """
 
-    __slots__ = ("_allowed_exact", "_allowed_prefixes", "_cache", "_kept", "_qualifiers", "_terms")
+    __slots__ = ("_allowed_exact", "_allowed_prefixes", "_kept", "_qualifiers", "known", "terms")
 
     def __init__(self, blocked_keys: Iterable[str] = DEFAULT_BLOCKED_KEYS, allowed_keys: Iterable[str] = (),
                  qualifiers: frozenset[str] = KEY_QUALIFIERS,
@@ -91,7 +108,8 @@ class KeyMatcher:
             parts = tuple(key_parts(t))
             if parts:
                 terms.append(parts)
-        self._terms: tuple[tuple[str, ...], ...] = tuple(terms)
+        #: the blocked terms as name parts (the scan's key anchors are made from them)
+        self.terms: tuple[tuple[str, ...], ...] = tuple(terms)
         exact, prefixes = set(), []
         for a in allowed_keys:
             a = a.lower()
@@ -102,19 +120,15 @@ class KeyMatcher:
         self._allowed_exact = frozenset(exact)
         self._allowed_prefixes = tuple(prefixes)
         self._qualifiers = qualifiers
-        self._cache: dict[str, int] = {}
+        #: the classifications so far (`known[key]` classifies: see KnownKeys)
+        self.known = KnownKeys(self._classify, _KEY_CACHE_MAX)
 
     def classify(self, key: str) -> int:
         """NOT_SENSITIVE, SENSITIVE or ALLOWED (listed in `allowed_keys`: leave the value alone).
 
         An identifier (`identifier_keys`) is NOT_SENSITIVE: its value still goes through
         value detection, only the key-name rule leaves it alone."""
-        c = self._cache.get(key)
-        if c is None:
-            c = self._classify(key)
-            if len(self._cache) < _KEY_CACHE_MAX:
-                self._cache[key] = c
-        return c
+        return self.known[key]  # type: ignore[no-any-return]
 
     def _classify(self, key: str) -> int:
         low = key.lower()
@@ -127,7 +141,7 @@ class KeyMatcher:
 
     def parts_sensitive(self, parts: list[str]) -> bool:
         n = len(parts)
-        for term in self._terms:
+        for term in self.terms:
             k = len(term)
             first = term[0]
             for i in range(n - k + 1):

@@ -1,79 +1,47 @@
 """secret_mask: keep credentials out of every backend.
 
-Agent telemetry carries API keys and bearer tokens in tool arguments, HTTP
-headers, prompts and error messages. This processor masks them before any
-exporter sees them, with two mechanisms (both on by default; rules in
-`processors.secret_detectors`):
+Agent telemetry carries API keys and bearer tokens in tool arguments, HTTP headers, prompts and
+error messages. This processor masks them before any exporter sees them, with two mechanisms (both
+on by default):
 
-1. Sensitive keys: an attribute (or a map entry in a log body) whose key names a
-   credential (`http.request.header.authorization`, `x-api-token`, `db.password`)
-   has its whole value replaced. Counts such as `gen_ai.usage.input_tokens` are
-   not credentials and are left alone, and so are semantic-convention
-   identifiers (`session.id`, `identifier_keys`). `allowed_keys` exempts keys
-   from both mechanisms. In a map (a kvlist value or a log body) that holds a
-   name/value pair (`{name: DB_PASSWORD, value: ...}`, also `key`/`Value`...),
-   the `value` entry is masked whole when the `name` entry names a credential.
-2. Secret values anywhere in a string: only the secret part is replaced and the
-   text around it is kept.
+1. Sensitive keys (`processors.privacy.secret_keys`): an attribute (or a map entry in a log body)
+   whose key names a credential (`http.request.header.authorization`, `x-api-token`, `db.password`)
+   has its whole value replaced. Counts such as `gen_ai.usage.input_tokens` are not credentials and
+   are left alone, and so are semantic-convention identifiers (`session.id`, `identifier_keys`).
+   `allowed_keys` exempts keys from both mechanisms. In a map (a kvlist value or a log body) that
+   holds a name/value pair (`{name: DB_PASSWORD, value: ...}`, also `key`/`Value`...), the `value`
+   entry is masked whole when the `name` entry names a credential.
+2. Secret values anywhere in a string (`processors.privacy.secret_rules`, one table of detectors):
+   only the secret part is replaced and the text around it is kept.
 
-Where: span names, status messages, span/event/link attributes, resource
-attributes, log bodies (strings and nested maps/arrays) and attributes, metric
-data point (and exemplar) attributes.
+Where: span names, status messages, span/event/link attributes, resource attributes, log bodies
+(strings and nested maps/arrays) and attributes, metric data point (and exemplar) attributes.
 
-`mode: hash` writes a short keyed hash instead of a fixed text, so equal secrets
-stay correlatable (`[REDACTED:3f9a1c2b0d4e]`). The key is required: a random
-per-process key would break correlation across restarts and replicas, and an
-unkeyed hash of a short password can be reversed by brute force.
+`mode: hash` writes a short keyed hash instead of a fixed text, so equal secrets stay correlatable
+(`[REDACTED:3f9a1c2b0d4e]`). The key is required: a random per-process key would break correlation
+across restarts and replicas, and an unkeyed hash of a short password can be reversed by brute force.
 
-Cost model: one hyperscan pass over the request's wire bytes finds every anchor
-of every enabled rule (`processors.anchorscan.AnchorScanner`; CPython `re` where
-hyperscan is not installed). A request without any is handed on untouched (not
-decoded, not re-encoded). Otherwise the wire walker visits only the messages
-holding an anchor, the rules run on the few strings found there (the same
-`Masker` as always), and the masks are spliced into the bytes: unchanged ranges
-are copied, only the length prefixes around a changed string are re-encoded.
-The decoded-message walk (`SecretMask.rewrite`) remains for payloads that only
-exist decoded, `blocked_values` and `summary_attributes` (which need every
-string, or new attributes), and bytes the wire walker refuses.
+How a request is masked: one anchor scan over its wire bytes (`processors.privacy.scanner`) finds
+every place where a rule may match; a request without any is handed on untouched (not decoded, not
+re-encoded). Otherwise the wire walker (`processors.privacy.walker`, in C) visits only the strings
+holding an anchor, tries the detectors only at the positions the anchors give, and splices the masks
+into the bytes. `blocked_values` (user regexes, which no anchor can find) send every string through
+the rules; `summary_attributes` decodes the masked request to add the counts (and only then).
 """
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from functools import partial
+from typing import Literal
 
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from pipeline.component import (
-    ProcessorFactory,
-    Settings,
-    Stability,
-    processor_from_func,
-)
+from pipeline.component import ProcessorFactory, Settings, Stability
 from pipeline.config.types import Issue, Secret
-from pipeline.model import ExportRequest, Payload, Signal
-from pipeline.telemetry import CountsByLabel
-from processors.privacy.anchorscan import AnchorScanner
-from processors.privacy.attrwalk import (
-    SKIP,
-    STRING,
-    TEXT,
-    VALUE_KEYS,
-    WHOLE,
-    AnyText,
-    Attrs,
-    ClassifiedKeys,
-    Plan,
-    WireFallback,
-    WireRewriter,
-    iter_data_point_attributes,
-    names_whole,
-    replace_whole_value,
-    wire_plan,
-)
-from processors.privacy.secret_anchors import anchors
-from processors.privacy.secret_detectors import DETECTOR_NAMES, GATED, Masker, Replacer
+from pipeline.model import Payload, Signal
+from processors.privacy.masker import Masker, Replacer
+from processors.privacy.scanner import AnchorScanner
 from processors.privacy.secret_keys import (
     ALLOWED,
     DEFAULT_BLOCKED_KEYS,
@@ -82,10 +50,28 @@ from processors.privacy.secret_keys import (
     SENSITIVE,
     KeyMatcher,
 )
+from processors.privacy.secret_rules import DETECTOR_NAMES, FULL, PAIR, PAIR_STOPWORDS, anchors
+from processors.privacy.stage import PrivacyProcessor, Single, owner_offsets
+from processors.privacy.walker import (
+    INFO_FULL,
+    INFO_PAIR,
+    SKIP,
+    STRING,
+    TEXT,
+    WHOLE,
+    AnyText,
+    Attrs,
+    ClassifiedKeys,
+    MaskRun,
+    PlanSpec,
+    Run,
+    TextRun,
+)
 
 SUMMARY_COUNT_KEY = "otelpipe.masked.count"
-_MIN_SECRET_LEN = 5  # the shortest builtin match is a pair like `pwd=x`
-_NESTED = ("kvlist_value", "array_value")
+#: The messages summary attributes go on, and where they are in their requests (field numbers).
+_OWNERS = {Signal.TRACES: ("opentelemetry.proto.trace.v1.Span", (1, 2, 2)),
+           Signal.LOGS: ("opentelemetry.proto.logs.v1.LogRecord", (1, 2, 2))}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -163,245 +149,134 @@ def make_masker(cfg: SecretMaskConfig) -> Masker:
 
 
 class SecretMask:
-    """The pure payload function (see module docstring)."""
+    """secret_mask on one request: the payload function, and the processor's stage of the walk
+    (`processors.privacy.stage.Stage`). `scanner_backend` and `native` pick the scan and the walker
+    (the best installed by default; tests run every combination)."""
 
     def __init__(self, cfg: SecretMaskConfig, signal: Signal, *, scanner_backend: str = "auto",
                  native: bool | None = None) -> None:
         self.cfg = cfg
         self.signal = signal
         self.masker = make_masker(cfg)
-        self.key_matching = cfg.key_matching and bool(cfg.blocked_keys)
-        self.min_len = 1 if cfg.blocked_values else _MIN_SECRET_LEN
-        self.scanner = AnchorScanner(anchors(self.masker.enabled, self.masker.keys, self.key_matching),
-                                     backend=scanner_backend)
-        self._anchor_info = tuple(a.info for a in self.scanner.anchors)
-        self.nothing_enabled = not self.key_matching and not self.masker.enabled and not cfg.blocked_values
-        self._summary = cfg.summary_attributes
-        # classifications whose values get value detection (sensitive ones too when key matching is off)
-        self._plain = frozenset({NOT_SENSITIVE} if self.key_matching else {NOT_SENSITIVE, SENSITIVE})
-        # user regexes cannot be anchored (every string must be checked) and summary attributes add
-        # attributes: both take the decoded walk
-        actions = {NOT_SENSITIVE: TEXT, SENSITIVE: WHOLE if self.key_matching else TEXT, ALLOWED: SKIP}
         keys = self.masker.keys
-        self._key_rule = ClassifiedKeys(lambda key: actions[keys.classify(key)])
-        self.wire = None if cfg.blocked_values or self._summary else WireRewriter(_wire_plan(signal, self._key_rule),
-                                                                                 native=native)
-        self._scan: tuple[list[int], list[int], frozenset[str]] | None = None
+        key_matching = cfg.key_matching and bool(cfg.blocked_keys)
+        self.scanner = AnchorScanner(anchors(self.masker.enabled, keys, key_matching), backend=scanner_backend)
+        infos = [a.info for a in self.scanner.anchors]
+        self._info = tuple(infos)
+        self._native_info = tuple(INFO_PAIR if i == PAIR else INFO_FULL if i == FULL else i for i in infos)
+        self.nothing_enabled = not key_matching and not self.masker.enabled and not cfg.blocked_values
+        actions = {NOT_SENSITIVE: TEXT, SENSITIVE: WHOLE if key_matching else TEXT, ALLOWED: SKIP}
+        self.key_rule = ClassifiedKeys(lambda key: actions[keys.classify(key)])
+        owner = _OWNERS.get(signal) if cfg.summary_attributes else None
+        self.owners: tuple[str, ...] = () if owner is None else (owner[0],)
+        self.single = Single(self, native)
 
     def __call__(self, payload: Payload) -> Payload:
         if self.nothing_enabled:
             return payload
-        raw = payload.raw_cached
-        if raw is None:
-            return self._decoded(payload, GATED)
-        offsets, gated, ids = self.scanner.scan(raw, ids=self.wire is not None)
-        if self.cfg.blocked_values:
-            return self._decoded(payload, gated)  # user regexes: every string, whatever the anchors
-        if not offsets:
-            return payload  # no anchor anywhere: not decoded, bytes kept
-        if self.wire is None:
-            return self._decoded(payload, gated)
-        assert ids is not None
-        counts = dict(self.masker.counts)
-        self._scan = (offsets, ids, gated)
-        try:
-            new = self.wire.rewrite(raw, offsets, self._wire_text, self.masker.mask_value)
-        except WireFallback:
-            self.masker.counts = counts  # forget what the abandoned walk counted
-            return self._decoded(payload, gated)
-        finally:
-            self._scan = None
-        if new is not None:
-            payload.replace_raw(new)
-        return payload
+        return self.single(payload)
 
-    def _wire_text(self, text: str, start: int, end: int) -> str:
-        """Value detection on one string of the request (its bytes are raw[start:end]).
-
-        The detectors are tried only where the anchor occurrences inside the string
-        say a match can start; over the whole string for anchors marked FULL and for
-        non-ASCII strings (whose byte offsets are not character offsets). All of it
-        is `Masker.mask_anchored`, in one call: this runs once per string holding an
-        anchor, and every call layer shows in the per-request cost.
-        """
-        return self.masker.mask_anchored(text, start, self._scan, self._anchor_info)  # type: ignore[arg-type]
-
-    def _decoded(self, payload: Payload, gated: frozenset[str]) -> Payload:
-        if self.rewrite(payload.message, gated):
-            payload.mutable()  # drop the stale wire bytes; the message was changed in place
-        return payload
-
-    # -- collecting ------------------------------------------------------------------------------
-    #
-    # The walk collects every string that may hold a secret as (holder, field, text, owner)
-    # and masks whole values under sensitive keys on the spot; then all collected texts
-    # are scanned in one batch (Masker.mask_many) and only changed ones are written back.
-
-    def _attrs(self, attrs: Iterable[KeyValue], owner: object, out: list[tuple[Any, str, str, object]]) -> int:
-        # The hot loop: one dict lookup per key (the matcher's cache), one string read per value.
-        n = 0
-        keys = self.masker.keys
-        cached = keys._cache.get
-        plain = self._plain
-        append = out.append
-        for kv in attrs:
-            key = kv.key
-            c = cached(key)
-            if c is None:
-                c = keys.classify(key)
-            if c in plain:
-                v = kv.value
-                s = v.string_value
-                if s:
-                    append((v, "string_value", s, owner))
-                elif v.WhichOneof("value") in _NESTED:
-                    n += self._any(v, owner, out)
-            elif c == SENSITIVE:
-                n += replace_whole_value(kv.value, self.masker.mask_value)
-        return n
-
-    def _any(self, v: AnyValue, owner: object, out: list[tuple[Any, str, str, object]]) -> int:
-        s = v.string_value
-        if s:
-            out.append((v, "string_value", s, owner))
-            return 0
-        kind = v.WhichOneof("value")
-        if kind == "kvlist_value":
-            values = v.kvlist_value.values
-            if self.key_matching and names_whole(values, self._key_rule):
-                return self._named_map(values, owner, out)
-            return self._attrs(values, owner, out)
-        if kind == "array_value":
-            return sum(self._any(item, owner, out) for item in v.array_value.values)
-        return 0
-
-    def _named_map(self, values: Iterable[KeyValue], owner: object, out: list[tuple[Any, str, str, object]]) -> int:
-        """`_attrs` for a map whose name/value pair names a credential (`attrwalk.NAME_KEYS`): its
-        value entries are masked whole, unless allowed."""
-        n = 0
-        for kv in values:
-            if kv.key in VALUE_KEYS and self.masker.keys.classify(kv.key) != ALLOWED:
-                n += replace_whole_value(kv.value, self.masker.mask_value)
-            else:
-                n += self._attrs((kv,), owner, out)
-        return n
-
-    def _text(self, holder: Any, field_name: str, owner: object, out: list[tuple[Any, str, str, object]]) -> None:
-        s = getattr(holder, field_name)
-        if s:
-            out.append((holder, field_name, s, owner))
-
-    # -- requests --------------------------------------------------------------------------------
-
-    def rewrite(self, msg: ExportRequest, gated: frozenset[str] = GATED) -> int:
-        """Mask `msg` in place; returns the number of values masked."""
-        out: list[tuple[Any, str, str, object]] = []
-        per_owner: dict[int, int] = {}
-        owners: dict[int, Any] = {}
-        summary = self._summary
-        total = 0
+    def spec(self) -> PlanSpec:
+        """Where secret_mask looks on the wire."""
+        attrs = Attrs(self.key_rule, self.key_rule)
+        resource = {"resource": {"attributes": attrs}}
         if self.signal is Signal.TRACES:
-            for rs in msg.resource_spans:  # type: ignore[union-attr]
-                total += self._attrs(rs.resource.attributes, None, out)
-                for ss in rs.scope_spans:
-                    for sp in ss.spans:
-                        owner = sp if summary else None
-                        self._text(sp, "name", owner, out)
-                        if sp.status.message:
-                            self._text(sp.status, "message", owner, out)
-                        n = self._attrs(sp.attributes, owner, out)
-                        for ev in sp.events:
-                            n += self._attrs(ev.attributes, owner, out)
-                        for link in sp.links:
-                            n += self._attrs(link.attributes, owner, out)
-                        if n:
-                            total += n
-                            if summary:
-                                per_owner[id(sp)] = per_owner.get(id(sp), 0) + n
-                                owners[id(sp)] = sp
-        elif self.signal is Signal.LOGS:
-            for rl in msg.resource_logs:  # type: ignore[union-attr]
-                total += self._attrs(rl.resource.attributes, None, out)
-                for sl in rl.scope_logs:
-                    for lr in sl.log_records:
-                        owner = lr if summary else None
-                        n = self._attrs(lr.attributes, owner, out)
-                        if lr.HasField("body"):
-                            n += self._any(lr.body, owner, out)
-                        if n:
-                            total += n
-                            if summary:
-                                per_owner[id(lr)] = per_owner.get(id(lr), 0) + n
-                                owners[id(lr)] = lr
-        else:
-            # No summary attribute on data points: adding one would change the series identity.
-            for rm in msg.resource_metrics:  # type: ignore[union-attr]
-                total += self._attrs(rm.resource.attributes, None, out)
-            for attrs in iter_data_point_attributes(msg, exemplars=True):
-                total += self._attrs(attrs, None, out)
-        if out:
-            changed = self.masker.mask_many([c[2] for c in out], gated)
-            for i, new in changed.items():
-                holder, field_name, _, owner = out[i]
-                setattr(holder, field_name, new)
-                if owner is not None:
-                    per_owner[id(owner)] = per_owner.get(id(owner), 0) + 1
-                    owners[id(owner)] = owner
-            total += len(changed)
-        if summary:
-            for key, n in per_owner.items():
-                _add_count(owners[key].attributes, n)
-        return total
+            span = {"name": STRING, "attributes": attrs, "events": {"attributes": attrs},
+                    "links": {"attributes": attrs}, "status": {"message": STRING}}
+            return {"resource_spans": {**resource, "scope_spans": {"spans": span}}}
+        if self.signal is Signal.LOGS:
+            record = {"attributes": attrs, "body": AnyText(self.key_rule)}
+            return {"resource_logs": {**resource, "scope_logs": {"log_records": record}}}
+        points = {"data_points": {"attributes": attrs, "exemplars": {"filtered_attributes": attrs}}}
+        metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram")}
+        metric["summary"] = {"data_points": {"attributes": attrs}}
+        return {"resource_metrics": {**resource, "scope_metrics": {"metrics": metric}}}
+
+    def prepare(self, raw: bytes) -> Run | None:
+        """The scan, and what the walker needs from it; None when no anchor occurs (no user regexes)."""
+        masker = self.masker
+        scan = self.scanner.scan(raw)
+        owners: list[tuple[int, int]] | None = [] if self.owners else None
+        if self.cfg.blocked_values:  # user regexes: every string, whatever the anchors
+            text = partial(_mask_text, masker, scan.tags)
+            return TextRun(0, text, masker.mask_value, owners)
+        if not scan.offsets:
+            return None
+        full = partial(masker.mask_text, gated=scan.tags)
+        anchored = partial(_mask_anchored, masker, scan.offsets, scan.ids, self._info, scan.tags)
+        return MaskRun(scan.offsets, scan.ids, anchored, full, masker.mask_value, self._engine(scan.tags, full),
+                       owners)
+
+    def _engine(self, gated: frozenset[str], full: object) -> tuple[object, ...] | None:
+        """What the C walker's masking loop needs (see _wirewalk.c `Stage`); None: no value detector."""
+        c = self.masker.variant(gated)
+        if c is None:
+            return None
+        m = self.masker
+        r = m.replacer
+        return (c.rx.match, c.rules, self._native_info, full, r.fixed, r, r.is_mask, m.counts, m.pair_check,
+                m.keys.known, PAIR_STOPWORDS, SENSITIVE)
+
+    def idle(self) -> Run:
+        return MaskRun((), (), _same_anchored, _same, None, None)
+
+    def checkpoint(self) -> dict[str, int]:
+        return dict(self.masker.counts)
+
+    def restore(self, counts: dict[str, int]) -> None:
+        self.masker.restore_counts(counts)
+
+    def finish(self, payload: Payload, walked: bytes, new: bytes | None, run: Run) -> None:
+        """Summary attributes: add each owner's count (the request is decoded for it)."""
+        if not run.owners:
+            return
+        path = _OWNERS[self.signal][1]
+        ordinal = {off: i for i, off in enumerate(owner_offsets(walked, path))}
+        msg = payload.mutable()
+        items = [item for r in getattr(msg, self.signal.resource_field) for sc in getattr(r, self.signal.scope_field)
+                 for item in getattr(sc, self.signal.items_field)]
+        for off, n in run.owners:
+            _add_count(items[ordinal[off]].attributes, n)
+
+    def describe(self) -> dict[str, str]:
+        return {"scanner": self.scanner.backend}
 
     # -- single strings (tests, reuse) -------------------------------------------------------------
 
     def text(self, s: str) -> str:
-        if len(s) < self.min_len:
-            return s
         return self.masker.mask_text(s)
 
 
-def _add_count(attrs: Any, n: int) -> None:
-    for kv in attrs:
+def _mask_text(masker: Masker, gated: frozenset[str], s: str, _flags: int) -> str:
+    return masker.mask_text(s, gated)
+
+
+def _mask_anchored(masker: Masker, offsets: list[int], ids: list[int], info: tuple[object, ...],
+                   gated: frozenset[str], s: str, base: int) -> str:
+    return masker.mask_anchored(s, base, offsets, ids, info, gated)
+
+
+def _same(s: str) -> str:
+    return s
+
+
+def _same_anchored(s: str, _base: int) -> str:
+    return s
+
+
+def _add_count(attrs: object, n: int) -> None:
+    for kv in attrs:  # type: ignore[attr-defined]
         if kv.key == SUMMARY_COUNT_KEY:
             kv.value.int_value = kv.value.int_value + n
             return
-    attrs.add(key=SUMMARY_COUNT_KEY, value=AnyValue(int_value=n))
+    attrs.add(key=SUMMARY_COUNT_KEY, value=AnyValue(int_value=n))  # type: ignore[attr-defined]
 
 
-def _wire_plan(signal: Signal, rule: object) -> Plan:
-    """Where secret_mask looks on the wire: the same places as `SecretMask.rewrite`."""
-    attrs = Attrs(rule, rule)  # type: ignore[arg-type]
-    resource = {"resource": {"attributes": attrs}}
-    if signal is Signal.TRACES:
-        span = {"name": STRING, "attributes": attrs, "events": {"attributes": attrs},
-                "links": {"attributes": attrs}, "status": {"message": STRING}}
-        spec = {"resource_spans": {**resource, "scope_spans": {"spans": span}}}
-    elif signal is Signal.LOGS:
-        record = {"attributes": attrs, "body": AnyText(rule)}  # type: ignore[arg-type]
-        spec = {"resource_logs": {**resource, "scope_logs": {"log_records": record}}}
-    else:
-        with_exemplars = {"data_points": {"attributes": attrs, "exemplars": {"filtered_attributes": attrs}}}
-        metric = {"gauge": with_exemplars, "sum": with_exemplars, "histogram": with_exemplars,
-                  "exponential_histogram": with_exemplars, "summary": {"data_points": {"attributes": attrs}}}
-        spec = {"resource_metrics": {**resource, "scope_metrics": {"metrics": metric}}}
-    return wire_plan(signal.request_type.DESCRIPTOR, spec)
-
-
-def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object):  # type: ignore[no-untyped-def]
+def create(settings: Settings, cfg: SecretMaskConfig, next_consumer: object) -> PrivacyProcessor:
     assert settings.signal is not None
     proc = SecretMask(cfg, settings.signal)
-    counter = settings.telemetry.counter("processor_masked_values")
-    counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
-    masker = proc.masker
-
-    def process(payload: Payload) -> Payload:
-        out = proc(payload)
-        if masker.counts:
-            counts.add(masker.take_counts())
-        return out
-
-    return processor_from_func(settings, process, next_consumer, mutates_data=True)  # type: ignore[arg-type]
+    return PrivacyProcessor(settings, proc.single, next_consumer, counter="processor_masked_values",
+                            take_counts=proc.masker.take_counts)
 
 
 FACTORY = ProcessorFactory(

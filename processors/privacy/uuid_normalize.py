@@ -8,18 +8,12 @@ grouping happens: span names, selected span/log attributes and metric data
 point attributes. Trace and span ids, resource attributes (service.instance.id
 is an identity, not noise) and unselected attributes are never touched.
 
-Cost model: the request is never decoded or re-encoded. With the C wire walker
-(`processors/privacy/_wirewalk.c`) the walk visits the span names and selected
-attributes only, checks each for the anchors an id must contain
-(`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments, hex and ULID runs) in
-C, hands the few strings holding one to the normalizer (a template
-substitution when only UUIDs can match) and splices the results into the
-bytes. Without it, one hyperscan pass (CPython `re` where hyperscan is not
-installed) over the whole request finds the anchors, a request without any is
-handed on untouched, and the Python walker does the rest, with the same
-result. The decoded-message walk (`UUIDNormalize.rewrite`) remains for
-payloads that only exist decoded, for user `patterns` (which cannot be anchored
-on bytes) and for bytes the wire walker refuses.
+How a request is normalized: never decoded or re-encoded. The wire walker
+(`processors.privacy.walker`, in C) visits the span names and selected attributes only, checks
+each for the anchors an id must contain (`-hhhh-hhhh-hhhh-` UUID cores, `/digit` path segments,
+hex and ULID runs), hands the few strings holding one to the normalizer (a template substitution
+when only UUIDs can match) and splices the results into the bytes. User `patterns` cannot be
+anchored: with them every selected string goes to the normalizer.
 
 Metrics: points of one metric that normalization makes the same series (200
 routes `/v1/agents/<uuid>/runs` become one `/v1/agents/{uuid}/runs`) are merged
@@ -42,36 +36,22 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
 
-from pipeline.component import (
-    ProcessorFactory,
-    Settings,
-    Stability,
-    processor_from_func,
-)
+from pipeline.component import ProcessorFactory, Settings, Stability
 from pipeline.config.types import Issue
-from pipeline.model import ExportRequest, Payload, Signal
-from pipeline.pointmerge import (
-    MetricBytes,
-    MetricKey,
-    changed_metrics,
-    merge_same_series,
-    needs_origins,
-)
-from pipeline.telemetry import CountsByLabel
-from processors.privacy.anchorscan import Anchor, AnchorScanner, shaped
-from processors.privacy.attrwalk import (
+from pipeline.model import Payload, Signal
+from pipeline.pointmerge import MetricBytes, changed_metrics, merge_same_series
+from processors.privacy.stage import PrivacyProcessor, Single
+from processors.privacy.walker import (
     PF_HEX,
     PF_NUM,
     PF_ULID,
     PF_UUID,
     STRING,
     Attrs,
-    Plan,
+    PlanSpec,
+    Run,
     SelectedKeys,
-    WireFallback,
-    WireRewriter,
-    rewrite_attributes,
-    wire_plan,
+    TextRun,
 )
 
 DEFAULT_SPAN_ATTRIBUTES: tuple[str, ...] = (
@@ -98,15 +78,6 @@ _NUM_HINT = re.compile(r"/[0-9]")
 _RUN_HINT = re.compile(r"[0-9A-Za-z]{16}")
 #: Where NUMERIC_SEGMENT_PATTERN matches, led by the `/` it looks behind at (so `re` skips to it).
 _NUM_SEGMENT = re.compile(r"/[0-9]+(?=[/?#;]|$|\s)")
-_HEX_CHARS = b"0123456789abcdefABCDEF"
-_ULID_CHARS = b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz"
-#: Bytes every match of a builtin detector contains (inside the string holding it). Runs are
-#: plain windows (no boundary conditions: next to a string are tag and length bytes that may
-#: look like hex digits); the ULID window takes either case, a superset of the detector.
-UUID_ANCHOR = Anchor(rb"-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-")
-NUMERIC_SEGMENT_ANCHOR = Anchor(rb"/[0-9]")
-HEX_ANCHOR = shaped(rb"[0-9a-fA-F]{16}", [(_HEX_CHARS, 16)])
-ULID_ANCHOR = shaped(rb"[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}", [(_ULID_CHARS, 26)])
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -211,15 +182,10 @@ class Normalizer:
                 s = new
         return s
 
-    def normalize_candidate(self, s: str, _start: int = 0, _end: int = 0) -> str:
-        """`self(s)` for a string known to hold a candidate, without the cheap hints (for the wire
-        path, only when there are no user patterns). The hints are necessary conditions of a
-        builtin match, so skipping them changes nothing."""
-        return self._rx.sub(self._sub, s)
-
     def normalize_found(self, s: str, found: int) -> str:
-        """`normalize_candidate(s)` for a string in which the C walker found the anchors `found`
-        (`PF_*` flags, see `WireRewriter.rewrite_all`).
+        """`self(s)` without user patterns, for a string in which the walker found the id anchors
+        `found` (`PF_*` flags, see `walker.TextRun`): the anchors are necessary conditions of a
+        builtin match, and a string without any is not handed over.
 
         Ids in agent telemetry are nearly all UUIDs, and the joint regex (four look-behind-led
         alternatives tried at every character) costs 2.5x a UUID-only one. `re.sub` matches
@@ -236,44 +202,56 @@ class Normalizer:
             self.counts["uuid"] = self.counts.get("uuid", 0) + n
         return new
 
+    def normalize_all(self, s: str, _found: int) -> str:
+        """`self(s)`, as the walker calls a rule that looks at every string (user patterns)."""
+        return self(s)
+
     def take_counts(self) -> dict[str, int]:
-        c = self.counts
-        self.counts = {}
+        """The counts so far, and start again from none."""
+        c = dict(self.counts)
+        self.counts.clear()
         return c
+
+    def restore_counts(self, counts: dict[str, int]) -> None:
+        """Set the counts back to `counts` (a walk that was abandoned counted nothing)."""
+        self.counts.clear()
+        self.counts.update(counts)
 
 
 class UUIDNormalize:
-    """The pure payload function (see module docstring)."""
+    """uuid_normalize on one request: the payload function, and the processor's stage of the walk
+    (`processors.privacy.stage.Stage`). `native` picks the walker (the C one where it is built)."""
 
-    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, scanner_backend: str = "auto",
-                 native: bool | None = None) -> None:
+    owners: tuple[str, ...] = ()
+
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, native: bool | None = None) -> None:
         self.cfg = cfg
         self.signal = signal
         self.fn = Normalizer(cfg)
         self._span_keys = frozenset(cfg.span_attributes)
         self._log_keys = frozenset(cfg.log_attributes)
         self._metric_keys = None if cfg.metric_attributes is None else frozenset(cfg.metric_attributes)
-        anchors = [UUID_ANCHOR]
-        if cfg.numeric_path_segments:
-            anchors.append(NUMERIC_SEGMENT_ANCHOR)
-        if cfg.hex_ids:
-            anchors.append(HEX_ANCHOR)
-        if cfg.ulids:
-            anchors.append(ULID_ANCHOR)
-        self.scanner = AnchorScanner(anchors, backend=scanner_backend)
-        self._always = bool(cfg.patterns)  # user regexes cannot be checked on bytes: walk everything
-        self.wire = None if self._always else WireRewriter(self._wire_plan(), native=native)
-        # the same anchors as the scanner's, for the C walker's own check (`rewrite_all`)
-        self._prefilter = (PF_UUID | (PF_NUM if cfg.numeric_path_segments else 0) | (PF_HEX if cfg.hex_ids else 0)
-                           | (PF_ULID if cfg.ulids else 0))
+        # the anchors the walker checks each selected string for; none with user patterns (every string)
+        self.prefilter = 0 if cfg.patterns else (
+            PF_UUID | (PF_NUM if cfg.numeric_path_segments else 0) | (PF_HEX if cfg.hex_ids else 0)
+            | (PF_ULID if cfg.ulids else 0))
+        self._text = self.fn.normalize_found if self.prefilter else self.fn.normalize_all
+        # normalize_found's UUID-only case, done by the C walker itself (see walker.TextRun.uuid)
+        self._uuid = (cfg.replacement, self.fn.counts) if self.prefilter else None
         self.nothing_selected = (
             (signal is Signal.TRACES and not cfg.span_names and not self._span_keys)
             or (signal is Signal.LOGS and not self._log_keys)
             or (signal is Signal.METRICS and self._metric_keys is not None and not self._metric_keys)
         )
+        self.single = Single(self, native)
 
-    def _wire_plan(self) -> Plan:
-        """Where uuid_normalize looks on the wire: the same places as `rewrite`."""
+    def __call__(self, payload: Payload) -> Payload:
+        if self.nothing_selected:
+            return payload
+        return self.single(payload)
+
+    def spec(self) -> PlanSpec:
+        """Where uuid_normalize looks on the wire."""
         def selected(keys: frozenset[str] | None) -> Attrs:
             return Attrs(None if keys is None else SelectedKeys(keys))
 
@@ -281,134 +259,54 @@ class UUIDNormalize:
             span: dict[str, object] = {"attributes": selected(self._span_keys)}
             if self.cfg.span_names:
                 span["name"] = STRING
-            spec: dict[str, object] = {"resource_spans": {"scope_spans": {"spans": span}}}
-        elif self.signal is Signal.LOGS:
-            spec = {"resource_logs": {"scope_logs": {"log_records": {"attributes": selected(self._log_keys)}}}}
-        else:
-            points = {"data_points": {"attributes": selected(self._metric_keys)}}
-            metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary")}
-            spec = {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
-        return wire_plan(self.signal.request_type.DESCRIPTOR, spec)
+            return {"resource_spans": {"scope_spans": {"spans": span}}}
+        if self.signal is Signal.LOGS:
+            return {"resource_logs": {"scope_logs": {"log_records": {"attributes": selected(self._log_keys)}}}}
+        points = {"data_points": {"attributes": selected(self._metric_keys)}}
+        metric = {kind: points for kind in ("gauge", "sum", "histogram", "exponential_histogram", "summary")}
+        return {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
 
-    def __call__(self, payload: Payload) -> Payload:
-        if self.nothing_selected:
-            return payload
-        raw = payload.raw_cached
-        if raw is None or self.wire is None:
-            return self._decoded(payload)
-        counts = dict(self.fn.counts)
-        try:
-            if self.wire.native is not None:
-                # The C walker checks the anchors itself, on the selected strings only: no scan of
-                # the whole request (most of which, unselected attributes, is never looked at).
-                new = self.wire.rewrite_all(raw, self.fn.normalize_found, self._prefilter)
-            else:
-                offsets = self.scanner.scan(raw)[0]
-                if not offsets:
-                    return payload  # no candidate anywhere: not decoded, bytes kept
-                new = self.wire.rewrite(raw, offsets, self.fn.normalize_candidate)
-        except WireFallback:
-            self.fn.counts = counts  # forget what the abandoned walk counted
-            return self._decoded(payload)
-        if new is not None:
-            payload.replace_raw(new)
-            if self.signal is Signal.METRICS:
-                before, after = MetricBytes(raw), MetricBytes(new)
-                _merge(payload, changed_metrics(before, after), before, after)
-        return payload
+    def prepare(self, raw: bytes) -> Run:
+        return TextRun(self.prefilter, self._text, uuid=self._uuid)
 
-    def _decoded(self, payload: Payload) -> Payload:
-        msg = payload.message
-        if self.signal is not Signal.METRICS:
-            if self.rewrite(msg):
-                payload.mutable()  # drop the stale wire bytes; the message was changed in place
-            return payload
-        # Merging cumulative points needs each point's series before normalization (its origin).
-        before = None
-        if needs_origins(msg):  # type: ignore[arg-type]
-            before = MetricBytes(payload.raw_cached or msg.SerializeToString())
-        n, changed = self._rewrite_metrics(msg)
-        if n:
-            payload.mutable()
-            _merge(payload, changed, before)
-        return payload
+    def idle(self) -> Run:
+        return TextRun(self.prefilter, _same)
 
-    def rewrite(self, msg: ExportRequest) -> int:
-        """Normalize `msg` in place; returns the number of strings changed."""
-        fn = self.fn
-        n = 0
-        if self.signal is Signal.TRACES:
-            names = self.cfg.span_names
-            keys = self._span_keys
-            for rs in msg.resource_spans:  # type: ignore[union-attr]
-                for ss in rs.scope_spans:
-                    for sp in ss.spans:
-                        if names:
-                            name = sp.name
-                            new = fn(name)
-                            if new != name:
-                                sp.name = new
-                                n += 1
-                        if keys:
-                            n += rewrite_attributes(sp.attributes, fn, keys)
-        elif self.signal is Signal.LOGS:
-            keys = self._log_keys
-            for rl in msg.resource_logs:  # type: ignore[union-attr]
-                for sl in rl.scope_logs:
-                    for lr in sl.log_records:
-                        n += rewrite_attributes(lr.attributes, fn, keys)
-        else:
-            n = self._rewrite_metrics(msg)[0]
-        return n
+    def checkpoint(self) -> dict[str, int]:
+        return dict(self.fn.counts)
 
-    def _rewrite_metrics(self, msg: ExportRequest) -> tuple[int, list[MetricKey]]:
-        """Normalize data point attributes in place; returns (strings changed, the metrics they are in)."""
-        fn, keys = self.fn, self._metric_keys
-        n = 0
-        changed: list[MetricKey] = []
-        for ri, rm in enumerate(msg.resource_metrics):  # type: ignore[union-attr]
-            for si, sm in enumerate(rm.scope_metrics):
-                for mi, m in enumerate(sm.metrics):
-                    kind = m.WhichOneof("data")
-                    if kind is None:
-                        continue
-                    k = 0
-                    for dp in getattr(m, kind).data_points:
-                        k += rewrite_attributes(dp.attributes, fn, keys)
-                    if k:
-                        n += k
-                        changed.append((ri, si, mi))
-        return n, changed
+    def restore(self, counts: dict[str, int]) -> None:
+        self.fn.restore_counts(counts)
+
+    def finish(self, payload: Payload, walked: bytes, new: bytes | None, run: Run) -> None:
+        """Metrics: merge the points that became one series in the metrics a string changed in (the
+        payload is decoded only if there is something to merge); it recounts its items."""
+        if new is None or self.signal is not Signal.METRICS:
+            return
+        before, after = MetricBytes(walked), MetricBytes(new)
+        changed = changed_metrics(before, after)
+
+        def request() -> ExportMetricsServiceRequest:
+            return cast(ExportMetricsServiceRequest, payload.message)
+
+        if changed and merge_same_series(request, changed, before, after):
+            payload.mark_changed()
+
+    def describe(self) -> dict[str, str]:
+        return {"id anchors": "checked by the walker in each selected string" if self.prefilter
+                else "none (user patterns: every selected string)"}
 
 
-def _merge(payload: Payload, changed: list[MetricKey], before: MetricBytes | None,
-           after: MetricBytes | None = None) -> None:
-    """Merge the points that became one series in the changed metrics; the payload recounts its items.
-
-    With `after` (the payload's bytes) the payload is decoded only if there is something to merge.
-    """
-    def request() -> ExportMetricsServiceRequest:
-        return cast(ExportMetricsServiceRequest, payload.message)
-
-    if changed and merge_same_series(request, changed, before, after):
-        payload.mark_changed()
+def _same(s: str, _flags: int) -> str:
+    return s
 
 
-def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object):  # type: ignore[no-untyped-def]
+def create(settings: Settings, cfg: UUIDNormalizeConfig, next_consumer: object) -> PrivacyProcessor:
     assert settings.signal is not None
     proc = UUIDNormalize(cfg, settings.signal)
-    counter = settings.telemetry.counter("processor_normalized_values")
-    counts = CountsByLabel(counter, str(settings.id), settings.pipeline)
-
-    def process(payload: Payload) -> Payload:
-        out = proc(payload)
-        if proc.fn.counts:
-            counts.add(proc.fn.take_counts())
-        return out
-
     # Points merged into another are the only items that leave: counted as dropped, reason "merged".
-    return processor_from_func(settings, process, next_consumer, mutates_data=True,  # type: ignore[arg-type]
-                               drop_reason="merged")
+    return PrivacyProcessor(settings, proc.single, next_consumer, counter="processor_normalized_values",
+                            take_counts=proc.fn.take_counts, drop_reason="merged")
 
 
 FACTORY = ProcessorFactory(

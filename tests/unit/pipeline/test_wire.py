@@ -55,8 +55,8 @@ from pipeline.wire import (
     skip_value,
     split_tag,
 )
-from processors.privacy.attrwalk import STRING, WireFallback, WireRewriter, wire_plan
 from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
+from processors.privacy.walker import STRING, TextRun, Walker, WireFallback, wire_plan
 
 U64 = (1 << 64) - 1
 #: Every value at which a varint changes length (1 to 10 bytes), each side of it, and the extremes.
@@ -444,7 +444,8 @@ def test_skeleton_keeps_names_numbers_and_oneofs_of_the_real_message() -> None:
 # -- the walkers built on the primitives -------------------------------------------------------------
 
 _NAME_PLAN = wire_plan(Signal.TRACES.request_type.DESCRIPTOR,
-                       {"resource_spans": {"scope_spans": {"spans": {"name": STRING}}}})
+                       [{"resource_spans": {"scope_spans": {"spans": {"name": STRING}}}}])
+_UPPER = [TextRun(0, lambda t, _f: t.upper())]
 
 
 def _request_with_span(span: bytes) -> bytes:
@@ -461,7 +462,7 @@ def test_both_walkers_refuse_a_varint_longer_than_ten_bytes_as_upb_does() -> Non
         Signal.TRACES.request_type.FromString(raw)
     for native in (True, False):
         with pytest.raises(WireFallback):
-            WireRewriter(_NAME_PLAN, native=native).rewrite(raw, list(range(len(raw))), lambda t, s, e: t.upper())
+            Walker(_NAME_PLAN, 1, native=native).rewrite(raw, _UPPER)
     # The processor, with the field before the secret (the walkers read a message only up to its last
     # anchor and copy the rest): refused as a decode refuses it, whichever walker runs.
     attr = KeyValue(key="note", value=kv("", "token=sk-proj-abcdefghij0123456789ABCD").value).SerializeToString()
@@ -477,9 +478,7 @@ def test_both_walkers_read_a_ten_byte_tag_alike() -> None:
     # not recognize the field, writing other bytes than the C walker.
     inner = length_delimited(b"\x12", length_delimited(b"\x12", length_delimited(b"\x2a", b"secret")))
     raw = bytes([0x8A] + [0x80] * 8 + [0x02]) + encode_varint(len(inner)) + inner
-    out = {native: WireRewriter(_NAME_PLAN, native=native).rewrite(raw, list(range(len(raw))),
-                                                                     lambda t, s, e: t.upper())
-           for native in (True, False)}
+    out = {native: Walker(_NAME_PLAN, 1, native=native).rewrite(raw, _UPPER) for native in (True, False)}
     c = out[True]
     assert c is not None and b"SECRET" in c
     assert out[False] == c

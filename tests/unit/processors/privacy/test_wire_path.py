@@ -1,12 +1,11 @@
-"""The privacy processors' wire path against their decoded-message path (the oracle).
+"""The privacy processors' wire path against the decoded-message oracle (tests/.../oracle.py).
 
-secret_mask and uuid_normalize edit a request's wire bytes directly (anchor scan,
-descriptor-driven walk, splice). Their decoded-message walk is the reference
-implementation of the same rules; here every input goes through both and the
-results must decode to equal messages, with equal per-detector counts: the
-corpus, the shared benchmark load, random OTLP requests of all three signals,
-awkward encodings, and both anchor scanners (hyperscan and the CPython `re`
-fallback). The scanner and the wire rewriter are also tested on their own.
+secret_mask and uuid_normalize edit a request's wire bytes directly (anchor scan, descriptor-driven
+walk, splice). The oracle applies the same rules to a decoded message the plain way; here every
+input goes through both and the results must decode to equal messages, with equal per-detector
+counts: the corpus, the shared benchmark load, random OTLP requests of all three signals, awkward
+encodings, on every scanner (libhyperscan from C, the hyperscan binding, CPython `re`) and both
+walkers (C, Python), alone and fused. The scanner and the walker are also tested on their own.
 """
 from __future__ import annotations
 
@@ -24,19 +23,22 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from pipeline.config.types import Secret
 from pipeline.model import Payload, Signal
 from pipeline.testing import kv, make_logs, make_traces
-from processors.privacy import anchorscan, attrwalk
-from processors.privacy import secret_anchors as sa
-from processors.privacy import secret_detectors as sd
+from processors.privacy import scanner as scanner_module
 from processors.privacy import secret_keys as sk
-from processors.privacy.anchorscan import Anchor, AnchorScanner, shaped
-from processors.privacy.attrwalk import (
+from processors.privacy import secret_rules as sr
+from processors.privacy.scanner import Anchor, AnchorScanner, available_backends, fixed_width, shaped
+from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
+from processors.privacy.stage import Fused
+from processors.privacy.uuid_normalize import PatternConfig, UUIDNormalize, UUIDNormalizeConfig
+from processors.privacy.walker import (
+    STRING,
     Attrs,
     SelectedKeys,
+    TextRun,
+    Walker,
     WireFallback,
-    WireRewriter,
+    wire_plan,
 )
-from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
-from processors.privacy.uuid_normalize import UUIDNormalize, UUIDNormalizeConfig
 from tests.testdata.secret_corpus import (
     NON_SECRETS,
     PLAIN_KEYS,
@@ -44,16 +46,25 @@ from tests.testdata.secret_corpus import (
     SENSITIVE_KEYS,
 )
 
-#: scanner backend + wire walker: hyperscan with the C walker (what runs where both are installed), and
-#: the pure-Python fallbacks (CPython `re` scanner, Python walker).
-BACKENDS = ["hyperscan+c", "re+python"]
-SCANNERS = ["hyperscan", "re"]
-WALKERS = {"c": True, "python": False, "": None}  # "": whichever is installed
+from .oracle import secret_reference, uuid_reference
+
+#: scanner + walker: every scanner with the C walker (what runs where it is built), and the Python
+#: walker with the scanners a machine without a C compiler has (the hyperscan binding, CPython `re`).
+BACKENDS = [b for b in ["libhs+c", "binding+c", "re+c", "binding+python", "re+python"]
+            if b.partition("+")[0] in available_backends()]
+SCANNERS = list(available_backends())
+WALKERS = {"c": True, "python": False}
 
 
 def _kw(backend: str) -> dict[str, object]:
     scanner, _, walker = backend.partition("+")
     return {"scanner_backend": scanner, "native": WALKERS[walker]}
+
+
+def _walker_kw(backend: str) -> dict[str, object]:
+    return {"native": WALKERS[backend.partition("+")[2]]}
+
+
 U = "f50ae695-14da-8c65-9ce2-b10cccdaebf9"
 
 SECRET_CONFIGS = {
@@ -65,54 +76,73 @@ SECRET_CONFIGS = {
     "some-off": SecretMaskConfig(detectors={"credential_pair": False, "card_number": False, "jwt": False}),
     "names-allowed": SecretMaskConfig(allowed_keys=("db_password", "Value"), identifier_keys=()),
     "ids-blocked": SecretMaskConfig(blocked_keys=("password", "token", "session.id", "user.id")),
+    "summary": SecretMaskConfig(summary_attributes=True),
+    "blocked-values": SecretMaskConfig(blocked_values=(r"T-\d+", r"user=(?P<secret>\w+)")),
 }
 UUID_CONFIGS = {
     "default": UUIDNormalizeConfig(),
     "logs-and-some-metrics": UUIDNormalizeConfig(log_attributes=("http.route", "run.id"),
                                                  metric_attributes=("http.route",)),
     "names-off": UUIDNormalizeConfig(span_names=False, hex_ids=False, ulids=False, replacement="<id>"),
+    "patterns": UUIDNormalizeConfig(log_attributes=("http.route",), patterns=(
+        PatternConfig(regex=r"T-\d+", replacement="T-{n}"), PatternConfig(regex=r"(\w+)@example\.com",
+                                                                          replacement=r"\1@{domain}"))),
 }
 
 
-# -- the two paths ------------------------------------------------------------------------------
+# -- the processors and the oracle --------------------------------------------------------------
 
 _PROCESSORS: dict[tuple[object, ...], object] = {}
 
 
-def _cached(kind: type, cfg: object, signal: Signal, backend: str, role: str = "wire") -> object:
+def _cached(kind: type, cfg: object, signal: Signal, backend: str) -> object:
     # Compiling a hyperscan database takes tens of milliseconds: one processor per configuration.
-    key = (kind, id(cfg), signal, backend, role)
+    key = (kind, id(cfg), signal, backend)
     if key not in _PROCESSORS:
-        _PROCESSORS[key] = kind(cfg, signal, **_kw(backend))
+        _PROCESSORS[key] = kind(cfg, signal, **(_kw(backend) if kind is SecretMask else _walker_kw(backend)))
     return _PROCESSORS[key]
 
 
-def secret_both_ways(cfg: SecretMaskConfig, signal: Signal, raw: bytes, backend: str, *, wire_path: bool = True
-                     ) -> None:
+def secret_both_ways(cfg: SecretMaskConfig, signal: Signal, raw: bytes, backend: str) -> None:
     wire: SecretMask = _cached(SecretMask, cfg, signal, backend)  # type: ignore[assignment]
-    ref: SecretMask = _cached(SecretMask, cfg, signal, "re+python", "reference")  # type: ignore[assignment]
     wire.masker.take_counts()
-    ref.masker.take_counts()
     out = wire(Payload(signal, raw=raw))
-    expected = signal.request_type.FromString(raw)
-    ref.rewrite(expected, sd.GATED)  # every gated detector compiled in: the plain reference
-    if wire_path:  # edited (or kept) as bytes, never re-encoded
-        assert out.raw_cached is not None
+    expected, counts = secret_reference(cfg, signal, raw)
+    if not cfg.summary_attributes:  # summary attributes are added to the decoded request
+        assert out.raw_cached is not None  # edited (or kept) as bytes
     assert signal.request_type.FromString(out.serialize()) == expected
-    assert wire.masker.take_counts() == ref.masker.take_counts()
+    assert wire.masker.take_counts() == counts
 
 
 def uuid_both_ways(cfg: UUIDNormalizeConfig, signal: Signal, raw: bytes, backend: str) -> None:
     wire: UUIDNormalize = _cached(UUIDNormalize, cfg, signal, backend)  # type: ignore[assignment]
-    ref: UUIDNormalize = _cached(UUIDNormalize, cfg, signal, "re+python", "reference")  # type: ignore[assignment]
     wire.fn.take_counts()
-    ref.fn.take_counts()
     out = wire(Payload(signal, raw=raw))
-    expected = ref(Payload(signal, message=signal.request_type.FromString(raw))).message
-    if signal is not Signal.METRICS:  # metrics whose points normalization merges leave the wire path
+    expected, counts = uuid_reference(cfg, signal, raw)
+    if signal is not Signal.METRICS:  # metrics whose points normalization merges are re-encoded
         assert out.raw_cached is not None
     assert out.message == expected
-    assert wire.fn.take_counts() == ref.fn.take_counts()
+    assert wire.fn.take_counts() == counts
+
+
+def fused_both_ways(scfg: SecretMaskConfig, ucfg: UUIDNormalizeConfig, signal: Signal, raw: bytes, backend: str,
+                    secret_first: bool = True) -> None:
+    """secret_mask and uuid_normalize in one walk give what the oracle gives one after the other."""
+    sm: SecretMask = _cached(SecretMask, scfg, signal, backend)  # type: ignore[assignment]
+    un: UUIDNormalize = _cached(UUIDNormalize, ucfg, signal, backend)  # type: ignore[assignment]
+    sm.masker.take_counts()
+    un.fn.take_counts()
+    fused = Fused(sm.single, un.single) if secret_first else Fused(un.single, sm.single)
+    out = fused(Payload(signal, raw=raw))
+    if secret_first:
+        mid, scounts = secret_reference(scfg, signal, raw)
+        expected, ucounts = uuid_reference(ucfg, signal, mid.SerializeToString())
+    else:
+        mid, ucounts = uuid_reference(ucfg, signal, raw)
+        expected, scounts = secret_reference(scfg, signal, mid.SerializeToString())
+    assert signal.request_type.FromString(out.serialize()) == expected
+    assert sm.masker.take_counts() == scounts
+    assert un.fn.take_counts() == ucounts
 
 
 # -- random requests ------------------------------------------------------------------------------
@@ -234,28 +264,43 @@ _PROP = settings(max_examples=40, deadline=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# Each generated request goes through every scanner/walker combination (generating is the slow part).
+
 @pytest.mark.parametrize("cfg", list(SECRET_CONFIGS), ids=list(SECRET_CONFIGS))
 @pytest.mark.parametrize("signal", list(Signal), ids=[s.value for s in Signal])
-def test_secret_mask_wire_path_equals_the_decoded_path_on_random_requests(signal: Signal, cfg: str,
-                                                                          backend: str) -> None:
+def test_secret_mask_wire_path_equals_the_decoded_path_on_random_requests(signal: Signal, cfg: str) -> None:
     @_PROP
     @given(raw=REQUESTS[signal])
     def check(raw: bytes) -> None:
-        secret_both_ways(SECRET_CONFIGS[cfg], signal, raw, backend)
+        for backend in BACKENDS:
+            secret_both_ways(SECRET_CONFIGS[cfg], signal, raw, backend)
 
     check()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("cfg", list(UUID_CONFIGS), ids=list(UUID_CONFIGS))
 @pytest.mark.parametrize("signal", list(Signal), ids=[s.value for s in Signal])
-def test_uuid_normalize_wire_path_equals_the_decoded_path_on_random_requests(signal: Signal, cfg: str,
-                                                                             backend: str) -> None:
+def test_uuid_normalize_wire_path_equals_the_decoded_path_on_random_requests(signal: Signal, cfg: str) -> None:
     @_PROP
     @given(raw=REQUESTS[signal])
     def check(raw: bytes) -> None:
-        uuid_both_ways(UUID_CONFIGS[cfg], signal, raw, backend)
+        for backend in BACKENDS:
+            uuid_both_ways(UUID_CONFIGS[cfg], signal, raw, backend)
+
+    check()
+
+
+@pytest.mark.parametrize("secret_first", [True, False], ids=["secret-first", "uuid-first"])
+@pytest.mark.parametrize("signal", [Signal.TRACES, Signal.LOGS], ids=["traces", "logs"])
+def test_fused_walk_equals_the_two_processors_one_after_the_other(signal: Signal, secret_first: bool) -> None:
+    pairs = [("default", "logs-and-some-metrics"), ("summary", "patterns"), ("blocked-values", "names-off"),
+             ("keys-off", "default")]
+
+    @_PROP
+    @given(raw=REQUESTS[signal], pair=st.sampled_from(pairs))
+    def check(raw: bytes, pair: tuple[str, str]) -> None:
+        for backend in BACKENDS:
+            fused_both_ways(SECRET_CONFIGS[pair[0]], UUID_CONFIGS[pair[1]], signal, raw, backend, secret_first)
 
     check()
 
@@ -283,6 +328,8 @@ def test_every_corpus_text_in_every_place_gives_the_decoded_result(backend: str)
     for ucfg in UUID_CONFIGS.values():
         uuid_both_ways(ucfg, Signal.TRACES, msg.SerializeToString(), backend)
         uuid_both_ways(ucfg, Signal.LOGS, logs.SerializeToString(), backend)
+    for signal, raw in ((Signal.TRACES, msg.SerializeToString()), (Signal.LOGS, logs.SerializeToString())):
+        fused_both_ways(SECRET_CONFIGS["default"], UUID_CONFIGS["logs-and-some-metrics"], signal, raw, backend)
 
 
 def _shared_payloads():  # type: ignore[no-untyped-def]
@@ -312,6 +359,9 @@ def test_shared_benchmark_load_gives_the_decoded_result(signal: Signal, backend:
         masked = SecretMask(SecretMaskConfig(), signal, **_kw(backend))(Payload(signal, raw=raw))
         assert masked.raw_cached is not None and masked.raw_cached != raw
         uuid_both_ways(UUIDNormalizeConfig(), signal, masked.raw_cached, backend)
+        # or fused into one walk (traces and logs), as the graph does when they are adjacent
+        if signal is not Signal.METRICS:
+            fused_both_ways(SecretMaskConfig(), UUIDNormalizeConfig(), signal, raw, backend)
 
 
 # -- encodings the wire walker meets rarely -----------------------------------------------------
@@ -416,10 +466,12 @@ def test_a_malformed_entry_in_a_named_map_takes_the_decoded_path() -> None:
                                                      _kv_bytes("value", _s("hunter2"))))))
     for native in (True, False):
         proc = SecretMask(SecretMaskConfig(), Signal.TRACES, native=native)
+        run = proc.prepare(raw)
+        assert run is not None
         with pytest.raises(WireFallback):
-            proc.wire.rewrite(raw, proc.scanner.scan(raw)[0], lambda t, s, e: t)  # type: ignore[union-attr]
-    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "hyperscan+c", wire_path=False)
-    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "re+python", wire_path=False)
+            proc.single.walker.rewrite(raw, [run])
+    for backend in BACKENDS:
+        secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, backend)
 
 
 def test_a_keyvalue_with_two_keys_takes_the_decoded_path_and_counts_once() -> None:
@@ -427,13 +479,17 @@ def test_a_keyvalue_with_two_keys_takes_the_decoded_path_and_counts_once() -> No
     kv_bytes = _ld(1, b"password") + _ld(2, _ld(1, SECRET.encode())) + _ld(1, b"note")
     raw = _request(_span_bytes(kv_bytes))
     proc = SecretMask(SecretMaskConfig(), Signal.TRACES)
+    run = proc.prepare(raw)
+    assert run is not None
     with pytest.raises(WireFallback):
-        proc.wire.rewrite(raw, proc.scanner.scan(raw)[0], lambda t, s, e: t)  # type: ignore[union-attr]
+        proc.single.walker.rewrite(raw, [run])
+    proc.masker.take_counts()
     out = proc(Payload(Signal.TRACES, raw=raw))
-    assert out.raw_cached is None  # changed through the decoded message
+    assert out.raw_cached is not None  # re-encoded the way protobuf does (one key), then walked
     assert out.message.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.string_value == "[REDACTED]"
     assert proc.masker.counts == {"openai_key": 1}  # the abandoned wire walk counted nothing
-    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "hyperscan+c", wire_path=False)
+    for backend in BACKENDS:
+        secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, backend)
 
 
 def test_bytes_that_do_not_decode_are_refused_as_before() -> None:
@@ -450,26 +506,23 @@ def test_bytes_that_do_not_decode_are_refused_as_before() -> None:
 @pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
 @pytest.mark.parametrize("raw", [b"\x0a\xff\xff\xff\x0f", b"\x0b\x00", b"\x0a\x05\x12\x10abc", b"\x0f"])
 def test_malformed_bytes_raise_wire_fallback(raw: bytes, native: bool) -> None:
-    walker = WireRewriter(attrwalk.wire_plan(Signal.TRACES.request_type.DESCRIPTOR,
-                                             {"resource_spans": {"scope_spans": {"spans": {"name": attrwalk.STRING}}}}),
-                          native=native)
+    walker = Walker(wire_plan(Signal.TRACES.request_type.DESCRIPTOR,
+                              [{"resource_spans": {"scope_spans": {"spans": {"name": STRING}}}}]), 1, native=native)
     with pytest.raises(WireFallback):
-        walker.rewrite(raw, list(range(len(raw))), lambda t, s, e: t + "!")
+        walker.rewrite(raw, [TextRun(0, lambda t, _f: t + "!")])
 
 
-def test_options_without_a_wire_path_take_the_decoded_path() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_options_that_look_at_every_string_or_add_attributes_give_the_decoded_result(backend: str) -> None:
+    # user regexes cannot be anchored (every string is looked at), summary attributes add attributes:
+    # both on the wire path too now, with the decoded path's result
     raw = Payload(Signal.TRACES, message=make_traces(2, attrs={"token": "abc", "note": "ticket T-123"})).serialize()
     for cfg in (SecretMaskConfig(summary_attributes=True), SecretMaskConfig(blocked_values=(r"T-\d+",))):
-        proc = SecretMask(cfg, Signal.TRACES)
-        assert proc.wire is None
-        out = proc(Payload(Signal.TRACES, raw=raw))
-        expected = Signal.TRACES.request_type.FromString(raw)
-        SecretMask(cfg, Signal.TRACES).rewrite(expected)
-        assert out.message == expected
-    pat = UUIDNormalizeConfig(patterns=(__import__("processors.privacy.uuid_normalize", fromlist=["x"]).PatternConfig(
-        regex=r"T-\d+", replacement="T-{n}"),))
-    proc = UUIDNormalize(pat, Signal.TRACES)
-    assert proc.wire is None
+        secret_both_ways(cfg, Signal.TRACES, raw, backend)
+    pat = UUIDNormalizeConfig(span_attributes=("note",), patterns=(PatternConfig(regex=r"T-\d+", replacement="T-{n}"),))
+    uuid_both_ways(pat, Signal.TRACES, raw, backend)
+    out = UUIDNormalize(pat, Signal.TRACES, **_walker_kw(backend))(Payload(Signal.TRACES, raw=raw))
+    assert b"ticket T-{n}" in out.serialize()
 
 
 # -- the scanner --------------------------------------------------------------------------------
@@ -485,8 +538,7 @@ def _occurrences(anchor: Anchor, data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-_SECRET_ANCHORS = sa.anchors(sd.DETECTOR_NAMES, sk.KeyMatcher())
-_UUID_ANCHORS = UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES).scanner.anchors
+_SECRET_ANCHORS = sr.anchors(sr.DETECTOR_NAMES, sk.KeyMatcher())
 _SCANNERS: dict[tuple[int, str], AnchorScanner] = {}
 _pieces = st.one_of(st.binary(max_size=12), _text.map(lambda s: s.encode()), st.sampled_from([
     b"token", b"Tokens", b"TOKEN", b"4111-1111 1111-1111", b"1234567890123", b"deadbeef" * 3, b"PRIVATE KEY",
@@ -498,11 +550,11 @@ _pieces = st.one_of(st.binary(max_size=12), _text.map(lambda s: s.encode()), st.
 @given(parts=st.lists(_pieces, max_size=8))
 def test_every_anchor_occurrence_gets_an_offset_inside_it(backend: str, parts: list[bytes]) -> None:
     data = b"".join(parts)
-    for anchors in (_SECRET_ANCHORS, _UUID_ANCHORS):
+    for anchors in (_SECRET_ANCHORS,):
         scanner = _SCANNERS.get((id(anchors), backend))
         if scanner is None:
             scanner = _SCANNERS[(id(anchors), backend)] = AnchorScanner(anchors, backend=backend)
-        offsets, tags, ids = scanner.scan(data, ids=True)
+        offsets, tags, ids = scanner.scan(data)
         assert offsets == sorted(offsets) and len(ids) == len(offsets)  # type: ignore[arg-type]
         expected_tags = set()
         for k, a in enumerate(anchors):
@@ -519,27 +571,48 @@ def test_every_anchor_occurrence_gets_an_offset_inside_it(backend: str, parts: l
 
 
 def _fixed(a: Anchor) -> bool:
-    return all(anchorscan._fixed_width(e) is not None for e, _ in (a.hs or ((a.regex, 0),)))
+    return all(fixed_width(e) is not None for e, _ in (a.hs or ((a.regex, 0),)))
 
 
 def test_scanner_falls_back_to_re_without_hyperscan(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(anchorscan, "_hyperscan", None)
-    monkeypatch.setattr(anchorscan, "_hsscan", None)
+    monkeypatch.setattr(scanner_module, "_hyperscan", None)
+    monkeypatch.setattr(scanner_module, "_hsscan", None)
+    assert available_backends() == ("re",)
     scanner = AnchorScanner([Anchor(rb"sk-")])
     assert scanner.backend == "re"
     assert scanner.scan(b"a sk-1 sk-2")[0] == [2, 7]
-    with pytest.raises(RuntimeError):
-        AnchorScanner([Anchor(rb"sk-")], backend="hyperscan")
-    assert SecretMask(SecretMaskConfig(), Signal.TRACES).scanner.backend == "re"
+    for backend in ("libhs", "binding"):
+        with pytest.raises(RuntimeError):
+            AnchorScanner([Anchor(rb"sk-")], backend=backend)
+    proc = SecretMask(SecretMaskConfig(), Signal.TRACES)
+    assert proc.scanner.backend == "re" and proc.describe() == {"scanner": "re"}
     raw = Payload(Signal.TRACES, message=make_traces(2, attrs={"token": "abc"})).serialize()
-    secret_both_ways(SecretMaskConfig(), Signal.TRACES, raw, "auto")
+    out = proc(Payload(Signal.TRACES, raw=raw))
+    assert out.serialize() == secret_reference(SecretMaskConfig(), Signal.TRACES, raw)[0].SerializeToString()
 
 
-def test_hyperscan_is_used_where_it_is_installed() -> None:
-    if anchorscan._hyperscan is None:
-        pytest.skip("hyperscan is not installed on this platform (the `re` fallback is tested above)")
-    assert SecretMask(SecretMaskConfig(), Signal.TRACES).scanner.backend == "hyperscan"
-    assert UUIDNormalize(UUIDNormalizeConfig(), Signal.TRACES).scanner.backend == "hyperscan"
+def test_the_binding_collects_matches_in_python_without_the_c_extension(monkeypatch: pytest.MonkeyPatch) -> None:
+    if "binding" not in available_backends():
+        pytest.skip("the hyperscan binding is not installed on this platform (the `re` fallback is tested above)")
+    monkeypatch.setattr(scanner_module, "_wirewalk", None)  # as on a machine without a C compiler
+    proc = SecretMask(SecretMaskConfig(), Signal.TRACES, scanner_backend="binding", native=False)
+    monkeypatch.undo()
+    texts = [t for _, t, _ in SECRETS] + NON_SECRETS
+    msg = make_traces(len(texts))
+    for sp, text in zip(msg.resource_spans[0].scope_spans[0].spans, texts):
+        sp.attributes.extend([kv("tool.output", f"x 4111 1111 1111 1111 {text}"), kv("token", text)])
+    raw = msg.SerializeToString()
+    proc.masker.take_counts()
+    out = proc(Payload(Signal.TRACES, raw=raw))
+    expected, counts = secret_reference(SecretMaskConfig(), Signal.TRACES, raw)
+    assert out.message == expected and proc.masker.take_counts() == counts
+
+
+def test_the_best_scanner_installed_is_the_one_used() -> None:
+    best = available_backends()[0]
+    assert SecretMask(SecretMaskConfig(), Signal.TRACES).scanner.backend == best
+    if scanner_module._hsscan is not None:
+        assert best == "libhs"
 
 
 def test_shaped_anchor_runs_are_covered_in_long_runs() -> None:
@@ -561,27 +634,26 @@ def test_rewriter_fixes_every_length_prefix_when_sizes_cross_varint_boundaries(n
     msg = make_traces(3, attrs={"http.route": long_, "other": "z"})
     msg.resource_spans[0].scope_spans[0].spans[1].attributes[0].value.string_value = short
     raw = msg.SerializeToString()
-    plan = attrwalk.wire_plan(Signal.TRACES.request_type.DESCRIPTOR, {
-        "resource_spans": {"scope_spans": {"spans": {"attributes": Attrs(SelectedKeys(["http.route"]))}}}})
-    offsets = [m.start() for m in re.finditer(rb"[xy]{10}", raw)]
+    plan = wire_plan(Signal.TRACES.request_type.DESCRIPTOR, [{
+        "resource_spans": {"scope_spans": {"spans": {"attributes": Attrs(SelectedKeys(["http.route"]))}}}}])
     swap = {long_: short, short: long_}
-    out = WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: swap[t])
+    out = Walker(plan, 1, native=native).rewrite(raw, [TextRun(0, lambda t, _f: swap[t])])
     assert out is not None
     spans = Signal.TRACES.request_type.FromString(out).resource_spans[0].scope_spans[0].spans
     assert [s.attributes[0].value.string_value for s in spans] == [short, long_, short]
     assert all(s.attributes[1].value.string_value == "z" for s in spans)
     # nothing changed: no new bytes
-    assert WireRewriter(plan, native=native).rewrite(raw, offsets, lambda t, s, e: t) is None
+    assert Walker(plan, 1, native=native).rewrite(raw, [TextRun(0, lambda t, _f: t)]) is None
 
 
 def test_wire_plan_checks_field_types_against_the_descriptors() -> None:
     desc = Signal.TRACES.request_type.DESCRIPTOR
     with pytest.raises(TypeError):
-        attrwalk.wire_plan(desc, {"resource_spans": attrwalk.STRING})
+        wire_plan(desc, [{"resource_spans": STRING}])
     with pytest.raises(TypeError):
-        attrwalk.wire_plan(desc, {"resource_spans": {"resource": Attrs(None)}})
+        wire_plan(desc, [{"resource_spans": {"resource": Attrs(None)}}])
     with pytest.raises(KeyError):
-        attrwalk.wire_plan(desc, {"no_such_field": {}})
+        wire_plan(desc, [{"no_such_field": {}}])
 
 
 def test_replace_raw_swaps_the_bytes_and_drops_the_stale_message() -> None:

@@ -1,0 +1,345 @@
+"""Running secret_mask's rules on strings: the `Masker`.
+
+The detectors (`processors.privacy.secret_rules.DETECTORS`) are compiled into one regex whose
+top level is an alternation with one branch per possible first character, so CPython's `re`
+skips every character that starts no detector in a tight C loop and, at a candidate character,
+tries only that character's detectors (`build_detector_regex`). Three ways to use it, with the
+same result:
+
+* `mask_text(s)`: search the whole string (the definition; used for strings the anchors cannot
+  narrow down: not ASCII, or holding a FULL anchor, and for user `blocked_values`).
+* `mask_at(s, starts)`: try the detectors only at the positions `starts`, which is exact when they
+  hold every position where `mask_text` would accept a match. `positions` derives them from the
+  anchor occurrences the scan found in the string (each anchor says where its detector's match
+  starts relative to it).
+* The C wire walker runs `mask_at` itself (processors/privacy/_wirewalk.c, `mask_string`): the
+  same positions, the same `re` match at each, the same validators, from `engine()`.
+
+Masks are recognisable: a value that already is a mask is never masked again, which makes
+masking idempotent in both replace and hash mode. `counts` accumulates masked values per
+detector (and `key` for whole values under a sensitive key) until `take_counts()`.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from processors.privacy.secret_keys import SENSITIVE, KeyMatcher
+from processors.privacy.secret_rules import (
+    DETECTOR_NAMES,
+    DETECTORS,
+    FULL,
+    GATED,
+    PAIR,
+    PAIR_KEY,
+    PAIR_STOPWORDS,
+    Validator,
+)
+
+#: The characters of a key (`_pair_ok` reads the key back from a separator) and of a token (a secret
+#: whose `replace` is "token" reaches back over them).
+KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
+_TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+#: From a key term's occurrence to the separator of a `key=value` pair whose key holds it: the rest
+#: of the key, an optional closing quote (escaped any number of times: JSON inside JSON) and blanks
+#: (as `_pair_ok` reads back). The separator is `:` or `=`, or the `,` between the name and the value
+#: of a name/value pair. (`_wirewalk.c` has it as `pair_separator`.)
+PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*(?:\\*[\"'])?[ \t]*(?=[:=,])")
+
+
+class Replacer:
+    """Turns a secret into its mask: a fixed replacement, or a short keyed hash of it.
+
+    Hash mode writes `[REDACTED:<hex>]` (the replacement with the hash added before a closing
+    bracket, or after a colon): HMAC-SHA256 under `hash_key`, truncated to `hash_length` hex digits,
+    so equal secrets stay correlatable without being revealed or brute-forced offline without the key.
+    """
+
+    __slots__ = ("_key", "_length", "_mask_re", "_prefix", "_suffix", "fixed", "replacement")
+
+    def __init__(self, replacement: str = "[REDACTED]", hash_key: bytes | None = None, hash_length: int = 12) -> None:
+        self.replacement = replacement
+        #: the mask when every mask is the same text (replace mode), else None
+        self.fixed = replacement if hash_key is None else None
+        self._key = hash_key
+        self._length = hash_length
+        if replacement.endswith("]") and len(replacement) > 1:
+            self._prefix, self._suffix = replacement[:-1] + ":", "]"
+        else:
+            self._prefix, self._suffix = replacement + ":", ""
+        self._mask_re = None if hash_key is None else re.compile(
+            re.escape(self._prefix) + f"[0-9a-f]{{{hash_length:d}}}" + re.escape(self._suffix))
+
+    def __call__(self, secret: str) -> str:
+        if self._key is None:
+            return self.replacement
+        digest = hmac.new(self._key, secret.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+        return f"{self._prefix}{digest[:self._length]}{self._suffix}"
+
+    def is_mask(self, value: str) -> bool:
+        """True for a value that already is one of this replacer's masks (never mask twice)."""
+        if value == self.replacement:
+            return True
+        return self._mask_re is not None and self._mask_re.fullmatch(value) is not None
+
+
+def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
+    """One regex for the enabled detectors: an alternation of one branch per first character, each
+    the detectors that can start there. Groups are named `<detector>__<n>` (and `<detector>__<n>__v`
+    for the secret part), since a detector appears once per first character."""
+    by_first: dict[str, list[tuple[str, str]]] = {}
+    for d in DETECTORS:
+        if d.name not in enabled or (d.validator == PAIR_KEY and not keys.terms):
+            continue
+        for c in d.first:
+            by_first.setdefault(c, []).append((d.name, d.pattern))
+    if not by_first:
+        return None
+    branches = []
+    k = 0
+    for c, dets in by_first.items():
+        alts = []
+        for name, rest in dets:
+            k += 1
+            alts.append(f"(?P<{name}__{k}>" + rest.replace("(?P<v>", f"(?P<{name}__{k}__v>") + ")")
+        branches.append(f"{re.escape(c)}(?:{'|'.join(alts)})")
+    return re.compile("|".join(branches))
+
+
+#: What masking needs to know about a match, by the number of the detector group that matched
+#: (`m.lastindex`: the detector's group encloses its secret-part group, so it is always the last
+#: group to close): (detector name, number of the secret-part group or 0, how far the secret reaches
+#: back before the match (-1: over the token run), validator or None). None for other groups.
+Rule = tuple[str, int, int, Validator | None]
+
+
+class Compiled(NamedTuple):
+    """The detector regex for one set of detectors, with its rules by group number."""
+
+    rx: re.Pattern[str]
+    rules: tuple[Rule | None, ...]
+
+
+class Masker:
+    """Masks secrets inside strings and whole values under sensitive keys (see the module docstring).
+
+    Gated detectors (card numbers start on any digit, PEM blocks on `-`) are compiled in only for
+    requests whose bytes hold their anchor: `variant(gated)` is the regex without the others (at
+    most 2**len(GATED) variants, cached).
+    """
+
+    def __init__(self, *, keys: KeyMatcher, replacer: Replacer, enabled: Iterable[str] = DETECTOR_NAMES,
+                 blocked_values: Iterable[str] = ()) -> None:
+        self.keys = keys
+        self.replacer = replacer
+        self.enabled = frozenset(enabled)
+        self.user = tuple(re.compile(p) for p in blocked_values)
+        self.counts: dict[str, int] = {}
+        #: credential_pair's validator, bound once: the C walker tells it by identity and runs its own
+        #: copy of it (`pair_key_ok`)
+        self.pair_check: Validator = self._pair_ok
+        validators = {d.name: d.validator for d in DETECTORS if d.validator is not None}
+        self._validators = {name: self.pair_check if isinstance(v, str) else v for name, v in validators.items()}
+        self._back = {d.name: (-1 if d.replace == "token" else d.replace if isinstance(d.replace, int) else 0)
+                      for d in DETECTORS}
+        self._variants: dict[frozenset[str], Compiled | None] = {}
+
+    def variant(self, gated: frozenset[str] = GATED) -> Compiled | None:
+        """The detector regex for a request whose gate anchors are `gated` (None: no detector)."""
+        c = self._variants.get(gated, False)
+        if c is False:
+            key = gated & self.enabled & GATED
+            if key not in self._variants:
+                rx = build_detector_regex((self.enabled - GATED) | key, self.keys)
+                self._variants[key] = None if rx is None else Compiled(rx, self._rules(rx))
+            c = self._variants[key]
+            if gated <= GATED:  # only subsets of GATED are kept under their own key: bounded
+                self._variants[gated] = c
+        return c  # type: ignore[return-value]
+
+    def _rules(self, rx: re.Pattern[str]) -> tuple[Rule | None, ...]:
+        index = rx.groupindex
+        rules: list[Rule | None] = [None] * (rx.groups + 1)
+        for g, i in index.items():
+            name, sep, _ = g.rpartition("__")
+            if sep and name in self._back:  # `<detector>__<n>`, not `<detector>__<n>__v`
+                rules[i] = (name, index.get(g + "__v", 0), self._back[name], self._validators.get(name))
+        return tuple(rules)
+
+    # -- strings -------------------------------------------------------------------------------
+
+    def mask_text(self, s: str, gated: frozenset[str] = GATED) -> str:
+        """`s` with every detected secret replaced (the same object when nothing matched)."""
+        c = self.variant(gated)
+        if c is not None:
+            m = c.rx.search(s)
+            if m is not None:
+                s = self._apply(c, s, m)
+        return self.apply_user(s) if self.user else s
+
+    def mask_at(self, s: str, starts: Sequence[int], gated: frozenset[str] = GATED) -> str:
+        """`mask_text(s)` trying the detectors only at the sorted positions `starts`.
+
+        Exact when `starts` holds every position where `mask_text` would accept a match:
+        `mask_text` visits positions left to right and only an accepted match changes anything
+        (text, counts, where the next search starts); at a position it rejects, or where nothing
+        matches, it just moves on. Visiting a subset of positions that keeps every accepted one, in
+        the same order and with the same test at each, accepts the same matches.
+        """
+        c = self.variant(gated)
+        if c is not None and starts:
+            out: list[str] = []
+            last = pos = 0
+            for p in starts:
+                if p < pos:
+                    continue
+                if p >= len(s):
+                    break
+                m = c.rx.match(s, p)
+                if m is None:
+                    continue
+                span = self._decide(c, s, m, p, last)
+                if span is None:
+                    pos = p + 1
+                    continue
+                out.append(s[last:span[0]])
+                out.append(self.replacer(s[span[0]:span[1]]))
+                last = span[1]
+                pos = max(m.end(), p + 1)
+            if out:
+                out.append(s[last:])
+                s = "".join(out)
+        return self.apply_user(s) if self.user else s
+
+    def mask_anchored(self, s: str, base: int, offsets: Sequence[int], ids: Sequence[int], info: Sequence[object],
+                      gated: frozenset[str]) -> str:
+        """The rules on a string of a request whose bytes start at `base`, from the anchor occurrences
+        the scan found in the request (`offsets`, sorted, with their anchors `ids` and the anchors'
+        `info`): `mask_at` at the positions they give, `mask_text` where they cannot tell."""
+        starts = positions(s, base, offsets, ids, info)
+        return self.mask_text(s, gated) if starts is None else self.mask_at(s, starts, gated)
+
+    def _apply(self, c: Compiled, s: str, m: re.Match[str] | None) -> str:
+        out: list[str] = []
+        last = 0
+        while m is not None:
+            span = self._decide(c, s, m, m.start(), last)
+            if span is None:
+                # Not a secret after all: look again one character further, so a real secret
+                # inside the rejected match is still found.
+                m = c.rx.search(s, m.start() + 1)
+                continue
+            out.append(s[last:span[0]])
+            out.append(self.replacer(s[span[0]:span[1]]))
+            last = span[1]
+            m = c.rx.search(s, max(m.end(), m.start() + 1))
+        if not out:
+            return s
+        out.append(s[last:])
+        return "".join(out)
+
+    def _decide(self, c: Compiled, s: str, m: re.Match[str], p: int, last: int) -> tuple[int, int] | None:
+        """The span of `s` to mask for match `m` starting at `p` (counted under its detector), or None
+        when the match is not a secret after all (a validator says no, or it already is a mask).
+        `last`: where the previous mask ended (a secret never reaches back over it)."""
+        name, vgroup, back, check = c.rules[m.lastindex]  # type: ignore[index, misc]
+        if vgroup:
+            start, end = m.span(vgroup)
+        else:
+            start = p
+            if back < 0:
+                while start > last and s[start - 1] in _TOKEN_CHARS:
+                    start -= 1
+            else:
+                start = max(start - back, last)
+            end = m.end()
+        if (check is not None and not check(s, m, p, start, end)) or self.replacer.is_mask(s[start:end]):
+            return None
+        self.counts[name] = self.counts.get(name, 0) + 1
+        return start, end
+
+    def apply_user(self, s: str) -> str:
+        """The user's `blocked_values` on `s`: every match (its group `secret`, else all of it) masked."""
+        for rx in self.user:
+            if rx.search(s) is None:
+                continue
+            group = "secret" if "secret" in rx.groupindex else 0
+            out: list[str] = []
+            last = 0
+            for m in rx.finditer(s):
+                start, end = m.span(group)
+                if start < 0 or start == end or start < last:
+                    continue
+                secret = s[start:end]
+                if self.replacer.is_mask(secret):
+                    continue
+                out.append(s[last:start])
+                out.append(self.replacer(secret))
+                last = end
+                self.counts["blocked_values"] = self.counts.get("blocked_values", 0) + 1
+            if out:
+                out.append(s[last:])
+                s = "".join(out)
+        return s
+
+    def _pair_ok(self, s: str, m: re.Match[str], p: int, start: int, end: int) -> bool:
+        """credential_pair's validator: the match starts at the separator; the key is the run of key
+        characters before it (after an optional closing quote and blanks) and must pass the key-name
+        rule, and the value must not be a stopword. (_wirewalk.c has it as `pair_key_ok`.)"""
+        head = s[:p].rstrip(" \t")
+        if head.endswith(("\"", "'")):
+            head = head[:-1].rstrip("\\")  # `\"`: a key inside a JSON string
+        key = head[len(head.rstrip(KEY_CHARS)):]
+        if not key or self.keys.classify(key) != SENSITIVE:
+            return False
+        return s[start:end].lower() not in PAIR_STOPWORDS
+
+    # -- whole values ----------------------------------------------------------------------------
+
+    def mask_value(self, value: str) -> str:
+        """The mask for a whole value under a sensitive key (unchanged if already a mask)."""
+        if self.replacer.is_mask(value):
+            return value
+        self.counts["key"] = self.counts.get("key", 0) + 1
+        return self.replacer(value)
+
+    def take_counts(self) -> dict[str, int]:
+        """The counts so far, and start again from none (the same dict object: the C walker holds it)."""
+        c = dict(self.counts)
+        self.counts.clear()
+        return c
+
+    def restore_counts(self, counts: dict[str, int]) -> None:
+        """Set the counts back to `counts` (a walk that was abandoned counted nothing)."""
+        self.counts.clear()
+        self.counts.update(counts)
+
+
+def positions(s: str, base: int, offsets: Sequence[int], ids: Sequence[int], info: Sequence[object]
+              ) -> list[int] | None:
+    """Where detectors may match in the string `s` (its bytes at `base` of the request), sorted, from
+    the anchor occurrences inside it; None when they cannot tell (the string is not ASCII, so byte
+    offsets are not character offsets, or it holds a FULL anchor)."""
+    if not s.isascii():
+        return None
+    starts: list[int] = []
+    n = len(s)
+    for j in range(bisect.bisect_left(offsets, base), len(offsets)):
+        q = offsets[j] - base
+        if q >= n:
+            break
+        a = info[ids[j]]
+        if isinstance(a, int):
+            starts.append(q + a)
+        elif a == PAIR:
+            m = PAIR_TAIL.match(s, q)
+            if m is not None:
+                starts.append(m.end())
+        else:
+            assert a == FULL
+            return None
+    return sorted(set(starts))
