@@ -16,6 +16,7 @@ from pipeline.component import (
     Host,
     Settings,
     Stability,
+    acknowledges,
 )
 from pipeline.model import Payload, Signal
 
@@ -33,6 +34,11 @@ class ForwardConnector:
     def __init__(self, settings: Settings, next_consumer: Consumer) -> None:
         self.settings = settings
         self._next = next_consumer
+
+    @property
+    def acknowledges(self) -> bool:
+        """Hands data straight on: answers when downstream does (end-to-end acknowledgement)."""
+        return acknowledges(self._next)
 
     async def start(self, host: Host) -> None:
         return None

@@ -27,6 +27,17 @@ that exports one batch at a time at a few thousand spans per second.
 To keep memory bounded when downstream is slower than intake, a `consume()`
 that finds more than `max_buffered_items` buffered waits until the sender has
 taken a batch out.
+
+End-to-end acknowledgement: when downstream acknowledges (an exporter with a
+persistent queue, `sending_queue.storage`), answering on arrival would tell a
+sender its data is safe while it is only in memory. Then `consume()` waits
+until the batch holding the payload has been handed on, and so written to
+disk: every payload buffered between two sends shares one future, which the
+send resolves, or fails with downstream's error (the senders send again:
+nothing is held back, nothing blocks). A sender that stops waiting (its
+deadline) takes its payload back if it is still buffered. Every send then
+takes the whole buffer, so that a payload never waits for two batches.
+Pipelines without a persistent queue keep answering on arrival.
 """
 from __future__ import annotations
 
@@ -40,6 +51,7 @@ from pipeline.component import (
     ProcessorFactory,
     Settings,
     Stability,
+    acknowledges,
 )
 from pipeline.config.types import Duration, Issue
 from pipeline.errors import (
@@ -137,6 +149,14 @@ class BatchProcessor:
         self._closed = False
         self._blocked: RetryableError | None = None  # downstream's last refusal, until a send succeeds
         self._retry_delay = RETRY_INITIAL
+        self._acked = acknowledges(next_consumer)
+        # With acknowledgement: resolved once what is buffered now has been handed on.
+        self._sent: asyncio.Future[None] | None = None
+
+    @property
+    def acknowledges(self) -> bool:
+        """Senders are answered once their batch was written downstream (see the module docstring)."""
+        return acknowledges(self._next)
 
     @property
     def buffered_items(self) -> int:
@@ -153,6 +173,13 @@ class BatchProcessor:
     async def consume(self, payload: Payload) -> None:
         if self._closed:
             raise RetryableError(f"processor {self.settings.id} is shut down", retry_after=1.0)
+        if not self._pending and self._blocked is None and not self._send_lock.locked():
+            # Nothing held: the moment to follow a reload that made downstream (not) acknowledge, so
+            # that one buffer never mixes data whose senders wait with data they were answered for.
+            self._acked = acknowledges(self._next)
+        if self._acked:
+            await self._consume_acknowledged(payload)
+            return
         if self._blocked is not None:
             raise _refusal(self._blocked, f"processor {self.settings.id} holds data its downstream refused")
         first = not self._pending
@@ -166,6 +193,42 @@ class BatchProcessor:
         while self._count > self._limit and not self._closed:
             self._room.clear()
             await self._room.wait()
+
+    async def _consume_acknowledged(self, payload: Payload) -> None:
+        """Buffer the payload and return once the batch holding it was handed on (or raise why not)."""
+        first = not self._pending
+        if first:
+            self._batch_start = self._clock()
+        self._pending.append(payload.compact())
+        self._count += payload.items
+        sent = self._sent
+        if sent is None:
+            sent = self._sent = asyncio.get_running_loop().create_future()
+        self._ensure_worker()
+        if first or self._ready():
+            self._wake.set()
+        try:
+            await asyncio.shield(sent)
+        except asyncio.CancelledError:
+            if sent is self._sent:  # not cut yet: the sender will send it again, so take it back
+                self._withdraw(payload)
+            raise
+        except RetryableError as e:
+            raise _refusal(e, f"processor {self.settings.id}: downstream did not take the batch") from None
+        except PermanentError as e:
+            refused = PermanentError(f"processor {self.settings.id}: downstream refused the batch: {e}")
+            refused.counted = e.counted
+            raise refused from None
+        except Exception as e:
+            raise RetryableError(f"processor {self.settings.id}: the batch was not sent: {type(e).__name__}: {e}",
+                                 retry_after=1.0) from None
+
+    def _withdraw(self, payload: Payload) -> None:
+        for i, p in enumerate(self._pending):
+            if p is payload:
+                del self._pending[i]
+                self._count -= payload.items
+                return
 
     async def force_flush(self) -> None:
         """Send everything buffered now and wait until downstream has taken it (retrying while it refuses)."""
@@ -191,6 +254,10 @@ class BatchProcessor:
                 await asyncio.gather(task, return_exceptions=True)
             lost, self._count = self._count, 0
             self._pending = []
+            sent, self._sent = self._sent, None
+            if sent is not None and not sent.done():  # senders still waiting: they must send it again
+                sent.set_exception(RetryableError(f"processor {self.settings.id} shut down", retry_after=1.0))
+                sent.exception()
             if lost:
                 self._obs.dropped(lost, "shutdown")
                 self.settings.logger.error("shutdown deadline reached with batched data not sent; dropped",
@@ -242,6 +309,9 @@ class BatchProcessor:
     async def _flush(self, trigger: Trigger) -> bool:
         """Send what is due; False when downstream refused (the rest is back at the head of the buffer)."""
         async with self._send_lock:
+            if self._acked:
+                await self._flush_acknowledged(trigger)
+                return True
             batches = self._cut(everything=trigger != "size")
             counter = self._size_sends if trigger == "size" else self._timeout_sends if trigger == "timeout" else None
             for i, batch in enumerate(batches):
@@ -258,6 +328,37 @@ class BatchProcessor:
                     self._requeue(batches[i:])
                     return False
             return True
+
+    async def _flush_acknowledged(self, trigger: Trigger) -> None:
+        """Send the whole buffer and tell its senders how it went (they hold their data until then)."""
+        sent, self._sent = self._sent, None
+        batches = self._cut(everything=True)
+        counter = self._size_sends if trigger == "size" else self._timeout_sends if trigger == "timeout" else None
+        error: BaseException | None = None
+        try:
+            for batch in batches:
+                if batch.items == 0:
+                    continue
+                if counter is not None:
+                    counter.inc()
+                try:
+                    await self._next.consume(batch)
+                except Exception as e:
+                    error = e
+                    break
+        except asyncio.CancelledError:
+            error = RetryableError(f"processor {self.settings.id} shut down before the batch was sent", 1.0)
+            raise
+        finally:
+            if sent is not None and not sent.done():
+                if error is None:
+                    sent.set_result(None)
+                else:
+                    sent.set_exception(error)
+                    sent.exception()  # retrieved: each sender gets it through its own shield
+        if error is not None:
+            self._log.warning("downstream did not take a batch; its senders are told to send it again",
+                              key="not_taken", extra={"error": f"{type(error).__name__}: {error}"})
 
     def _requeue(self, batches: list[Payload]) -> None:
         """Put batches downstream did not take back at the head of the buffer, in order."""

@@ -41,6 +41,7 @@ from pipeline.component import (
     ProcessorFactory,
     Settings,
     Stability,
+    acknowledges,
 )
 from pipeline.config.types import Duration, Issue
 from pipeline.errors import DataRefusedError
@@ -195,6 +196,11 @@ class MemoryLimiterProcessor:
         self._last_gc = -math.inf
         self._task: asyncio.Task[None] | None = None
         self._shut = False
+
+    @property
+    def acknowledges(self) -> bool:
+        """Hands data straight on: answers when downstream does (end-to-end acknowledgement)."""
+        return acknowledges(self._next)
 
     async def start(self, host: Host) -> None:
         if self._task is not None or self._shut:

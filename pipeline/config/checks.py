@@ -18,6 +18,8 @@ from pipeline.config.schema import (
 )
 from pipeline.config.types import did_you_mean, join
 from pipeline.errors import ConfigIssue
+from pipeline.exporterhelper.config import ExporterConfig
+from pipeline.exporterhelper.storage import StorageConfig, is_directory
 from pipeline.net.endpoint import Endpoint
 
 
@@ -207,6 +209,35 @@ def check_extensions(service: ServiceConfig, extensions: Mapping[ComponentID, An
         elif cid in seen:
             issues.append(ConfigIssue(path, f"extension '{cid}' is listed twice"))
         seen.add(cid)
+
+
+def check_storage(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],
+                  issues: list[ConfigIssue]) -> None:
+    """`sending_queue.storage` naming an extension: it must be configured, enabled, and a storage extension."""
+    enabled = set(service.extensions)
+    for eid, cfg in comps[Kind.EXPORTER].items():
+        storage = cfg.sending_queue.storage if isinstance(cfg, ExporterConfig) else None
+        if storage is None or is_directory(storage):
+            continue
+        path = join(join("exporters", str(eid)), "sending_queue.storage")
+        try:
+            sid = ComponentID.parse(storage)
+        except ValueError:
+            continue  # QueueConfig.validate() reported it
+        known = [str(c) for c, ecfg in comps[Kind.EXTENSION].items() if isinstance(ecfg, StorageConfig)]
+        if sid not in comps[Kind.EXTENSION]:
+            hint = did_you_mean(storage, known) or (f" (storage extensions configured: {', '.join(known)})" if known
+                                                    else " (none is configured; e.g. extensions: {file_storage: "
+                                                         "{directory: /var/lib/otelpipe/file_storage}})")
+            issues.append(ConfigIssue(path, f"references extension '{sid}' which is not configured under "
+                                            f"'extensions'{hint}; a directory is written as an absolute path or "
+                                            f"./{storage}"))
+        elif not isinstance(comps[Kind.EXTENSION][sid], StorageConfig):
+            issues.append(ConfigIssue(path, f"extension '{sid}' is not a storage extension"
+                                            + (f" (storage extensions: {', '.join(known)})" if known else "")))
+        elif str(sid) not in enabled:
+            issues.append(ConfigIssue(path, f"extension '{sid}' is configured but not enabled: add it to "
+                                            "service.extensions"))
 
 
 def _check_listeners(service: ServiceConfig, comps: dict[Kind, dict[ComponentID, Any]],

@@ -24,12 +24,22 @@ the successor's queue, a request waiting to be retried moves when its wait
 ends (at once), stragglers sent to the old one are passed on, and only attempts
 already under way finish against the old backend. Nothing acknowledged is
 dropped or counted twice: the successor sends and counts it.
+
+With a persistent queue (`sending_queue.storage`), `consume()` returns only
+once the payload is on disk (end-to-end acknowledgement: `acknowledges` tells
+the stages upstream, `batch` included, to wait for it), a request is retried
+until it is delivered or refused for good (`max_elapsed_time` does not apply:
+what is on disk is never given up because an outage lasts; `max_size` bounds
+it instead), and shutdown stops retrying first: the queue drains while the
+backend takes data at once, and everything else stays on disk for the next start.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from pipeline.component import Exporter, Host, Settings
+from pipeline.config.types import Duration
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper.config import ExporterConfig
 from pipeline.exporterhelper.errors import HandedOverError
@@ -54,23 +64,34 @@ class ExporterHelper:
         self.cfg = cfg
         self._obs = settings.telemetry.exporter(settings)
         log = RateLimitedLog(settings.logger)
+        q = cfg.sending_queue
+        self._durable = q.enabled and q.storage is not None
         send: Send = exporter.push
         if cfg.timeout > 0:
             send = TimeoutSender(cfg.timeout, send).send
         send = PushTimer(self._obs, settings.clock, send).send
         self._retry: RetrySender | None = None
         if cfg.retry_on_failure.enabled:
-            self._retry = RetrySender(cfg.retry_on_failure, settings.clock, log, send)
+            retry = cfg.retry_on_failure
+            if self._durable:
+                retry = dataclasses.replace(retry, max_elapsed_time=Duration(0))
+            self._retry = RetrySender(retry, settings.clock, log, send)
             send = self._retry.send
-        self._send = ObsSender(self._obs, log, send).send
-        q = cfg.sending_queue
+        self._send = ObsSender(self._obs, log, send, keeps_unsent=self._durable).send
         self._queue: QueueSender | None = (
-            QueueSender(str(settings.id), q, new_queue(q), self._send, obs=self._obs, log=log, logger=settings.logger)
+            QueueSender(str(settings.id), q, new_queue(q, settings), self._send, obs=self._obs, log=log,
+                        logger=settings.logger)
             if q.enabled else None)
+        self._started = False
         self._stopping = False
         self._shut = False
         self._successor: ExporterHelper | None = None
         self._adopting: set[asyncio.Task[None]] = set()
+
+    @property
+    def acknowledges(self) -> bool:
+        """`consume()` returns only once the data is on disk (a persistent queue): see `component.acknowledges`."""
+        return self._durable
 
     @property
     def queue_size(self) -> int:
@@ -79,7 +100,8 @@ class ExporterHelper:
     async def start(self, host: Host) -> None:
         await self.exporter.start(host)
         if self._queue is not None:
-            await self._queue.start()
+            await self._queue.start(host)
+        self._started = True
 
     async def consume(self, payload: Payload) -> None:
         if self._successor is not None:
@@ -95,14 +117,34 @@ class ExporterHelper:
                 raise RetryableError(f"exporter {self.settings.id} was replaced by a reload", 0.0) from e
         else:
             self._queue.offer(payload)
+            if self._durable:
+                await self._queue.written(payload)
 
     def hand_over(self, successor: ExporterHelper) -> None:
         """A reload replaced this exporter: everything queued or waiting to be retried goes to `successor`."""
         self._successor = successor
         if self._retry is not None:
             self._retry.hand_over()
+        if self._queue is None:
+            return
+        if self.shares_storage(successor):
+            self._queue.leave()  # the successor replays the same log once this one has closed it
+        else:
+            # Forgotten here once the successor has them on disk; not when it is yet to start (it opens its
+            # storage after this one stopped: the Service stops first an exporter whose port it needs).
+            durable = successor.acknowledges and successor._started
+            self._queue.hand_over(successor.adopt, successor.synced if durable else None)
+
+    def shares_storage(self, successor: ExporterHelper) -> bool:
+        """Both queues are persistent in the same `storage`: the successor must open it after this one closed
+        it (the Service then stops this one first), and takes what is on disk from there."""
+        return self._durable and successor._durable and (
+            self.cfg.sending_queue.storage == successor.cfg.sending_queue.storage)
+
+    async def synced(self) -> None:
+        """Return once everything queued so far (adopted payloads included) is on disk."""
         if self._queue is not None:
-            self._queue.hand_over(successor.adopt)
+            await self._queue.synced()
 
     def adopt(self, payloads: list[Payload]) -> None:
         """Take payloads a predecessor had acknowledged: queued past capacity, or sent now without a queue."""
@@ -135,6 +177,8 @@ class ExporterHelper:
                 await asyncio.gather(*self._adopting, return_exceptions=True)
             await self._stop_exporter()
             return
+        if self._durable:
+            await self._stop_retry()  # drain only what the backend takes now; the rest waits on disk
         try:
             await self._queue.shutdown()
         except asyncio.CancelledError:

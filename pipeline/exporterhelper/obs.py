@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from pipeline.clock import Clock
 from pipeline.errors import PartialSuccessError, PermanentError, RetryableError
-from pipeline.exporterhelper.errors import HandedOverError, RetriesExhaustedError, SendError, describe
+from pipeline.exporterhelper.errors import HandedOverError, RetriesExhaustedError, SendError, ShutdownError, describe
 from pipeline.exporterhelper.sender import Send
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload
@@ -33,14 +33,20 @@ def failure_reason(e: Exception) -> str:
 
 
 class ObsSender:
-    """Counts each request once as sent or failed (with a reason) and logs failures, rate-limited."""
+    """Counts each request once as sent or failed (with a reason) and logs failures, rate-limited.
 
-    __slots__ = ("_log", "_next", "_obs")
+    With `keeps_unsent` (a persistent queue above), a request whose retrying
+    ended because the exporter shut down is not a failure: it stays on disk
+    and is sent after the next start, so it is counted then.
+    """
 
-    def __init__(self, obs: ExporterObs, log: RateLimitedLog, next_send: Send) -> None:
+    __slots__ = ("_keeps_unsent", "_log", "_next", "_obs")
+
+    def __init__(self, obs: ExporterObs, log: RateLimitedLog, next_send: Send, *, keeps_unsent: bool = False) -> None:
         self._obs = obs
         self._log = log
         self._next = next_send
+        self._keeps_unsent = keeps_unsent
 
     async def send(self, payload: Payload) -> None:
         n = payload.items
@@ -56,13 +62,16 @@ class ObsSender:
             return
         except PermanentError as e:
             self._obs.failed(n, "permanent_error")
-            self._log.error("export failed permanently; dropping data", key="permanent",
-                            extra={"items": n, "error": str(e)})
+            if not e.logged:
+                self._log.error("export failed permanently; dropping data", key="permanent",
+                                extra={"items": n, "error": str(e)})
             e.counted = True
             raise
         except HandedOverError:
             raise  # not an outcome: the successor exporter sends it and counts it
         except Exception as e:  # transient, and no retry is coming: count it and tell the caller
+            if self._keeps_unsent and isinstance(e, ShutdownError):
+                raise
             reason = failure_reason(e)
             self._obs.failed(n, reason)
             self._log_dropped(e, reason, n)

@@ -1,8 +1,9 @@
 """Bounded sending queues that sit in front of every exporter (the data structure; `queue_sender` drains it).
 
-`SendQueue` is the seam for a persistent queue (`sending_queue.storage`, a
-later issue): the queue sender only offers, takes, closes and drains, and
-`new_queue()` is the one place that picks the implementation from the config.
+`SendQueue` is what the queue sender drains: `MemoryQueue` here, or the
+`PersistentQueue` (`persistent_queue.py`) when `sending_queue.storage` names a
+directory or a storage extension; `new_queue()` is the one place that picks
+the implementation from the config.
 
 The queue is bounded twice. `queue_size` counts in the unit `sizer` names, as
 the Collector's does (`requests` by default, or `items`, or `bytes`), so
@@ -19,7 +20,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from pipeline.component import ComponentID, Host, Settings
 from pipeline.config.types import ByteSize, Issue
+from pipeline.exporterhelper.persistent_queue import PersistentQueue
+from pipeline.exporterhelper.storage import is_directory
 from pipeline.model import Payload
 
 Sizer = Literal["requests", "items", "bytes"]
@@ -35,7 +39,8 @@ class QueueConfig:
     """`sending_queue`: a bounded buffer drained by `num_consumers` concurrent senders.
 
     queue_size: capacity in `sizer` units (requests, items, or bytes; sizes like '64MiB' are accepted).
-    max_size: the most bytes the queue holds whatever the sizer (memory bound).
+    max_size: the most bytes the queue holds whatever the sizer (memory bound; with `storage`, disk bound).
+    storage: a directory, or the id of a storage extension (file_storage), that makes the queue persistent.
     """
 
     enabled: bool = True
@@ -54,28 +59,48 @@ class QueueConfig:
             out.append(Issue("queue_size", f"must be at least 1 (it counts {unit}, as `sizer` says)"))
         if self.max_size < 1:
             out.append(Issue("max_size", "must be greater than 0, e.g. '256MiB' (the default)"))
-        if self.storage is not None:
-            out.append(Issue("storage", "persistent sending queues are not available in this version; "
-                                        "remove the key to use the in-memory queue"))
+        if self.storage is not None and not is_directory(self.storage):
+            try:
+                ComponentID.parse(self.storage)
+            except ValueError:
+                out.append(Issue("storage", f"{self.storage!r} is neither a directory (write an absolute path, or "
+                                            "one starting with ./) nor a storage extension id such as file_storage"))
         return out
 
 
 class SendQueue(Protocol):
-    """What the queue sender needs of a queue; a persistent (`storage`) queue implements the same."""
+    """What the queue sender needs of a queue, in memory or persistent (`storage`).
+
+    `offer` admits or refuses at once; `sync` returns once what was offered is
+    durable (at once in memory); `take` hands out the oldest payload and `done`
+    says the exporter is finished with it (a persistent queue may then forget
+    it); `close` refuses new offers and lets `take` drain, `halt` ends takes
+    now, `release` frees what `open` took (files, threads).
+    """
 
     capacity: int
+    persistent: bool
 
     def size(self) -> int: ...
 
+    async def open(self, host: Host | None) -> None: ...
+
     def offer(self, payload: Payload) -> bool: ...
+
+    async def sync(self) -> None: ...
 
     async def take(self) -> Payload | None: ...
 
+    def done(self, payload: Payload) -> None: ...
+
     def close(self) -> None: ...
+
+    def halt(self) -> None: ...
 
     def drain_nowait(self) -> list[Payload]: ...
 
     def force(self, payload: Payload) -> None: ...
+    async def release(self) -> None: ...
 
 
 def payload_bytes(payload: Payload) -> int:
@@ -91,6 +116,8 @@ class MemoryQueue:
     request can never wedge an exporter (it is bounded by the receivers' own
     request limits).
     """
+
+    persistent = False
 
     def __init__(self, capacity: int, *, sizer: Sizer = "requests", max_bytes: int = DEFAULT_MAX_SIZE) -> None:
         self.capacity = capacity
@@ -151,13 +178,31 @@ class MemoryQueue:
         self._closed = True
         self._wake.set()
 
+    def halt(self) -> None:
+        self.close()
+
     def drain_nowait(self) -> list[Payload]:
         items = [p for p, _, _ in self._items]
         self._items.clear()
         self._used = self._bytes = 0
         return items
 
+    # Nothing to open, wait for, acknowledge or free in memory.
+    async def open(self, host: Host | None) -> None:
+        return None
 
-def new_queue(cfg: QueueConfig) -> SendQueue:
-    """The queue `sending_queue` describes (in memory; `storage` is refused by `validate()` until it exists)."""
+    async def sync(self) -> None:
+        return None
+
+    def done(self, payload: Payload) -> None:
+        return None
+
+    async def release(self) -> None:
+        return None
+
+
+def new_queue(cfg: QueueConfig, settings: Settings | None = None) -> SendQueue:
+    """The queue `sending_queue` describes: in memory, or on disk when `storage` is set (needs `settings`)."""
+    if cfg.storage is not None and settings is not None:
+        return PersistentQueue(cfg, settings)
     return MemoryQueue(int(cfg.queue_size), sizer=cfg.sizer, max_bytes=int(cfg.max_size))
