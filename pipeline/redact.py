@@ -12,6 +12,9 @@ when a password holds an unencoded `/`, `?` or `#`, or a host part that is not `
 everything after the scheme is redacted: printing too little beats printing a password.
 `redact_text` applies the same to every `scheme://...` inside free text (exception messages
 from libraries, backend error bodies), and is cheap enough for a logging last line of defence.
+It also masks the value after a credential's name (`Authorization: Bearer abc`, `api_key=abc`,
+`"token": "abc"`, `password=abc`): the name and an auth scheme stay, the value becomes
+`[REDACTED]`. `is_sensitive_key` is the same list of names for config keys.
 """
 from __future__ import annotations
 
@@ -27,6 +30,39 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 # A URL inside free text ends at whitespace, a double quote or angle brackets.
 _URL_IN_TEXT_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s\"<>]*")
 _TRAILING_PUNCT = "'),.;:"
+
+
+# Names whose value is a credential: header names, config keys, query-style parameters.
+_SENSITIVE_NAMES = (r"(?:proxy-)?authorization|x-api-key|dd-api-key|api[_-]?key|apikey|app[_-]?key|"
+                    r"(?:access|auth|refresh|bearer|id)[_-]?token|token|tokens|password|passwd|pwd|secret|"
+                    r"client[_-]?secret|private[_-]?key|routing[_-]?key|cookie|set-cookie|credentials?")
+_SENSITIVE_KEY_RE = re.compile(rf"(?:{_SENSITIVE_NAMES})(?:\[\d+\])?", re.IGNORECASE)
+# `name: value`, `name=value`, `"name": "value"`, with an optional auth scheme kept in front of the value.
+_CREDENTIAL_RE = re.compile(
+    rf"""(?<!\w)((?:{_SENSITIVE_NAMES})(["'])?\s*[:=]\s*(["'])?)((?:bearer|basic|token|apikey|splunk|dsn)\s+)?"""
+    rf"""(?!\[REDACTED\])([^\s"',;&}}\]\[{{]+)""",
+    re.IGNORECASE)
+
+_JSON_SCALAR_RE = re.compile(r"-?[0-9][0-9.eE+\-]*|true|false|null")
+
+
+def is_sensitive_key(name: str) -> bool:
+    """Whether a config key or header name holds a credential (`Authorization`, `api_key`, `token`, ...)."""
+    return _SENSITIVE_KEY_RE.fullmatch(name.strip()) is not None
+
+
+def redact_credentials(text: str) -> str:
+    """`Authorization: Bearer abc` → `Authorization: Bearer [REDACTED]`; text without one is returned as is."""
+    if _CREDENTIAL_RE.search(text) is None:
+        return text
+    out = _CREDENTIAL_RE.sub(_redact_credential, text)
+    return text if out == text else out
+
+
+def _redact_credential(m: re.Match[str]) -> str:
+    if m.group(2) and not m.group(3) and _JSON_SCALAR_RE.fullmatch(m.group(5)):
+        return m.group(0)  # a JSON number or boolean (`"tokens": 12`): no credential, and the line stays JSON
+    return f"{m.group(1)}{m.group(4) or ''}{REDACTED}"
 
 
 def redact_url(url: str | URL) -> str:
@@ -67,10 +103,11 @@ def has_secrets(url: str | URL) -> bool:
 
 
 def redact_text(text: str) -> str:
-    """Every `scheme://...` in free text, redacted; text without `://` is returned unchanged (one scan)."""
-    if "://" not in text:
-        return text
-    return _URL_IN_TEXT_RE.sub(_redact_match, text)
+    """Every `scheme://...` and every `credential-name: value` in free text, redacted; text with
+    neither is returned unchanged (the same object)."""
+    if "://" in text:
+        text = _URL_IN_TEXT_RE.sub(_redact_match, text)
+    return redact_credentials(text)
 
 
 def _redact_match(m: re.Match[str]) -> str:

@@ -24,6 +24,7 @@ from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 
 from exporters.otlp.common import check_partial_success
+from pipeline.auth import AuthConfig, ClientAuthenticator, client_authenticator
 from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
@@ -68,6 +69,8 @@ class OTLPExporterConfig(ExporterConfig):
     headers: dict[str, Secret] = field(default_factory=dict)
     compression: Literal["gzip", "none"] = "gzip"
     balancer_name: Literal["pick_first", "round_robin"] | None = None
+    # `authenticator`: an extension whose headers go with every call as metadata (e.g. bearertokenauth).
+    auth: AuthConfig | None = None
 
     def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
@@ -152,6 +155,7 @@ class OTLPExporter:
         self._channel: grpc.aio.Channel | None = None
         self._calls: dict[Signal, grpc.aio.UnaryUnaryMultiCallable[bytes, ExportResponse]] = {}
         self._log = RateLimitedLog(settings.logger)
+        self._authenticator: ClientAuthenticator | None = None
 
     def _options(self) -> list[tuple[str, object]]:
         opts: list[tuple[str, object]] = [("grpc.primary_user_agent", USER_AGENT)]
@@ -164,6 +168,7 @@ class OTLPExporter:
     async def start(self, host: Host) -> None:
         if self._channel is not None:
             return
+        self._authenticator = client_authenticator(host, self.cfg.auth)
         if self._insecure:
             channel = grpc.aio.insecure_channel(self._target, options=self._options(), compression=self._compression)
         else:
@@ -186,6 +191,11 @@ class OTLPExporter:
                                   extra={"endpoint": self._target, "tls": not self._insecure,
                                          "compression": self.cfg.compression})
 
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._authenticator is None:
+            return self._metadata
+        return (*self._metadata, *((k.lower(), v) for k, v in self._authenticator.headers().items()))
+
     async def push(self, payload: Payload) -> None:
         call = self._calls.get(payload.signal)
         if call is None:
@@ -193,7 +203,7 @@ class OTLPExporter:
         try:
             # No deadline here: the exporter helper bounds every push by `timeout` (asyncio.timeout),
             # and cancelling the call cancels the RPC.
-            response = await call(payload.serialize(), metadata=self._metadata)
+            response = await call(payload.serialize(), metadata=self._call_metadata())
         except grpc.aio.AioRpcError as e:
             # grpc-stubs type the trailing metadata as `_Metadatum` objects; at run time it is (key, value) pairs.
             raise classify(e.code(), e.details() or "", cast(Trailing, e.trailing_metadata())) from None

@@ -24,6 +24,7 @@ from yarl import URL
 
 from exporters.otlp.common import check_partial_success
 from pipeline import otlpjson
+from pipeline.auth import AuthConfig
 from pipeline.component import ExporterFactory, Host, Settings, Stability
 from pipeline.config.types import Issue, Secret
 from pipeline.errors import PermanentError, RetryableError
@@ -55,6 +56,8 @@ class OTLPHTTPExporterConfig(ExporterConfig):
     compression: Compression = "gzip"
     headers: dict[str, Secret] = field(default_factory=dict)
     tls: TLSClientConfig = field(default_factory=TLSClientConfig)
+    # `authenticator`: an extension that adds credentials to every request (e.g. bearertokenauth).
+    auth: AuthConfig | None = None
 
     def validate(self) -> list[Issue]:
         out = ExporterConfig.validate(self)
@@ -122,13 +125,14 @@ class OTLPHTTPExporter:
         # `tls` only matters for https URLs (`tls.insecure` never turns an https URL into plain text).
         https = any(u.scheme == "https" for u in self._urls.values())
         self._client = HTTPClient(headers=cfg.headers, tls=cfg.tls if https else None, compression=cfg.compression,
-                                  retryable_statuses=RETRYABLE_STATUSES, error_detail=status_message)
+                                  retryable_statuses=RETRYABLE_STATUSES, error_detail=status_message,
+                                  auth=cfg.auth)
         self._log = RateLimitedLog(settings.logger)
 
     async def start(self, host: Host) -> None:
         if self._client.started:
             return
-        await self._client.start()
+        await self._client.start(host)
         self.settings.logger.info("OTLP/HTTP exporter started",
                                   extra={"urls": sorted(set(self._shown.values())), "encoding": self.cfg.encoding,
                                          "compression": self.cfg.compression})

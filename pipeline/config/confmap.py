@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +111,9 @@ def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: b
         if key_node.tag == _MERGE_TAG:  # `<<: *base`: merged keys may be overridden, SafeLoader merges them
             continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):  # `{a: 1}: x` or `? [1, 2]`: a set lookup would raise TypeError
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value, not a mapping or a list", key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)

@@ -6,6 +6,8 @@ headers (`User-Agent: otelpipe/<version>`, then the configured `headers`, which 
 Collector's confighttp), applies the `tls:` block, gzips bodies when `compression: gzip` (in a
 worker thread above a size, since zlib releases the GIL and a big body takes milliseconds), never
 follows redirects, and reads at most `max_response_bytes` of a response (the Collector's 64 KiB).
+With `auth` (an exporter's `auth: {authenticator: ...}`), `start(host)` finds the authenticator
+extension and every request carries the headers it gives (read per request: a token file may rotate).
 
 `post()` returns the response of a 2xx and classifies everything else once, into the pipeline's
 errors the exporter helper acts on:
@@ -40,11 +42,18 @@ import orjson
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from pipeline.auth import AuthConfig, ClientAuthenticator, client_authenticator
+from pipeline.component import Host
 from pipeline.config.types import Secret
-from pipeline.errors import PermanentError, RetryableError, TooLargeError
+from pipeline.errors import PermanentError, RetryableError, StartError, TooLargeError
 from pipeline.net.tls import TLSClientConfig
 from pipeline.net.useragent import USER_AGENT
 from pipeline.redact import redact_text, redact_url
+
+try:  # ISA-L: the same gzip streams, several times faster
+    from isal import igzip as _igzip
+except ImportError:  # pragma: no cover - isal ships wheels for the platforms otelpipe runs on
+    _igzip = None  # type: ignore[assignment]
 
 Compression = Literal["gzip", "none"]
 ErrorDetail = Callable[[bytes, str], str]
@@ -72,6 +81,10 @@ class Response:
 
 
 def gzip_bytes(data: bytes) -> bytes:
+    """`data` gzipped: by ISA-L at level 1 when `isal` is installed (several times zlib's speed at about
+    zlib level 6's ratio; for a JSON logs body 0.66 us instead of 6.7 us per 400-byte record), else by zlib."""
+    if _igzip is not None:
+        return _igzip.compress(data, 1)
     c = zlib.compressobj(6, zlib.DEFLATED, 31)  # wbits 31: gzip framing
     return c.compress(data) + c.flush()
 
@@ -143,8 +156,10 @@ class HTTPClient:
     def __init__(self, *, headers: Mapping[str, Secret | str] | None = None, tls: TLSClientConfig | None = None,
                  compression: Compression = "none", retryable_statuses: frozenset[int] = RETRYABLE_STATUSES,
                  error_detail: ErrorDetail = describe_body, connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
-                 max_response_bytes: int = MAX_RESPONSE_BYTES, compress_inline_max: int = COMPRESS_INLINE_MAX) -> None:
-        """`tls=None` uses the system's trust store for https URLs, as an exporter with only http URLs does."""
+                 max_response_bytes: int = MAX_RESPONSE_BYTES, compress_inline_max: int = COMPRESS_INLINE_MAX,
+                 auth: AuthConfig | None = None) -> None:
+        """`tls=None` uses the system's trust store for https URLs, as an exporter with only http URLs does.
+        `auth` names an authenticator extension whose headers go on every request (found by `start(host)`)."""
         base: CIMultiDict[str] = CIMultiDict({"User-Agent": USER_AGENT})
         for name, value in (headers or {}).items():
             base[name] = value.reveal() if isinstance(value, Secret) else value
@@ -159,15 +174,22 @@ class HTTPClient:
         self._server_name = (tls.server_name_override or None) if tls is not None else None
         self._ssl: ssl.SSLContext | bool = True
         self._session: aiohttp.ClientSession | None = None
+        self._auth = auth
+        self._authenticator: ClientAuthenticator | None = None
 
     @property
     def started(self) -> bool:
         return self._session is not None
 
-    async def start(self) -> None:
-        """Open the connection pool; reads the TLS files (off the event loop). A second call does nothing."""
+    async def start(self, host: Host | None = None) -> None:
+        """Open the connection pool; reads the TLS files (off the event loop). A second call does nothing.
+        With `auth`, `host` is required: the authenticator extension is looked up there."""
         if self._session is not None:
             return
+        if self._auth is not None:
+            if host is None:
+                raise StartError("this exporter's auth needs the host: call HTTPClient.start(host)")
+            self._authenticator = client_authenticator(host, self._auth)
         if self._tls is not None:
             ctx = await asyncio.to_thread(self._tls.ssl_context)
             # `tls.insecure` means plain text, which an https URL cannot be: it still verifies.
@@ -201,6 +223,8 @@ class HTTPClient:
         if self._gzip:
             body = await self.compress(body)
             headers["Content-Encoding"] = "gzip"
+        if self._authenticator is not None:
+            headers.update(self._authenticator.headers())
         if extra_headers:
             headers.update(extra_headers)
         # Library exceptions may quote the URL (InvalidURL is the URL, ClientResponseError carries it):

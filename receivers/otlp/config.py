@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipeline.auth import AuthConfig
 from pipeline.component import Listener
 from pipeline.config.types import ByteSize, Duration, Issue
 from pipeline.model import Signal
@@ -20,11 +21,18 @@ from pipeline.net.server import (
     DEFAULT_WRITE_TIMEOUT,
     ServerTimeouts,
 )
+from pipeline.net.tls import TLSServerConfig
 
 # The Collector's confighttp default (`defaultMaxRequestBodySize = 20 * 1024 * 1024`).
 DEFAULT_MAX_REQUEST_BODY_SIZE = ByteSize(20 * 1024 * 1024)
 # grpc-go's (and so the Collector's) default receive limit.
 DEFAULT_MAX_RECV_MSG_SIZE_MIB = 4
+# Per connection; see GRPCConfig.max_concurrent_streams.
+DEFAULT_MAX_CONCURRENT_STREAMS = 100
+# The server pings a connection quiet for this long, and closes it if the ping is not answered in
+# DEFAULT_KEEPALIVE_TIMEOUT (grpc-go's defaults are 2 h and 20 s: far too long to hold a stuck client).
+DEFAULT_KEEPALIVE_TIME = Duration(30.0)
+DEFAULT_KEEPALIVE_TIMEOUT = Duration(20.0)
 # grpc core keeps message sizes in a signed 32-bit int.
 _MAX_RECV_MSG_SIZE_MIB_LIMIT = 2047
 
@@ -41,16 +49,78 @@ def _as_endpoint(cfg: GRPCConfig | HTTPConfig) -> None:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ServerParametersConfig:
+    """`keepalive.server_parameters` (the Collector's configgrpc keys).
+
+    The server pings a connection that has been quiet for `time`; one that does not answer within
+    `timeout` is closed, with every call it holds (a client that stopped reading its socket does
+    not answer). `max_connection_idle`/`max_connection_age` close idle / old connections (0: never).
+    """
+
+    time: Duration = DEFAULT_KEEPALIVE_TIME
+    timeout: Duration = DEFAULT_KEEPALIVE_TIMEOUT
+    max_connection_idle: Duration = Duration(0.0)
+    max_connection_age: Duration = Duration(0.0)
+    max_connection_age_grace: Duration = Duration(0.0)
+
+    def validate(self) -> list[Issue]:
+        return [Issue(k, "must not be negative") for k in ("time", "timeout", "max_connection_idle",
+                                                          "max_connection_age", "max_connection_age_grace")
+                if getattr(self, k) < 0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnforcementPolicyConfig:
+    """`keepalive.enforcement_policy`: how often a client may ping (grpc-go's defaults: 5m, no pings when idle)."""
+
+    min_time: Duration = Duration(300.0)
+    permit_without_stream: bool = False
+
+    def validate(self) -> list[Issue]:
+        return [Issue("min_time", "must not be negative")] if self.min_time < 0 else []
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeepaliveConfig:
+    server_parameters: ServerParametersConfig = field(default_factory=lambda: ServerParametersConfig())
+    enforcement_policy: EnforcementPolicyConfig = field(default_factory=lambda: EnforcementPolicyConfig())
+
+    def grpc_options(self) -> list[tuple[str, int]]:
+        sp, ep = self.server_parameters, self.enforcement_policy
+        # grpc core waits for a keepalive ping's ack for `ping_timeout_ms`, not `keepalive_timeout_ms`: set both.
+        ms = [("grpc.keepalive_time_ms", sp.time), ("grpc.keepalive_timeout_ms", sp.timeout),
+              ("grpc.http2.ping_timeout_ms", sp.timeout),
+              ("grpc.max_connection_idle_ms", sp.max_connection_idle),
+              ("grpc.max_connection_age_ms", sp.max_connection_age),
+              ("grpc.max_connection_age_grace_ms", sp.max_connection_age_grace),
+              ("grpc.http2.min_ping_interval_without_data_ms", ep.min_time)]
+        opts = [(name, int(value * 1000)) for name, value in ms if value > 0]
+        # grpc core stops pinging after 2 pings with no data frame in between, so a stuck connection
+        # (no data either way) would never be found out: ping as long as it takes.
+        opts.append(("grpc.http2.max_pings_without_data", 0))
+        if ep.permit_without_stream:
+            opts.append(("grpc.keepalive_permit_without_calls", 1))
+        return opts
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class GRPCConfig:
     """`protocols.grpc`: where OTLP/gRPC listens and how large a message may be."""
 
     endpoint: Endpoint = field(default_factory=lambda: _listen("localhost:4317"))
     # Beyond this (after decompression) grpc answers RESOURCE_EXHAUSTED before any Python runs.
     max_recv_msg_size_mib: int = DEFAULT_MAX_RECV_MSG_SIZE_MIB
-    # 0 keeps grpc's default (no explicit limit on concurrent streams per connection).
-    max_concurrent_streams: int = 0
+    # Concurrent calls one connection may hold open (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS). grpc's
+    # own default is unlimited, which lets one client that never reads its answers hold thousands of
+    # calls and their messages in memory; past the limit that client waits, nobody else does.
+    max_concurrent_streams: int = DEFAULT_MAX_CONCURRENT_STREAMS
     # Copy the client's gRPC metadata into Payload.headers (the Collector's include_metadata).
     include_metadata: bool = False
+    # TLS (and mTLS with client_ca_file); absent: plain text.
+    tls: TLSServerConfig | None = None
+    # `authenticator`: an extension that checks every call's metadata (e.g. bearertokenauth).
+    auth: AuthConfig | None = None
+    keepalive: KeepaliveConfig = field(default_factory=lambda: KeepaliveConfig())
 
     def __post_init__(self) -> None:
         _as_endpoint(self)
@@ -62,7 +132,15 @@ class GRPCConfig:
                                                    f"got {self.max_recv_msg_size_mib}; the default is "
                                                    f"{DEFAULT_MAX_RECV_MSG_SIZE_MIB}")))
         if self.max_concurrent_streams < 0:
-            out.append(Issue("max_concurrent_streams", "must be 0 (grpc's default) or a positive number"))
+            out.append(Issue("max_concurrent_streams", "must be a positive number, or 0 for no limit (grpc's default)"))
+        if self.tls is not None:
+            # grpc core negotiates TLS 1.2 or 1.3 and offers no setting for it.
+            if self.tls.min_version not in ("", "1.2"):
+                out.append(Issue("tls.min_version", "the gRPC listener always accepts TLS 1.2 and 1.3: "
+                                                    "leave min_version at 1.2"))
+            if self.tls.max_version not in ("", "1.3"):
+                out.append(Issue("tls.max_version", "the gRPC listener always accepts TLS 1.2 and 1.3: "
+                                                    "leave max_version unset"))
         return out
 
 
@@ -119,6 +197,10 @@ class HTTPConfig:
     idle_timeout: Duration = DEFAULT_IDLE_TIMEOUT
     # Concurrent connections; past it new ones are closed at once. 0: automatic (see above).
     max_connections: int = 0
+    # TLS (and mTLS with client_ca_file); absent: plain text.
+    tls: TLSServerConfig | None = None
+    # `authenticator`: an extension that checks every request's headers (e.g. bearertokenauth).
+    auth: AuthConfig | None = None
 
     def __post_init__(self) -> None:
         _as_endpoint(self)

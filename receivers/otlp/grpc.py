@@ -19,6 +19,15 @@ counts as `malformed`.
 A signal with no consumer has no service registered, so grpc answers
 UNIMPLEMENTED for it.
 
+With `tls`, the listener serves TLS (mTLS with `client_ca_file`) through grpc's dynamic
+credentials: each new handshake asks `CertificateReloader` whether the files changed, so a
+rotated certificate is served without a restart and open connections are left alone. With
+`auth`, every call's metadata goes to the authenticator extension before its message is
+read; a refused call gets UNAUTHENTICATED and counts once as `unauthenticated`.
+`max_concurrent_streams` (default 100) and the keepalive pings bound what one connection can
+hold: a client that never reads its answers keeps at most that many calls open, and is
+disconnected when it stops answering pings.
+
 Pipeline outcomes map as the Collector's do: throttled → RESOURCE_EXHAUSTED,
 unavailable → UNAVAILABLE, both with a google.rpc.RetryInfo; permanent →
 INVALID_ARGUMENT. The RetryInfo travels in `grpc-status-details-bin` (a
@@ -30,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import cast
 
 import grpc
 from google.protobuf.any_pb2 import Any as AnyProto
@@ -39,10 +50,12 @@ from google.rpc.error_details_pb2 import RetryInfo
 from google.rpc.status_pb2 import Status
 
 from pipeline import metricnames
-from pipeline.component import Consumer, Settings
+from pipeline.auth import UNAUTHENTICATED, ServerAuthenticator
+from pipeline.component import Consumer, Settings, acknowledges
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
-from pipeline.receiverhelper import Outcome, Result, deliver
+from pipeline.net.tls import CertificateReloader
+from pipeline.receiverhelper import Outcome, Result, ack_wait, deliver
 from pipeline.telemetry import ReceiverObs
 from receivers.otlp.config import GRPCConfig
 
@@ -86,13 +99,15 @@ def error_metadata(code: grpc.StatusCode, message: str, retry_after: float | Non
 class OTLPGRPCServer:
     """One grpc.aio server serving Export for every signal that has a consumer."""
 
-    def __init__(self, settings: Settings, cfg: GRPCConfig, consumers: Mapping[Signal, Consumer]) -> None:
+    def __init__(self, settings: Settings, cfg: GRPCConfig, consumers: Mapping[Signal, Consumer],
+                 authenticator: ServerAuthenticator | None = None) -> None:
         self.settings = settings
         self.cfg = cfg
         self.consumers = dict(consumers)
         self.obs: ReceiverObs = settings.telemetry.receiver(str(settings.id), "grpc")
         self.endpoint = ""
         self._receiver = str(settings.id)
+        self._authenticator = authenticator
         self._log = RateLimitedLog(settings.logger)
         self._server: grpc.aio.Server | None = None
 
@@ -104,7 +119,31 @@ class OTLPGRPCServer:
         ]
         if self.cfg.max_concurrent_streams:
             opts.append(("grpc.max_concurrent_streams", self.cfg.max_concurrent_streams))
+        opts.extend(self.cfg.keepalive.grpc_options())
         return opts
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        """TLS credentials whose certificate follows its files (read at each new handshake when they changed)."""
+        tls = self.cfg.tls
+        assert tls is not None
+        reloads = self.settings.telemetry.counter("receiver_tls_reloads")
+
+        def load() -> grpc.ServerCertificateConfiguration:
+            tls.ssl_context()  # raises when the key does not match the certificate (grpc would only fail handshakes)
+            ca = Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None
+            pair = (Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())
+            return grpc.ssl_server_certificate_configuration([pair], root_certificates=ca)
+
+        reloader = CertificateReloader(tls, load, self.settings.logger,
+                                       lambda result: reloads.labels(self._receiver, "grpc", result).inc(),
+                                       self.settings.clock)
+
+        def fetch() -> grpc.ServerCertificateConfiguration | None:
+            return reloader.value if reloader.refresh() else None  # None: keep the current one (grpc's contract)
+
+        fetcher = cast(Callable[[], grpc.ServerCertificateConfiguration], fetch)  # grpc-stubs omit the None
+        return grpc.dynamic_ssl_server_credentials(reloader.value, fetcher,
+                                                   require_client_authentication=bool(tls.client_ca_file))
 
     async def start(self) -> str:
         """Bind and serve; returns the locally reachable address actually bound (port 0 works)."""
@@ -116,7 +155,12 @@ class OTLPGRPCServer:
                 (grpc.method_handlers_generic_handler(SERVICE_NAMES[signal], {"Export": handler}),))
         bind = ep.bind_address
         try:
-            bound = server.add_insecure_port(bind)
+            creds = self._credentials() if self.cfg.tls is not None else None
+        except (OSError, ValueError) as e:
+            await server.stop(None)
+            raise OSError(f"cannot load the TLS certificate for OTLP/gRPC: {e}") from e
+        try:
+            bound = server.add_insecure_port(bind) if creds is None else server.add_secure_port(bind, creds)
         except RuntimeError as e:
             await server.stop(None)
             raise OSError(f"cannot listen for OTLP/gRPC on {bind}: {e}") from e
@@ -127,7 +171,9 @@ class OTLPGRPCServer:
         self._server = server
         self.endpoint = str(ep.with_port(bound).local())
         self.settings.logger.info("OTLP/gRPC receiver listening",
-                                  extra={"endpoint": bind, "bound": self.endpoint,
+                                  extra={"endpoint": bind, "bound": self.endpoint, "tls": self.cfg.tls is not None,
+                                         "mtls": bool(self.cfg.tls and self.cfg.tls.client_ca_file),
+                                         "auth": self.cfg.auth.authenticator if self.cfg.auth else None,
                                          "signals": [s.value for s in self.consumers]})
         return self.endpoint
 
@@ -142,8 +188,14 @@ class OTLPGRPCServer:
         obs = self.obs
         receiver = self._receiver
         include_metadata = self.cfg.include_metadata
+        authenticator = self._authenticator
 
         async def export(_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+            if authenticator is not None and not authenticator.authenticate(_metadata(context)):
+                obs.refused(signal, 1, UNAUTHENTICATED)  # items unknown (not read): the call counts once
+                self._log.warning("refused an unauthenticated OTLP/gRPC request", key=f"auth-{signal.value}",
+                                  extra={"signal": signal.value, "peer": context.peer()})
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid credentials")
             body = await context.read()
             if not isinstance(body, bytes):  # grpc.aio.EOF: no message
                 await self._no_message(signal, context)
@@ -163,7 +215,9 @@ class OTLPGRPCServer:
                 obs.refused(signal, rejected, metricnames.INVALID_NAME)
             if why and payload.items == 0:  # nothing usable was left to deliver
                 return bytes(metricnames.partial_success(rejected, why).SerializeToString())
-            result = await deliver(consumer, payload, obs)
+            # Answers wait for persistent queues (asked per request: a reload may change that): bound them.
+            wait = ack_wait(context.time_remaining()) if acknowledges(consumer) else None
+            result = await deliver(consumer, payload, obs, wait)
             if result.outcome is Outcome.OK:
                 return bytes(metricnames.partial_success(rejected, why).SerializeToString()) if why else _EMPTY_RESPONSE
             await self._abort(context, signal, result)

@@ -22,6 +22,12 @@ in the request's content type (400 malformed, 413 too large, 429/503 with
 Retry-After from the pipeline, 400 permanent), 415 and 405 are plain text as the
 Collector writes them, an unknown path (or a signal no pipeline takes) is 404,
 and success is an empty Export*ServiceResponse in the request's content type.
+
+With `tls` the listener serves TLS (mTLS with `client_ca_file`); its SSLContext follows the
+certificate files (`pipeline.net.tls.server_ssl_context`). With `auth`, a request to an OTLP
+path must carry credentials the authenticator extension accepts, checked before its body is
+read; otherwise 401 with `WWW-Authenticate`, counted once as `unauthenticated`. CORS preflights
+are answered without credentials, as the Collector's confighttp does.
 """
 from __future__ import annotations
 
@@ -40,11 +46,13 @@ from google.protobuf.message import DecodeError
 from google.rpc.status_pb2 import Status
 
 from pipeline import metricnames, otlpjson
-from pipeline.component import Consumer, Settings
+from pipeline.auth import UNAUTHENTICATED, ServerAuthenticator
+from pipeline.component import Consumer, Settings, acknowledges
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.net.server import GuardedServer, auto_max_connections
-from pipeline.receiverhelper import Outcome, Result, deliver
+from pipeline.net.tls import server_ssl_context
+from pipeline.receiverhelper import Outcome, Result, ack_wait, deliver
 from pipeline.telemetry import ReceiverObs
 from receivers.otlp.config import CORSConfig, HTTPConfig
 from receivers.otlp.http_body import (
@@ -140,9 +148,11 @@ def _status_body(is_json: bool, code: int, message: str) -> bytes:
 class OTLPHTTPServer:
     """One aiohttp server serving the OTLP/HTTP paths of the signals that have a consumer."""
 
-    def __init__(self, settings: Settings, cfg: HTTPConfig, consumers: Mapping[Signal, Consumer]) -> None:
+    def __init__(self, settings: Settings, cfg: HTTPConfig, consumers: Mapping[Signal, Consumer],
+                 authenticator: ServerAuthenticator | None = None) -> None:
         self.settings = settings
         self.cfg = cfg
+        self._authenticator = authenticator
         self.obs: ReceiverObs = settings.telemetry.receiver(str(settings.id), "http")
         self.endpoint = ""
         self._receiver = str(settings.id)
@@ -164,10 +174,16 @@ class OTLPHTTPServer:
         max_connections = self.cfg.max_connections or auto_max_connections()
         server = GuardedServer(self._handle, max_connections=max_connections, timeouts=self.cfg.timeouts(),
                                on_refused=self._connection_refused, access_log=None, auto_decompress=False)
+        tls = self.cfg.tls
+        try:
+            ssl_context = None if tls is None else server_ssl_context(
+                tls, self.settings.logger, self._tls_reloaded, self.settings.clock)
+        except OSError as e:  # ssl.SSLError included
+            raise OSError(f"cannot load the TLS certificate for OTLP/HTTP: {e}") from e
         runner = web.ServerRunner(server, shutdown_timeout=SHUTDOWN_GRACE)
         await runner.setup()
         try:
-            await web.TCPSite(runner, ep.bind_host, ep.port).start()
+            await web.TCPSite(runner, ep.bind_host, ep.port, ssl_context=ssl_context).start()
         except OSError as e:
             await runner.cleanup()
             raise OSError(f"cannot listen for OTLP/HTTP on {self.cfg.endpoint}: {e}") from e
@@ -180,7 +196,9 @@ class OTLPHTTPServer:
         self.endpoint = str(ep.with_port(bound_port).local())
         self.settings.logger.info("OTLP/HTTP receiver listening",
                                   extra={"endpoint": self.cfg.endpoint, "bound": self.endpoint,
-                                         "paths": sorted(self._routes), "max_connections": max_connections})
+                                         "paths": sorted(self._routes), "max_connections": max_connections,
+                                         "tls": tls is not None, "mtls": bool(tls and tls.client_ca_file),
+                                         "auth": self.cfg.auth.authenticator if self.cfg.auth else None})
         return self.endpoint
 
     async def stop(self) -> None:
@@ -197,6 +215,9 @@ class OTLPHTTPServer:
     def open_connections(self) -> int:
         return self._server.open_connections if self._server is not None else 0
 
+    def _tls_reloaded(self, result: str) -> None:
+        self.settings.telemetry.counter("receiver_tls_reloads").labels(self._receiver, "http", result).inc()
+
     def _connection_refused(self, reason: str) -> None:
         self._refused_connections.labels(self._receiver, "http", reason).inc()
         self._log.warning("closed an OTLP/HTTP connection", key=f"connection-{reason}",
@@ -212,7 +233,12 @@ class OTLPHTTPServer:
                 return self._cors.preflight(request)
             self.obs.refused(signal, 1, "method_not_allowed")
             return web.Response(status=405, text=_METHOD_NOT_ALLOWED, headers={"Allow": self._allow})
-        resp = await self._export(request, signal, consumer)
+        authenticator = self._authenticator
+        if authenticator is not None and not authenticator.authenticate(request.headers):  # case-insensitive
+            resp = self._refuse_text(signal, 401, UNAUTHENTICATED, "401 unauthorized: missing or invalid credentials")
+            resp.headers["WWW-Authenticate"] = authenticator.challenge
+        else:
+            resp = await self._export(request, signal, consumer)
         if self._cors is not None:
             self._cors.decorate(request, resp)
         return resp
@@ -267,7 +293,8 @@ class OTLPHTTPServer:
             self.obs.refused(signal, rejected, metricnames.INVALID_NAME)
         if why and payload.items == 0:  # nothing usable was left to deliver
             return self._partial_success(is_json, rejected, why)
-        result = await deliver(consumer, payload, self.obs)
+        # Answers that wait for persistent queues are bounded (OTLP/HTTP sends no deadline).
+        result = await deliver(consumer, payload, self.obs, ack_wait(None) if acknowledges(consumer) else None)
         if result.outcome is Outcome.OK:
             if why:
                 return self._partial_success(is_json, rejected, why)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from pipeline.auth import server_authenticator
 from pipeline.component import (
     Consumer,
     Host,
@@ -38,10 +39,12 @@ class OTLPReceiver:
         protocols = self.cfg.protocols
         try:
             if protocols.grpc is not None:
-                self._grpc = OTLPGRPCServer(self.settings, protocols.grpc, self.consumers)
+                self._grpc = OTLPGRPCServer(self.settings, protocols.grpc, self.consumers,
+                                            server_authenticator(host, protocols.grpc.auth))
                 self.endpoints["grpc"] = await self._grpc.start()
             if protocols.http is not None:
-                self._http = OTLPHTTPServer(self.settings, protocols.http, self.consumers)
+                self._http = OTLPHTTPServer(self.settings, protocols.http, self.consumers,
+                                            server_authenticator(host, protocols.http.auth))
                 self.endpoints["http"] = await self._http.start()
         except BaseException:
             # A transport that did bind must not outlive a failed start (e.g. HTTP port in use).

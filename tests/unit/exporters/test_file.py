@@ -85,11 +85,11 @@ async def test_concurrent_pushes_never_interleave(tmp_path: Path) -> None:
                   for ln in lines) == sorted(f"r{i}-0" for i in range(20))
 
 
-async def test_start_fails_for_a_missing_directory(tmp_path: Path) -> None:
-    exp = make(tmp_path / "nope" / "out.jsonl")
-    with pytest.raises(FileNotFoundError):
-        await exp.start(nop_host())
+async def test_start_creates_missing_directories_private(tmp_path: Path) -> None:
+    exp = make(tmp_path / "a" / "b" / "out.jsonl")
+    await exp.start(nop_host())
     await exp.shutdown()
+    assert [stat.S_IMODE((tmp_path / d).stat().st_mode) for d in ("a", "a/b")] == [0o700, 0o700]
 
 
 async def test_lifecycle(tmp_path: Path) -> None:
