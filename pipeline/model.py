@@ -212,16 +212,18 @@ class Payload:
 def merge(signal: Signal, payloads: Iterable[Payload]) -> Payload:
     """One payload holding every item of `payloads`, in order.
 
-    When every part still has its wire bytes, the merged bytes are their
-    concatenation (a valid merged request) and nothing is decoded.
+    When a part still has its wire bytes, the merged bytes are the concatenation
+    of every part's bytes (a valid merged request; parts without bytes are encoded,
+    which costs no more than copying them into a merged message) and the parts
+    with bytes are not decoded.
     """
     parts = list(payloads)
     if len(parts) == 1:
         return parts[0]
     items = sum(p.items for p in parts)
     arrival = min((p.arrival for p in parts), default=time.monotonic())
-    if parts and all(p.raw_cached is not None for p in parts):
-        raw = b"".join(p.raw_cached for p in parts)  # type: ignore[misc]
+    if any(p.raw_cached is not None for p in parts):
+        raw = b"".join([p.serialize() for p in parts])
         return Payload(signal, raw=raw, items=items, arrival=arrival)
     msg = signal.request_type()
     rfield = signal.resource_field

@@ -28,6 +28,16 @@ def test_merge_of_untouched_payloads_concatenates_bytes_without_decoding() -> No
     assert count_items(Signal.TRACES, m.message) == 7
 
 
+def test_a_mix_of_untouched_and_built_payloads_merges_as_bytes_without_decoding_the_untouched() -> None:
+    # e.g. the batch processor merging OTLP requests (bytes) with a StatsD receiver's flush (a built message)
+    untouched = Payload(Signal.METRICS, raw=make_metrics(6).SerializeToString(), items=6)
+    built = Payload(Signal.METRICS, message=make_metrics(2))
+    m = merge(Signal.METRICS, [untouched, built])
+    assert untouched._message is None  # the large untouched request was not decoded
+    assert m.raw_cached == untouched.raw_cached + built.message.SerializeToString()  # type: ignore[operator]
+    assert m.items == 8 and count_items(Signal.METRICS, m.message) == 8
+
+
 def test_mutable_drops_cached_bytes_and_copy_is_independent() -> None:
     msg = make_traces(2)
     p = Payload(Signal.TRACES, message=msg, raw=msg.SerializeToString())
