@@ -6,7 +6,10 @@
   processors/privacy/_hsscan.c). Needs the system library too (Debian: libhyperscan-dev; `make test`
   installs it on x86_64).
 
-Both are optional: where they cannot be built the install still succeeds and the Python code
+* `connectors.genai_metrics._genaiwire`: genai_metrics' span reader (see
+  connectors/genai_metrics/_genaiwire.c). Needs only a C compiler.
+
+All are optional: where they cannot be built the install still succeeds and the Python code
 they replace does the same work, with the same results, slower. `make test` checks that they
 were built on the machines it sets up (tests/unit/processors/privacy/test_wirewalk_native.py).
 """
@@ -21,6 +24,8 @@ setup(
                   depends=["processors/privacy/_matches.h"], optional=True, extra_compile_args=_FLAGS),
         Extension("processors.privacy._hsscan", ["processors/privacy/_hsscan.c"],
                   depends=["processors/privacy/_matches.h"], libraries=["hs"], optional=True,
+                  extra_compile_args=_FLAGS),
+        Extension("connectors.genai_metrics._genaiwire", ["connectors/genai_metrics/_genaiwire.c"], optional=True,
                   extra_compile_args=_FLAGS),
     ],
 )

@@ -240,9 +240,13 @@ def len_fields(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, in
 # -- skeletons ----------------------------------------------------------------------------------
 
 #: Skeleton spec values: BYTES keeps a message field as its serialized bytes, VALUE keeps a scalar
-#: field (number, string, bytes) as it is; a nested spec walks into a message field.
+#: field (number, string, bytes) as it is and an enum as its number; a nested spec walks into a message field.
+#: KEYED reads a repeated key/value message field (`attributes`: KeyValue's `key` = 1, `value` = 2) as a map
+#: from key to the value's serialized bytes (a protobuf map has that very wire format), so a caller looks up the
+#: keys it wants in C instead of visiting every entry in Python; a key written twice keeps its last value.
 BYTES = "bytes"
 VALUE = "value"
+KEYED = "keyed"
 SkeletonSpec = Mapping[str, Union[str, "SkeletonSpec"]]
 
 T_co = TypeVar("T_co", covariant=True)
@@ -294,10 +298,16 @@ def _add_message(fdp: descriptor_pb2.FileDescriptorProto, name: str, desc: Descr
                 child = f"{name}_{fname}"
                 _add_message(fdp, child, cast(Descriptor, desc.fields_by_name[fname].message_type), sub)
                 out.type_name = f".{_PACKAGE}.{child}"
+            elif sub == KEYED:
+                out.type_name = f".{_PACKAGE}.{name}.{_keyed_entry(msg, f, desc)}"
             else:
                 raise TypeError(f"{desc.full_name}.{fname} is a message: keep it as BYTES or walk into it")
-        elif sub != VALUE or f.type in (_F.TYPE_ENUM, _F.TYPE_GROUP):
-            raise TypeError(f"{desc.full_name}.{fname} is not a message: keep it as VALUE (enums: not supported)")
+        elif sub != VALUE or f.type == _F.TYPE_GROUP:
+            raise TypeError(f"{desc.full_name}.{fname} is not a message: keep it as VALUE")
+        elif f.type == _F.TYPE_ENUM:
+            # An enum keeps its number: int32 has the same wire encoding, and proto3 enums are open anyway.
+            out.type = _F.TYPE_INT32
+            out.ClearField("type_name")
         if f.HasField("oneof_index"):
             in_oneof.append((out, real.oneof_decl[f.oneof_index].name, f.proto3_optional))
     # Real oneofs first, then the synthetic ones of proto3 `optional` fields, as descriptors require.
@@ -309,6 +319,22 @@ def _add_message(fdp: descriptor_pb2.FileDescriptorProto, name: str, desc: Descr
                 msg.oneof_decl.add(name=oneof)
     for out, oneof, _ in in_oneof:
         out.oneof_index = order[oneof]
+
+
+def _keyed_entry(msg: descriptor_pb2.DescriptorProto, f: descriptor_pb2.FieldDescriptorProto, desc: Descriptor) -> str:
+    """Add to `msg` the map entry type that reads repeated key/value field `f` of `desc` as a map."""
+    fname = f.name
+    item = cast(Descriptor, desc.fields_by_name[fname].message_type)
+    key, value = item.fields_by_number.get(1), item.fields_by_number.get(2)
+    if (f.label != _F.LABEL_REPEATED or key is None or key.name != "key"
+            or key.type != FieldDescriptor.TYPE_STRING or value is None or value.name != "value"
+            or value.type != FieldDescriptor.TYPE_MESSAGE):
+        raise TypeError(f"{desc.full_name}.{fname} is not a repeated key/value message: it cannot be KEYED")
+    entry = msg.nested_type.add(name="".join(p.capitalize() for p in fname.split("_")) + "Entry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=_F.TYPE_STRING, label=_F.LABEL_OPTIONAL)
+    entry.field.add(name="value", number=2, type=_F.TYPE_BYTES, label=_F.LABEL_OPTIONAL)
+    return entry.name
 
 
 # -- envelope views of OTLP export requests -------------------------------------------------------
@@ -428,6 +454,7 @@ __all__ = [
     "EGROUP",
     "I32",
     "I64",
+    "KEYED",
     "LEN",
     "LOGS_ENVELOPE",
     "MAX_FIELD_NUMBER",

@@ -47,11 +47,13 @@ from pipeline.component import (
     ProcessorFactory,
     Settings,
     Stability,
+    acknowledges,
 )
 from pipeline.config.types import Duration, Issue
 from pipeline.logutil import RateLimitedLog
 from pipeline.model import Payload, Signal
 from pipeline.pointmerge import attribute_fingerprints, fold_groups, merge_points
+from pipeline.serieslimit import SeriesLimiter, SeriesSet
 from pipeline.wire import encode_varint, ld_tag, length_delimited
 
 OVERFLOW_KEY = "otel.metric.overflow"
@@ -96,19 +98,6 @@ class CardinalityLimitConfig:
         return out
 
 
-class _MetricState:
-    """The series one metric name has let through, with when each was last seen."""
-
-    __slots__ = ("last_sweep", "last_used", "limit", "limited", "series")
-
-    def __init__(self, limit: int, now: float, limited: bool) -> None:
-        self.limit = limit
-        self.series: dict[tuple[int, bytes], float] = {}
-        self.last_sweep = now
-        self.last_used = now
-        self.limited = limited  # has hit its limit or has its own entry in `limits`: report its series gauge
-
-
 class CardinalityLimitProcessor:
     """Limits series per metric name; see the module docstring."""
 
@@ -119,9 +108,9 @@ class CardinalityLimitProcessor:
         self.cfg = cfg
         self._next = next_consumer
         self._clock: Callable[[], float] = settings.clock
-        self._ttl = float(cfg.series_ttl)
-        self._sweep_every = max(min(self._ttl / 10, 60.0), 0.001)
-        self._states: dict[str, _MetricState] = {}
+        self._limiter = SeriesLimiter(cfg.max_series_per_metric, float(cfg.series_ttl), cfg.limits)
+        self._sweep_every = self._limiter.sweep_every
+        self._states = self._limiter.states
         self._drop_keys = frozenset(cfg.drop_attributes)
         # A serialized KeyValue starts with its key: the key field's tag, the key's length, the key.
         self._drop_needles = tuple(length_delimited(_KEY_TAG, k.encode()) for k in self._drop_keys)
@@ -136,6 +125,11 @@ class CardinalityLimitProcessor:
         self._dropped = tel.counter(DROPPED_METRIC)
         self._series_gauge = tel.gauge(SERIES_METRIC)
         self._metric_labels: set[str] = set()
+
+    @property
+    def acknowledges(self) -> bool:
+        """Hands data straight on: answers when downstream does (end-to-end acknowledgement)."""
+        return acknowledges(self._next)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -183,7 +177,7 @@ class CardinalityLimitProcessor:
                     if not data.data_points:
                         continue
                     name = metric.name
-                    state = self._state(name, now)
+                    state = self._limiter.metric(name, now)
                     touched.add(name)
                     n_over, edited = self._limit(state, kind, data, stream, now)
                     changed = changed or edited
@@ -200,20 +194,10 @@ class CardinalityLimitProcessor:
             payload.mark_changed()
         return payload if payload.items else None
 
-    def _state(self, name: str, now: float) -> _MetricState:
-        st = self._states.get(name)
-        if st is None:
-            own = name in self.cfg.limits
-            limit = self.cfg.limits[name] if own else self.cfg.max_series_per_metric
-            st = self._states[name] = _MetricState(limit, now, own)
-        st.last_used = now
-        return st
-
-    def _limit(self, state: _MetricState, kind: str, data: Any, stream: int, now: float) -> tuple[int, bool]:
+    def _limit(self, state: SeriesSet, kind: str, data: Any, stream: int, now: float) -> tuple[int, bool]:
         """Admit, fold or drop the points of one metric; returns (points overflowed, whether anything changed)."""
         points = data.data_points
-        series = state.series
-        limit = state.limit
+        admit = self._limiter.admit
         edits = self._edits
         overflow: list[int] = []
         groups: dict[bytes, list[int]] | None = {} if edits else None
@@ -231,10 +215,7 @@ class CardinalityLimitProcessor:
             if fp in _OVERFLOW_FPS:
                 overflow.append(i)  # an upstream overflow point joins ours
                 continue
-            key = (stream, fp)
-            if key in series or len(series) < limit or self._sweep(state, now):
-                series[key] = now
-            else:
+            if not admit(state, (stream, fp), now):
                 overflow.append(i)
                 continue
             if groups is not None:
@@ -276,41 +257,22 @@ class CardinalityLimitProcessor:
                     changed = True
         return changed
 
-    def _sweep(self, state: _MetricState, now: float) -> bool:
-        """At the limit: age out silent series (at most once per sweep interval); True if a slot is free."""
-        if now - state.last_sweep >= self._sweep_every:
-            self._expire_state(state, now)
-        return len(state.series) < state.limit
-
-    def _expire_state(self, state: _MetricState, now: float) -> int:
-        state.last_sweep = now
-        cutoff = now - self._ttl
-        series = state.series
-        old = [k for k, seen in series.items() if seen < cutoff]
-        for k in old:
-            del series[k]
-        return len(old)
-
     def expire(self, now: float | None = None) -> int:
         """Age out every series silent for series_ttl; forget metrics with none left. Returns series removed."""
         now = self._clock() if now is None else now
-        removed = 0
-        for name in list(self._states):
-            st = self._states[name]
-            removed += self._expire_state(st, now)
-            if not st.series and now - st.last_used >= self._ttl:
-                del self._states[name]
-                if name in self._metric_labels:
-                    with contextlib.suppress(KeyError):
-                        self._series_gauge.remove(*self._labels, name)
-                    self._metric_labels.discard(name)
-            elif st.limited:
+        removed, forgotten = self._limiter.expire(now)
+        for name in forgotten:
+            if name in self._metric_labels:
+                with contextlib.suppress(KeyError):
+                    self._series_gauge.remove(*self._labels, name)
+                self._metric_labels.discard(name)
+        for name, st in self._limiter:
+            if st.limited:
                 self._set_series_gauge(name, st)
         return removed
 
     def series_count(self, metric: str) -> int:
-        st = self._states.get(metric)
-        return len(st.series) if st else 0
+        return self._limiter.series_count(metric)
 
     # -- self-metrics ------------------------------------------------------------------------------
 
@@ -322,7 +284,7 @@ class CardinalityLimitProcessor:
             return name
         return None
 
-    def _set_series_gauge(self, name: str, st: _MetricState) -> None:
+    def _set_series_gauge(self, name: str, st: SeriesSet) -> None:
         label = self._label(name)
         if label is not None:
             self._series_gauge.labels(*self._labels, label).set(len(st.series))
