@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from connectors import forward
-from exporters import debug, file, prometheus
+from connectors.genai_metrics import connector as genai_metrics
+from exporters import datadog, debug, file, loadbalancing, loki, pagerduty, prometheus
 from exporters.otlp import grpc as otlp
 from exporters.otlp import http as otlphttp
-from extensions import health_check, pprof, zpages
+from extensions import bearertokenauth, file_storage, health_check, pprof, zpages
 from pipeline.component import Factory, Kind, make_factory_map
 from processors import batch, filter, memory_limiter, resource, transform
 from processors.attributes import processor as attributes
@@ -42,10 +43,17 @@ FACTORIES: tuple[Factory, ...] = (
     debug.FACTORY,
     file.FACTORY,
     prometheus.FACTORY,
+    datadog.FACTORY,
+    loki.FACTORY,
+    pagerduty.FACTORY,
+    loadbalancing.FACTORY,
     forward.FACTORY,
+    genai_metrics.FACTORY,
     health_check.FACTORY,
     pprof.FACTORY,
     zpages.FACTORY,
+    file_storage.FACTORY,
+    bearertokenauth.FACTORY,
 )
 
 

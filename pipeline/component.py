@@ -79,6 +79,22 @@ class Consumer(Protocol):
     async def consume(self, payload: Payload) -> None: ...
 
 
+def acknowledges(consumer: object) -> bool:
+    """Whether `consumer` answers only once its data is durable (end-to-end acknowledgement).
+
+    A consumer says so with an `acknowledges` property: True when `consume()`
+    returns only after every persistent sending queue (`sending_queue.storage`)
+    it leads to has the payload on disk. An exporter with a persistent queue is
+    the source of it; stages that hand data straight on (fan-outs, relays,
+    pass-through processors) pass on their downstream's answer, and `batch`
+    then makes each sender wait for the batch that holds its data. A consumer
+    without the property counts as not acknowledging.
+    """
+    # Not a runtime-checkable Protocol: isinstance() evaluates the property to see that it exists, so a chain
+    # of stages each asking downstream would cost 2^depth calls. Asked once per request.
+    return getattr(consumer, "acknowledges", False) is True
+
+
 class Listener(NamedTuple):
     """A port a component's config claims: `("tcp", endpoint, "protocols.grpc.endpoint")`.
 
@@ -110,6 +126,43 @@ class Flushable(Protocol):
     """A component that holds data and can hand it all on now (batch, tail sampling, connectors that buffer)."""
 
     async def force_flush(self) -> None: ...
+
+
+@runtime_checkable
+class Fuses(Protocol):
+    """A processor that can do the work of the processor right after it in its pipeline in its own pass
+    over each request (secret_mask and uuid_normalize: one scan and one walk for both). Once both are
+    built the graph offers it the next one (again on a reload, also when it is reused); `fuse` says
+    whether it took the work over. The next one still counts what it did, and hands on untouched only
+    the requests this one tells it were done; anything it gets otherwise it processes itself."""
+
+    def fuse(self, next_processor: object) -> bool: ...
+
+
+@runtime_checkable
+class HasStatus(Protocol):
+    """A running component with something to show on the admin server's `/status` (e.g. active alerts):
+    the graph puts `status()` under the component's `status` key. Plain data only, no secrets."""
+
+    def status(self) -> Mapping[str, Any]: ...
+
+
+@runtime_checkable
+class CarriesState(Protocol):
+    """A component whose in-memory state should outlive a config reload (alert state, history).
+
+    A component a reload keeps running keeps its state by itself. For one it replaces, the Service
+    asks the old graph's components for `handover_state()` (which must have no effect by itself),
+    and gives each new component of the same kind, id, signal and pipeline its predecessor's state
+    with `takeover_state(state)` before starting it, while the predecessor still runs (it is stopped
+    afterwards, in the background). The new component decides what of the state still applies to
+    its config (and ignores a state it does not recognise); the predecessor must leave to it what it
+    took over (e.g. send nothing more for it).
+    """
+
+    def handover_state(self) -> object: ...
+
+    def takeover_state(self, state: object) -> None: ...
 
 
 class Host(Protocol):
@@ -326,6 +379,10 @@ class FuncProcessor:
         self.mutates_data = mutates_data
         self._drop_reason = drop_reason
         self._obs = settings.telemetry.processor(settings)
+
+    @property
+    def acknowledges(self) -> bool:
+        return acknowledges(self._next)
 
     async def start(self, host: Host) -> None:
         return None

@@ -15,9 +15,13 @@ class PermanentError(Exception):
     `counted` is set by the stage that already counted the loss (the exporter
     helper counts `send_failed`), so a stage upstream that sees the error (the
     batch processor) does not count the same items as dropped a second time.
+    `logged` is set by an exporter that has logged the failure itself, in words
+    and at a rate of its own (a rejected API key, once a minute): the exporter
+    helper then still counts the loss but adds no log line of its own.
     """
 
     counted = False
+    logged = False
 
 
 class TooLargeError(PermanentError):

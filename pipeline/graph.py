@@ -24,17 +24,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.component import (
+    CarriesState,
     ComponentID,
     ConnectorFactory,
     Consumer,
     ExporterFactory,
     Factory,
+    Fuses,
     HasEndpoints,
+    HasStatus,
     Host,
     Kind,
     ProcessorFactory,
     ReceiverFactory,
     Settings,
+    acknowledges,
     factory_of,
 )
 from pipeline.config.schema import Config, PipelineID
@@ -58,6 +62,10 @@ class FanOut:
         self.consumers = consumers
         self.mutates_data = any(c.mutates_data for c in consumers)
         self._share_original = any(not c.mutates_data for c in consumers)
+
+    @property
+    def acknowledges(self) -> bool:
+        return any(acknowledges(c) for c in self.consumers)
 
     async def consume(self, payload: Payload) -> None:
         consumers = self.consumers
@@ -96,6 +104,10 @@ class Relay:
         self._next = next_consumer
         self.mutates_data = next_consumer.mutates_data
 
+    @property
+    def acknowledges(self) -> bool:
+        return acknowledges(self._next)
+
     async def consume(self, payload: Payload) -> None:
         await self._next.consume(payload)
 
@@ -128,6 +140,10 @@ class PipelineEntry:
         self.pipeline = pipeline
         self._first = first
         self.mutates_data = mutates
+
+    @property
+    def acknowledges(self) -> bool:
+        return acknowledges(self._first)
 
     async def consume(self, payload: Payload) -> None:
         await self._first.consume(payload)
@@ -216,6 +232,7 @@ class Graph:
                 for eid in p.exporters]
             nxt: Consumer = outs[0] if len(outs) == 1 else FanOut(outs)
             mutates = False
+            after: object = None  # the processor built last: the next one in the pipeline
             for prid in reversed(p.processors):
                 settings = self._settings(Kind.PROCESSOR, prid, pid.signal, str(pid))
                 obs = self.telemetry.processor(settings)
@@ -226,6 +243,9 @@ class Graph:
                     node = Node(Kind.PROCESSOR, prid, factory.create(settings, cfg.processors[prid], out),
                                 pipeline=str(pid), signal=pid.signal, outputs={None: out})
                 proc = node.component
+                if after is not None and isinstance(proc, Fuses):
+                    proc.fuse(after)
+                after = proc
                 mutates = mutates or proc.mutates_data
                 self.middle.append(node)
                 nxt = ObservedConsumer(proc, obs.incoming)
@@ -258,7 +278,9 @@ class Graph:
     def _take_over(self, node: Node, nxt: Consumer | None) -> Node | None:
         """The running component at `node`'s place in the previous graph, re-pointed at `nxt` on `switch()`."""
         old = self._previous.get(node.key)
-        if old is None or not self._reusable(node.kind, node.id):
+        # A processor that fuses with its neighbour is never reused: which pair fuses (and which of the two
+        # then hands requests on untouched) is decided when both are built, so both must be new together.
+        if old is None or isinstance(old.component, Fuses) or not self._reusable(node.kind, node.id):
             return None
         if nxt is not None:
             self._retargets.append((old.outputs[None], nxt))
@@ -390,10 +412,23 @@ class Graph:
              "signal": n.signal.value if n.signal else None, "state": n.state,
              **({"to_signal": n.to_signal.value} if n.to_signal else {}),
              **({"queue_size": n.component.queue_size} if isinstance(n.component, ExporterHelper) else {}),
-             **({"endpoints": eps} if (eps := _endpoints(n.component)) else {})}
+             **({"endpoints": eps} if (eps := _endpoints(n.component)) else {}),
+             **({"status": dict(inner.status())} if isinstance(inner := _inner(n.component), HasStatus) else {})}
             for n in reversed(self.start_order())
         ]
         return {"pipelines": pipelines, "components": comps}
+
+    def handover_states(self) -> dict[NodeKey, object]:
+        """The state of every component that carries state over a reload (see `CarriesState`)."""
+        return {n.key: inner.handover_state() for n in self.start_order()
+                if isinstance(inner := _inner(n.component), CarriesState)}
+
+    def takeover_states(self, states: Mapping[NodeKey, object]) -> None:
+        """Give each newly built (not yet started) component its predecessor's state, if it had one."""
+        for n in self.start_order():
+            inner = _inner(n.component)
+            if not n.reused and isinstance(inner, CarriesState) and (state := states.get(n.key)) is not None:
+                inner.takeover_state(state)
 
     def endpoints(self) -> dict[str, dict[str, str]]:
         """Actual bound addresses of every listening component, keyed `kind/id`."""
@@ -405,6 +440,12 @@ class Graph:
         return out
 
 
+def _inner(component: object) -> object:
+    """The component itself (for exporters: the exporter inside its helper)."""
+    return component.exporter if isinstance(component, ExporterHelper) else component
+
+
 def _endpoints(component: object) -> dict[str, str]:
-    inner = component.exporter if isinstance(component, ExporterHelper) else component
+    inner = _inner(component)
     return dict(inner.endpoints) if isinstance(inner, HasEndpoints) else {}
+

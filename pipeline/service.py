@@ -57,6 +57,25 @@ class ReloadOutcome:
         return self.result in ("ok", "unchanged")
 
 
+class _Switching:
+    """The Service as a reload's new components see it while they start: the new config's extensions
+    (a changed storage or authenticator is the successor's to use), then, once switched, the Service's."""
+
+    def __init__(self, service: Service, extensions: Extensions) -> None:
+        self._service = service
+        self._extensions = extensions
+        self.switched = False
+
+    def report_fatal(self, exc: BaseException) -> None:
+        self._service.report_fatal(exc)
+
+    def extensions(self) -> Mapping[ComponentID, Component]:
+        return self._service.extensions() if self.switched else self._extensions.by_id()
+
+    def status(self) -> Mapping[str, Any]:
+        return self._service.status()
+
+
 class Service:
     def __init__(self, config: Config, factories: Mapping[Kind, Mapping[str, Factory]],
                  *, reload_config: Callable[[], Config] | None = None, telemetry: Telemetry | None = None) -> None:
@@ -196,6 +215,7 @@ class Service:
                          reusable=lambda cid: restoring or cid not in plan.changed_extensions)
         graph = Graph(new, self.factories, self.telemetry)
         graph.build(previous=old_graph, reusable=(lambda _k, _c: True) if restoring else plan.same_settings)
+        graph.takeover_states(old_graph.handover_states())  # alert state and the like (see CarriesState)
         keep = graph.component_set()
         leaving = [n for n in reversed(old_graph.start_order()) if id(n.component) not in keep]
         by_key = {n.key: n for n in leaving}
@@ -207,34 +227,37 @@ class Service:
                      and id(old_ext.by_id()[cid]) not in ext.component_set()
                      and any(conflict(plan.old.extensions.get(cid), new.extensions.get(n)) for n in ext.by_id())}
             await old_ext.shutdown(only=clash)
-            await ext.start(self)
+            host = _Switching(self, ext)
+            await ext.start(host)
             for node in graph.exporters:
                 predecessor = by_key.get(node.key)
                 if node.reused:
                     continue
-                if predecessor is not None and conflict(plan.old.exporters.get(predecessor.id),
-                                                        new.exporters.get(node.id)):
+                if predecessor is not None and (conflict(plan.old.exporters.get(predecessor.id),
+                                                         new.exporters.get(node.id))
+                                                or predecessor.component.shares_storage(node.component)):
                     predecessor.component.hand_over(node.component)
                     await self._bounded(old_graph.stop_nodes([predecessor]), budget)
                 started.append(node)
-                await graph.start(self, [node])
+                await graph.start(host, [node])
             for node in graph.middle:
                 if not node.reused:
                     started.append(node)
-                    await graph.start(self, [node])
+                    await graph.start(host, [node])
             clashing = [n for n in leaving if n.kind is Kind.RECEIVER and any(
                 conflict(plan.old.receivers.get(n.id), new.receivers.get(r.id)) for r in graph.receivers)]
             await self._bounded(old_graph.stop_nodes(clashing), budget)
             for node in graph.receivers:
                 if not node.reused:
                     started.append(node)
-                    await graph.start(self, [node])
+                    await graph.start(host, [node])
         except BaseException:
             await self._bounded(graph.stop_nodes(list(reversed(started))), budget)
             await ext.shutdown(keep=old_ext.component_set())
             raise
         # The switch: synchronous, so no payload sees half of it.
         graph.switch()
+        host.switched = True
         for node in leaving:
             successor = next((n for n in graph.exporters if n.key == node.key and not n.reused), None)
             if successor is not None and node.state == "running":

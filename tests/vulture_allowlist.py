@@ -42,3 +42,12 @@ TransformContext.resource_container, TransformContext.scope_container
 ContextStatements.shared_cache, RegexpConfig.cacheenabled, RegexpConfig.cachemaxnumentries
 MetricFilters.datapoint, LogFilters.log_record, FilterConfig.metric_conditions, FilterConfig.log_conditions
 TransformConfig.trace_statements, TransformConfig.metric_statements, TransformConfig.log_statements
+
+# requests reads Session.trust_env itself (tests/e2e/test_tls_auth.py turns it off so the SDK's CA file wins).
+import requests
+requests.Session.trust_env
+
+# The Collector's file_storage `compaction` keys: decoded so Collector configs load (a warning says they do nothing).
+from extensions.file_storage import CompactionConfig, FileStorageConfig
+CompactionConfig.max_transaction_size, CompactionConfig.rebound_needed_threshold_mib
+CompactionConfig.rebound_trigger_threshold_mib, FileStorageConfig.compaction

@@ -11,9 +11,11 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from pipeline.auth import check_authenticators
 from pipeline.component import ComponentID, Factory, Kind
-from pipeline.config.checks import check_extensions, cross_check, pipeline_order, unused
+from pipeline.config.checks import check_extensions, check_storage, cross_check, pipeline_order, unused
 from pipeline.config.confmap import RawConfig, expand_env, load_files, load_texts
+from pipeline.config.masking import env_values, mask_issue
 from pipeline.config.schema import SECTIONS, Config, ServiceConfig
 from pipeline.config.types import decode_dataclass, did_you_mean, join
 from pipeline.errors import ConfigError, ConfigIssue
@@ -52,11 +54,15 @@ def build(raw: RawConfig, issues: list[ConfigIssue], factories: Mapping[Kind, Ma
     pipelines = cross_check(service, comps, factories, issues, frozenset(reported))
     order = pipeline_order(pipelines, comps[Kind.CONNECTOR], issues)
     check_extensions(service, comps[Kind.EXTENSION], issues)
-    warnings = unused(comps, pipelines, service)
+    check_storage(service, comps, issues)
+    check_authenticators(service.extensions, comps, issues)
+    warnings = [i for i in issues if i.warning] + unused(comps, pipelines, service)
     errors = [i for i in issues if not i.warning]
+    secrets = env_values(raw.data, env)  # never printed back, wherever a message quotes them
     for i, issue in enumerate(errors):
+        issue = mask_issue(issue, secrets)
         errors[i] = ConfigIssue(issue.path, issue.message, issue.warning, issue.file or raw.origin(issue.path))
-    warnings = [ConfigIssue(w.path, w.message, True, raw.origin(w.path)) for w in warnings]
+    warnings = [ConfigIssue(w.path, mask_issue(w, secrets).message, True, raw.origin(w.path)) for w in warnings]
     if errors:
         raise ConfigError(errors + warnings)
     return Config(

@@ -65,6 +65,7 @@ class Issue:
 
     key: str
     message: str
+    warning: bool = False  # reported (`otelpipe validate`, the start-up log) without making the config invalid
 
 
 @runtime_checkable
@@ -346,7 +347,7 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     for k in missing:
         issues.append(ConfigIssue(join(path, k), "is required"))
-    if len(issues) > start or missing:
+    if any(not i.warning for i in issues[start:]) or missing:
         try:
             return cls(**kwargs)
         except Exception:
@@ -359,5 +360,5 @@ def decode_dataclass(cls: type, value: object, path: str, issues: list[ConfigIss
         for issue in obj.validate():
             if not isinstance(issue, Issue):
                 raise TypeError(f"{cls.__name__}.validate() must return Issue objects, got {issue!r}")
-            issues.append(ConfigIssue(join(path, issue.key) if issue.key else path, issue.message))
+            issues.append(ConfigIssue(join(path, issue.key) if issue.key else path, issue.message, issue.warning))
     return obj

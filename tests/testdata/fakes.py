@@ -5,11 +5,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipeline.component import (
+    ComponentID,
     ConnectorFactory,
     Consumer,
     ExporterFactory,
     ExtensionFactory,
     Factory,
+    Host,
     Kind,
     Listener,
     ProcessorFactory,
@@ -90,6 +92,11 @@ class SinkExporter(Sink):
     def __init__(self, settings: Settings, cfg: SinkExporterConfig, registry: dict[str, SinkExporter]) -> None:
         super().__init__(settings.signal)
         registry[f"{settings.id}/{settings.signal.value if settings.signal else ''}"] = self
+        self.seen_extensions: dict[ComponentID, object] = {}
+
+    async def start(self, host: Host) -> None:
+        """Note the extensions the host showed at start (a reload must show the new config's)."""
+        self.seen_extensions = dict(host.extensions())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

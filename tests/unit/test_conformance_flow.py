@@ -27,10 +27,13 @@ from pipeline.telemetry import Telemetry
 from pipeline.telemetry.catalog import CATALOGUE, PREFIX
 from pipeline.testing import make_logs, make_metrics, make_traces, wait_until
 from tests.e2e.backends import GrpcBackend, HttpBackend
+from tests.e2e.datadog_intake import DatadogIntake
+from tests.e2e.loki_intake import LokiIntake
 
 FACTORIES = components.factories()
 ALL = [f for kinds in FACTORIES.values() for f in kinds.values() if f.kind is not Kind.EXTENSION]
 BUILDERS = {Signal.TRACES: make_traces, Signal.METRICS: make_metrics, Signal.LOGS: make_logs}
+SPAN_ATTRS: dict[str, dict[str, object]] = {"genai_metrics": {"gen_ai.operation.name": "chat"}}  # what it reads
 
 # How to configure each type so that plain test data flows through it quickly.
 SETTINGS: dict[str, str] = {
@@ -44,6 +47,9 @@ SETTINGS: dict[str, str] = {
     "statsd": '{endpoint: "127.0.0.1:0", aggregation_interval: 20ms}',
     "prometheus": '{endpoint: "127.0.0.1:0"}',
     "debug": "{verbosity: basic}",
+    "genai_metrics": "{metrics_flush_interval: 20ms}",
+    "pagerduty": ("{routing_key: k, endpoint: 'http://127.0.0.1:9/v2/enqueue', evaluation_interval: 10ms, "
+                  "rules: [{name: r, metric: requests, aggregation: rate, condition: '>', threshold: 1000000000}]}"),
     "attributes": "{actions: [{key: env, value: test, action: upsert}]}",
     "resource": "{attributes: [{key: env, value: test, action: upsert}]}",
 }
@@ -52,6 +58,9 @@ OWNED_MOVING: dict[str, tuple[str, ...]] = {
     "batch": ("processor_batch_timeout_trigger_send",),
     "statsd": ("receiver_statsd_lines", "receiver_statsd_datagrams"),
     "prometheus": ("exporter_prometheus_series",),
+    "pagerduty": ("exporter_pagerduty_series",),
+    "datadog": ("exporter_datadog_cumulative_series",),
+    "loadbalancing": ("loadbalancer_backend_spans", "loadbalancer_num_resolutions"),
     "tail_sampling": ("processor_tail_sampling_traces", "processor_tail_sampling_policy_decisions"),
 }
 
@@ -84,6 +93,15 @@ def _config(f: Factory, tmp: Path, backends: dict[str, str]) -> tuple[str, Signa
             cfg = f"{{endpoint: '{backends['http']}'}}"
         elif f.type == "file":
             cfg = f"{{path: '{tmp}/out.jsonl'}}"
+        elif f.type == "loadbalancing":
+            grpc_backend = backends["grpc"]
+            cfg = (f"{{resolver: {{static: {{hostnames: ['{grpc_backend}']}}}}, "
+                   "protocol: {otlp: {tls: {insecure: true}}}}")
+        elif f.type == "datadog":
+            dd, key = backends["datadog"], DatadogIntake().api_key
+            cfg = f"{{api: {{key: {key}}}, metrics: {{endpoint: '{dd}'}}, logs: {{endpoint: '{dd}'}}}}"
+        elif f.type == "loki":
+            cfg = f"{{endpoint: '{backends['loki']}'}}"
         exporters = {f.type: cfg}
         pipelines[s]["exporters"] = [f.type]
     else:
@@ -109,7 +127,10 @@ async def _send(svc: Service, f: Factory, sig: Signal) -> None:
             sock.sendto(b"agent.requests:1|c|#route:/v1", (host, int(port)))
         return
     url = f"http://{svc.endpoint('receiver', 'otlp', 'http')}/v1/{sig.value}"
-    body = BUILDERS[sig](5).SerializeToString()  # type: ignore[operator]
+    if f.type in SPAN_ATTRS:
+        body = make_traces(5, attrs=SPAN_ATTRS[f.type]).SerializeToString()
+    else:
+        body = BUILDERS[sig](5).SerializeToString()  # type: ignore[operator]
     async with aiohttp.ClientSession() as session, session.post(
             url, data=body, headers={"Content-Type": "application/x-protobuf"}) as resp:
         assert resp.status == 200, await resp.text()
@@ -136,12 +157,16 @@ def _expected(f: Factory, sig: Signal) -> list[tuple[str, dict[str, str]]]:
 
 @pytest.fixture
 async def backends() -> AsyncIterator[dict[str, str]]:
-    g, h = GrpcBackend(), HttpBackend()
+    g, h, dd, lk = GrpcBackend(), HttpBackend(), DatadogIntake(), LokiIntake()
     await g.start()
     await h.start()
-    yield {"grpc": f"127.0.0.1:{g.port}", "http": f"http://127.0.0.1:{h.port}"}
+    await dd.start()
+    await lk.start()
+    yield {"grpc": f"127.0.0.1:{g.port}", "http": f"http://127.0.0.1:{h.port}", "datadog": dd.url, "loki": lk.url}
     await g.stop()
     await h.stop()
+    await dd.stop()
+    await lk.stop()
 
 
 def test_every_component_owned_metric_is_declared_with_its_owner() -> None:

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from pipeline.component import ComponentID
 from pipeline.config.loader import load_text
 from pipeline.errors import RetryableError
 from pipeline.exporterhelper import ExporterHelper
@@ -198,6 +199,17 @@ async def test_a_changed_extension_replaces_the_components_that_name_it(h: Harne
     await h.svc.settled()
     assert h.events == ["start extension recorder", "start extension recorder", "stop extension recorder"]
     assert h.component("exporter", "sink/b") is sink_b  # it does not name the extension: kept
+
+
+async def test_components_a_reload_starts_see_the_new_config_s_extensions(h: Harness) -> None:
+    """A successor that names a changed extension (a storage, an authenticator) must get the new one at start."""
+    old = h.svc.extensions()[ComponentID.parse("recorder")]
+    h.next_text = text(key="recorder").replace("recorder: {label: one}", "recorder: {label: two}")
+    assert (await h.svc.reload()).result == "ok"
+    new = h.svc.extensions()[ComponentID.parse("recorder")]
+    assert new is not old
+    sink = h.registry["sink/traces"]
+    assert sink.seen_extensions[ComponentID.parse("recorder")] is new
 
 
 async def test_a_removed_exporter_drains_in_the_background_and_shutdown_waits_for_it(h: Harness) -> None:
