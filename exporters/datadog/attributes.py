@@ -15,14 +15,13 @@ attributes that repeat across data points (model, route, status) cost one dict l
 """
 from __future__ import annotations
 
-import base64
-import decimal
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import orjson
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
+
+from pipeline.anyvalue import as_string
 
 HOST_KEYS = ("datadog.host.name", "host.name")
 SERVICE_KEY = "service.name"
@@ -35,46 +34,6 @@ TAG_CACHE_SIZE = 65_536
 # Attributes larger than this (serialized) are turned into tags every time, never cached: the cache's
 # memory stays under about TAG_CACHE_SIZE * 2 * CACHED_ATTRIBUTE_MAX bytes whatever clients send.
 CACHED_ATTRIBUTE_MAX = 512
-
-
-def format_float(x: float) -> str:
-    """`3.0` → `3`, `0.25` → `0.25`, `1e+20` → `100000000000000000000` (Go's FormatFloat(x, 'f', -1))."""
-    text = repr(x)
-    if "e" in text:
-        return format(decimal.Decimal(text), "f")
-    return text[:-2] if text.endswith(".0") else text
-
-
-def value_string(v: AnyValue) -> str:
-    kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind is None:
-        return ""
-    if kind == "bool_value":
-        return "true" if v.bool_value else "false"
-    if kind == "int_value":
-        return str(v.int_value)
-    if kind == "double_value":
-        return format_float(v.double_value)
-    if kind == "bytes_value":
-        return base64.b64encode(v.bytes_value).decode()
-    return orjson.dumps(_plain(v)).decode()
-
-
-def _plain(v: AnyValue) -> object:
-    """An AnyValue as plain JSON-able data (for arrays and maps)."""
-    kind = v.WhichOneof("value")
-    if kind == "array_value":
-        return [_plain(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _plain(kv.value) for kv in v.kvlist_value.values}
-    if kind == "double_value":
-        x = v.double_value
-        return x if x - x == 0 else format_float(x)  # NaN and infinities are not JSON
-    if kind in ("bool_value", "int_value", "string_value"):
-        return getattr(v, kind)
-    return value_string(v) if kind else None
 
 
 def tag(key: str, value: str) -> str:
@@ -96,7 +55,7 @@ class TagCache:
 
     def _miss(self, raw: bytes) -> str:
         kv = KeyValue.FromString(raw)
-        text = tag(kv.key, value_string(kv.value))
+        text = tag(kv.key, as_string(kv.value))
         if len(raw) > CACHED_ATTRIBUTE_MAX:
             return text
         if len(self._tags) >= TAG_CACHE_SIZE:
@@ -116,7 +75,7 @@ class ResourceInfo:
 
 
 def resource_info(raw: bytes, fallback_host: str, all_as_tags: bool) -> ResourceInfo:
-    attrs = [(kv.key, value_string(kv.value)) for kv in Resource.FromString(raw).attributes] if raw else []
+    attrs = [(kv.key, as_string(kv.value)) for kv in Resource.FromString(raw).attributes] if raw else []
     values = dict(attrs)
     host = next((values[k] for k in HOST_KEYS if values.get(k)), fallback_host)
     tags = []

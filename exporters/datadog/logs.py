@@ -29,8 +29,9 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 
-from exporters.datadog.attributes import ResourceInfo, resource_info, value_string
+from exporters.datadog.attributes import ResourceInfo, resource_info
 from exporters.datadog.config import DatadogExporterConfig
+from pipeline.anyvalue import as_string
 
 DDSOURCE = "otlp_log_ingestion"
 MAX_MESSAGE_BYTES = 1 << 20
@@ -60,7 +61,7 @@ def iso_ms(ns: int) -> str:
 
 def _flatten(key: str, v: AnyValue, depth: int = 1) -> Iterator[tuple[str, str]]:
     if v.WhichOneof("value") != "kvlist_value" or depth >= _MAX_FLATTEN_DEPTH:
-        yield key, value_string(v)
+        yield key, as_string(v)
         return
     for kv in v.kvlist_value.values:
         yield from _flatten(f"{key}.{kv.key}", kv.value, depth + 1)
@@ -112,19 +113,19 @@ class LogsMapper:
             key = kv.key
             low = key.lower()
             if low in _MESSAGE_KEYS:
-                message = value_string(kv.value)
+                message = as_string(kv.value)
             elif low in _STATUS_KEYS:
-                status = value_string(kv.value)
+                status = as_string(kv.value)
             elif low in _TRACE_KEYS:
-                trace_id = trace_id or _hex_id(value_string(kv.value), 16)
+                trace_id = trace_id or _hex_id(as_string(kv.value), 16)
             elif low in _SPAN_KEYS:
-                span_id = span_id or _hex_id(value_string(kv.value), 8)
+                span_id = span_id or _hex_id(as_string(kv.value), 8)
             elif low == "ddtags":
-                extra = value_string(kv.value)
+                extra = as_string(kv.value)
                 ddtags = f"{ddtags},{extra}" if ddtags and extra else ddtags or extra
             else:
                 if key == "service.name":
-                    service = value_string(kv.value)
+                    service = as_string(kv.value)
                 for k, v in _flatten(key, kv.value):
                     entry[f"otel.{k}" if k in _RESERVED else k] = v
         entry.update(res_attrs)
@@ -151,7 +152,7 @@ class LogsMapper:
             entry["otel.timestamp"] = str(ts)
         if not message:
             body = record.body
-            message = body.string_value if body.WhichOneof("value") == "string_value" else value_string(body)
+            message = body.string_value if body.WhichOneof("value") == "string_value" else as_string(body)
         entry["message"] = _cut(message)
         entry["status"] = status or "info"
         entry["ddsource"] = DDSOURCE

@@ -39,9 +39,10 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from exporters.loki.config import LEVEL_LABEL, SERVICE_LABEL, LokiExporterConfig, label_name
-from exporters.loki.lines import body_pairs, json_line, logfmt_line, plain, value_text
+from exporters.loki.lines import body_pairs, json_line, logfmt_line
 from exporters.prometheus.naming import sanitize_label_name
 from pipeline import wire
+from pipeline.anyvalue import as_string, plain
 
 UNKNOWN_SERVICE = "unknown_service"
 UNKNOWN_LEVEL = "unknown"
@@ -345,7 +346,7 @@ class PushBuilder:
 
     def _resource(self, raw: bytes) -> _ResourceInfo:
         attributes = Resource.FromString(raw).attributes if raw else []
-        values = {kv.key: value_text(kv.value) for kv in attributes}
+        values = {kv.key: as_string(kv.value) for kv in attributes}
         labels = {SERVICE_LABEL: values.get("service.name") or UNKNOWN_SERVICE}
         for attribute, name in self._resource_labels.items():
             if values.get(attribute):
@@ -355,13 +356,13 @@ class PushBuilder:
 
     def _attr(self, raw: bytes) -> _Attr:
         kv = KeyValue.FromString(raw)
-        return _Attr(kv.key, self._record_labels.get(kv.key, ""), self._meta_name(kv.key), value_text(kv.value),
+        return _Attr(kv.key, self._record_labels.get(kv.key, ""), self._meta_name(kv.key), as_string(kv.value),
                      kv.value)
 
     def _meta_pair(self, raw: bytes) -> MetaPair:
         """(structured metadata name, value) of a serialized attribute; None for an empty value (not sent)."""
         kv = KeyValue.FromString(raw)
-        value = value_text(kv.value)
+        value = as_string(kv.value)
         return (self._meta_name(kv.key), value) if value else None
 
     @staticmethod
@@ -385,7 +386,7 @@ class PushBuilder:
         """The line of a record whose body is not a string (raw), or of any record (json, logfmt)."""
         body = AnyValue.FromString(rec.body.SerializeToString())
         if self._format == "raw":
-            return value_text(body)
+            return as_string(body)
         with_fields = not self._metadata
         if self._format == "json":
             fields: dict[str, Any] = {}
@@ -423,6 +424,6 @@ def _logfmt_fields(rec: _Record, res: _ResourceInfo, found: Sequence[_Attr]) -> 
     if rec.severity_text:
         out.append(("severity", rec.severity_text))
     out.extend((f"attribute_{a.key}", a.value) for a in found if not a.label)
-    out.extend((f"resource_{k}", value_text(v)) for k, v in res.pairs)
+    out.extend((f"resource_{k}", as_string(v)) for k, v in res.pairs)
     return out
 
