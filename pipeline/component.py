@@ -132,7 +132,7 @@ class Flushable(Protocol):
 class Fuses(Protocol):
     """A processor that can do the work of the processor right after it in its pipeline in its own pass
     over each request (secret_mask and uuid_normalize: one scan and one walk for both). Once both are
-    built the graph offers it the next one (again on a reload, also when it is reused); `fuse` says
+    built the graph offers it the next one (a reload builds both anew: a fusing processor is never reused); `fuse` says
     whether it took the work over. The next one still counts what it did, and hands on untouched only
     the requests this one tells it were done; anything it gets otherwise it processes itself."""
 

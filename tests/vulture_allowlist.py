@@ -51,3 +51,8 @@ requests.Session.trust_env
 from extensions.file_storage import CompactionConfig, FileStorageConfig
 CompactionConfig.max_transaction_size, CompactionConfig.rebound_needed_threshold_mib
 CompactionConfig.rebound_trigger_threshold_mib, FileStorageConfig.compaction
+
+# The parameter of a Protocol method stub (pipeline/component.py Fuses.fuse), and a protobuf descriptor option
+# set by assignment (pipeline/wire.py marks a generated entry type as a map entry).
+next_processor
+_.map_entry
