@@ -58,7 +58,8 @@ typedef struct {
     const char *needle[MAX_NEEDLES];
     Py_ssize_t needle_len[MAX_NEEDLES];
     unsigned char is_count[MAX_GROUPS];
-    unsigned char by_len[MAX_KEYLEN + 1]; /* 1 when some key has this length */
+    unsigned short by_len[MAX_KEYLEN + 2]; /* the keys of length n: by_len_order[by_len[n] .. by_len[n + 1]) */
+    unsigned char by_len_order[MAX_KEYS]; /* key indexes by length (stable: in `keys` order within a length) */
     Py_ssize_t parsed;
     PyObject **interned; /* INTERN_SLOTS bytes objects (or NULL) */
 } Reader;
@@ -180,15 +181,21 @@ static int parse_attribute(Reader *r, const unsigned char *p, const unsigned cha
             return -1; /* KeyValue has no other field */
         }
     }
-    Py_ssize_t klen = ks ? ke - ks : 0;
-    for (Py_ssize_t i = 0; i < klen; i++)
+    Py_ssize_t klen = ks ? ke - ks : 0, i = 0;
+    for (; i + 8 <= klen; i += 8) { /* a key Python would validate as UTF-8: eight bytes at a time */
+        uint64_t w;
+        memcpy(&w, ks + i, 8);
+        if (w & 0x8080808080808080u)
+            return -1;
+    }
+    for (; i < klen; i++)
         if (ks[i] & 0x80)
-            return -1; /* a key Python would validate as UTF-8 */
-    if (klen == 0 || klen > MAX_KEYLEN || !r->by_len[klen])
+            return -1;
+    if (klen == 0 || klen > MAX_KEYLEN)
         return 0;
-    for (int i = 0; i < r->nkeys; i++) {
-        Key *k = &r->keys[i];
-        if (k->len != klen || memcmp(k->ptr, ks, (size_t)klen) != 0)
+    for (int j = r->by_len[klen]; j < r->by_len[klen + 1]; j++) {
+        Key *k = &r->keys[r->by_len_order[j]];
+        if (k->ptr[klen - 1] != (char)ks[klen - 1] || memcmp(k->ptr, ks, (size_t)klen) != 0)
             continue;
         if (k->rank <= f->rank[k->group]) { /* a newer spelling, or the same key again: it wins */
             f->rank[k->group] = k->rank;
@@ -720,7 +727,7 @@ static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
     Py_XSETREF(r->needles, Py_NewRef(needles));
     r->ngroups = (int)ng;
     r->nkeys = 0;
-    memset(r->by_len, 0, sizeof(r->by_len));
+    memset(r->by_len, 0, sizeof(r->by_len)); /* no key looked up until the sort below */
     memset(r->is_count, 0, sizeof(r->is_count));
     for (Py_ssize_t g = 0; g < ng; g++) {
         PyObject *names = PyTuple_GET_ITEM(groups, g);
@@ -739,10 +746,23 @@ static int reader_init(Reader *r, PyObject *args, PyObject *kwds) {
             key->len = PyBytes_GET_SIZE(name);
             key->group = (int)g;
             key->rank = (int)k;
-            if (key->len > 0 && key->len <= MAX_KEYLEN)
-                r->by_len[key->len] = 1;
         }
     }
+    /* counting sort of the keys by length (keys longer than MAX_KEYLEN are never looked up) */
+    unsigned short n_len[MAX_KEYLEN + 2] = {0};
+    for (int i = 0; i < r->nkeys; i++)
+        if (r->keys[i].len > 0 && r->keys[i].len <= MAX_KEYLEN)
+            n_len[r->keys[i].len]++;
+    unsigned short at = 0;
+    for (int n = 0; n <= MAX_KEYLEN + 1; n++) {
+        r->by_len[n] = at;
+        at = (unsigned short)(at + n_len[n]);
+    }
+    unsigned short fill[MAX_KEYLEN + 2];
+    memcpy(fill, r->by_len, sizeof(fill));
+    for (int i = 0; i < r->nkeys; i++)
+        if (r->keys[i].len > 0 && r->keys[i].len <= MAX_KEYLEN)
+            r->by_len_order[fill[r->keys[i].len]++] = (unsigned char)i;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(counts); i++) {
         long g = PyLong_AsLong(PyTuple_GET_ITEM(counts, i));
         if (g < 0 || g >= ng) {

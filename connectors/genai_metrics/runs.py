@@ -28,7 +28,7 @@ MCP servers, tool services): they are left out of the client metrics.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -355,9 +355,7 @@ class RunAccounting:
             if found is not _OPEN:  # late spans (as `_add` accounts them)
                 agent = cast(bytes | None, found)
                 self.stats.late_spans += n
-                account = self._account
-                for op in ops:
-                    account(op, op[OWN_AGENT] or agent, tid)
+                self._account(tid, [(op, op[OWN_AGENT] or agent) for op in ops])
                 return
             t = self._open(tid, now)
         if len(t.ops) + n >= MAX_OPS or self.held + n > MAX_HELD:
@@ -379,7 +377,7 @@ class RunAccounting:
             closed = self._closed
             if tid in closed:
                 self.stats.late_spans += 1
-                self._account(op, op[OWN_AGENT] or closed[tid], tid)
+                self._account(tid, ((op, op[OWN_AGENT] or closed[tid]),))
                 return
             t = self._open(tid, now)
         t.ops.append(op)
@@ -434,9 +432,18 @@ class RunAccounting:
         self.held -= len(ops)
         runs = self.stats.runs
         runs[reason] = runs.get(reason, 0) + 1
-        by_id = {op[SID]: op for op in ops}
         agents = [op for op in ops if op[CLS] == AGENT]
-        nested = _nested_inference(ops, by_id) if len(ops) > len(agents) + 1 else None
+        # The common shape: one invoke_agent span with the trace's other GenAI spans right below it. Those need
+        # no walk up the trace (an inference span there has no inference span above it to mark as a wrapper,
+        # and its agent is the invoke_agent span's): `by_id` is built only for the spans that do.
+        top = agents[0] if len(agents) == 1 and agents[0][OWN_AGENT] is not None else None
+        top_sid = top[SID] if top is not None else None
+        by_id: dict[bytes, Op] | None = None
+        nested = None
+        above = {op[PARENT] for op in ops if op[CLS] == INFERENCE}  # the spans inference spans are right below
+        if len(ops) > len(agents) + 1 and len(above) > (top_sid in above):  # some below another span than `top`
+            by_id = {op[SID]: op for op in ops}
+            nested = _nested_inference(ops, by_id)
         root = t.root
         run = (agents[0] if len(agents) == 1 else min(agents, key=lambda o: (o[START], -o[END]))) if agents else root
         run_agent = run[OWN_AGENT] if run is not None else None
@@ -445,27 +452,34 @@ class RunAccounting:
                 next((op[OWN_AGENT] for op in ops if op[OWN_AGENT] is not None), None)
         memo: dict[bytes, bytes | None] | None = None
         steps = tools = 0
-        account = self._account
+        pairs: list[tuple[Op, bytes | None]] = []
+        add = pairs.append
         for op in ops:
             cls = op[CLS]
             if cls == AGENT or (nested and op[SID] in nested):
                 continue
             agent = op[OWN_AGENT]
             if agent is None:
-                parent = by_id.get(op[PARENT])
-                if parent is None:
-                    agent = run_agent
-                elif parent[CLS] == AGENT and parent[OWN_AGENT] is not None:  # the common case: a direct child
-                    agent = parent[OWN_AGENT]
+                if op[PARENT] == top_sid:
+                    agent = top[OWN_AGENT]  # type: ignore[index]
                 else:
-                    if memo is None:
-                        memo = {}
-                    agent = _agent_above(op, by_id, memo, run_agent)
-            account(op, agent, tid)
+                    if by_id is None:
+                        by_id = {op[SID]: op for op in ops}
+                    parent = by_id.get(op[PARENT])
+                    if parent is None:
+                        agent = run_agent
+                    elif parent[CLS] == AGENT and parent[OWN_AGENT] is not None:  # a direct child
+                        agent = parent[OWN_AGENT]
+                    else:
+                        if memo is None:
+                            memo = {}
+                        agent = _agent_above(op, by_id, memo, run_agent)
+            add((op, agent))
             if cls == INFERENCE:
                 steps += op[GEN]
             elif cls == TOOL:
                 tools += 1
+        self._account(tid, pairs)
         closed = self._closed
         closed[tid] = run_agent
         if len(closed) > self._max_traces:
@@ -516,89 +530,97 @@ class RunAccounting:
             series.add(M_FLAGGED, (run[RES], agent, sc.NO_TOOL_CALL, *dims), 1,
                        (tid, run[SID], run[END], run[CONV], 1) if ex else None)
 
-    def _account(self, op: Op, agent: bytes | None, tid: bytes) -> None:
-        """The metrics of one span (its run's aside)."""
-        cls = op[CLS]
-        secs = op[END] - op[START]
-        secs = secs / 1e9 if secs > 0 else 0.0
-        if cls == TOOL:
-            tkey = (op[RES], op[L1], op[L2], op[ERR], agent)
+    def _account(self, tid: bytes, pairs: Iterable[tuple[Op, bytes | None]]) -> None:
+        """The metrics of spans of one trace, each with its agent (their run's aside). One call per trace:
+        the series and bounds are looked up once."""
+        series = self.series
+        tools = series.points[M_TOOL]
+        calls = series.points[M_CALLS]
+        ex = self._exemplars
+        bisect = bisect_left
+        dur_bounds = _DUR_BOUNDS
+        token_bounds = _TOKEN_BOUNDS
+        for op, agent in pairs:
+            cls = op[CLS]
+            secs = op[END] - op[START]
+            secs = secs / 1e9 if secs > 0 else 0.0
+            if cls == TOOL:
+                tkey = (op[RES], op[L1], op[L2], op[ERR], agent)
+                if op[DIMS]:
+                    tkey += op[DIMS]
+                th = tools.get(tkey)
+                if th is None:
+                    series.hist(M_TOOL, tkey, secs, (tid, op[SID], op[END], op[CONV], secs) if ex else None)
+                    continue
+                i = bisect(dur_bounds, secs)
+                th.buckets[i] += 1  # type: ignore[union-attr]
+                th.count += 1  # type: ignore[union-attr]
+                th.total += secs  # type: ignore[union-attr]
+                if ex:
+                    th.exemplars[i] = (tid, op[SID], op[END], op[CONV], secs)  # type: ignore[union-attr]
+                continue
+            if cls != INFERENCE and cls != OTHER:
+                continue
+            key = (op[RES], op[OPV], op[L1], op[L2], op[L3], op[ERR], agent)
             if op[DIMS]:
-                tkey += op[DIMS]
-            th = self.series.points[M_TOOL].get(tkey)
-            if th is None:
-                tref = (tid, op[SID], op[END], op[CONV], secs) if self._exemplars else None
-                self.series.hist(M_TOOL, tkey, secs, tref)
-                return
-            i = bisect_left(_DUR_BOUNDS, secs)
-            th.buckets[i] += 1  # type: ignore[union-attr]
-            th.count += 1  # type: ignore[union-attr]
-            th.total += secs  # type: ignore[union-attr]
-            if self._exemplars:
-                th.exemplars[i] = (tid, op[SID], op[END], op[CONV], secs)  # type: ignore[union-attr]
-            return
-        if cls != INFERENCE and cls != OTHER:
-            return
-        key = (op[RES], op[OPV], op[L1], op[L2], op[L3], op[ERR], agent)
-        if op[DIMS]:
-            key += op[DIMS]
-        c = self.series.points[M_CALLS].get(key)
-        if c is None:
-            price = self._price(op[L3], op[L2]) if cls == INFERENCE else None
-            c = self.series.new(M_CALLS, key, lambda: Calls(price))
-        tin = tout = None
-        if cls == INFERENCE:
-            tin = op[TIN]
-            tout = op[TOUT]
-        ref = (tid, op[SID], op[END], op[CONV], secs, tin, tout) if self._exemplars else None
-        h: Hist = c.dur  # type: ignore[union-attr]
-        i = bisect_left(_DUR_BOUNDS, secs)
-        h.buckets[i] += 1
-        h.count += 1
-        h.total += secs
-        if ref is not None:
-            h.exemplars[i] = ref
-        if tin is None and tout is None:
-            return
-        if tin is not None:
-            h = c.tin  # type: ignore[union-attr]
-            i = bisect_left(_TOKEN_BOUNDS, tin)
+                key += op[DIMS]
+            c = calls.get(key)
+            if c is None:
+                price = self._price(op[L3], op[L2]) if cls == INFERENCE else None
+                c = series.new(M_CALLS, key, lambda: Calls(price))  # noqa: B023 (called at once)
+            tin = tout = None
+            if cls == INFERENCE:
+                tin = op[TIN]
+                tout = op[TOUT]
+            ref = (tid, op[SID], op[END], op[CONV], secs, tin, tout) if ex else None
+            h: Hist = c.dur  # type: ignore[union-attr]
+            i = bisect(dur_bounds, secs)
             h.buckets[i] += 1
             h.count += 1
-            h.total += tin
+            h.total += secs
             if ref is not None:
                 h.exemplars[i] = ref
-        else:
-            tin = 0
-        if tout is not None:
-            h = c.tout  # type: ignore[union-attr]
-            i = bisect_left(_TOKEN_BOUNDS, tout)
-            h.buckets[i] += 1
-            h.count += 1
-            h.total += tout
-            if ref is not None:
-                h.exemplars[i] = ref
-        else:
-            tout = 0
-        if c.price is None:  # type: ignore[union-attr]
-            c.unpriced += 1  # type: ignore[union-attr]
-            return
-        cache_read = op[TCR] or 0
-        cache_write = op[TCW] or 0
-        reasoning = op[TRS] or 0
-        if cache_read or cache_write:
-            plain = tin - cache_read - cache_write
-            c.plain_in += plain if plain > 0 else 0  # type: ignore[union-attr]
-            c.cache_read += cache_read  # type: ignore[union-attr]
-            c.cache_write += cache_write  # type: ignore[union-attr]
-        else:
-            c.plain_in += tin  # type: ignore[union-attr]
-        if reasoning:
-            plain = tout - reasoning
-            c.plain_out += plain if plain > 0 else 0  # type: ignore[union-attr]
-            c.reasoning += reasoning  # type: ignore[union-attr]
-        else:
-            c.plain_out += tout  # type: ignore[union-attr]
+            if tin is None and tout is None:
+                continue
+            if tin is not None:
+                h = c.tin  # type: ignore[union-attr]
+                i = bisect(token_bounds, tin)
+                h.buckets[i] += 1
+                h.count += 1
+                h.total += tin
+                if ref is not None:
+                    h.exemplars[i] = ref
+            else:
+                tin = 0
+            if tout is not None:
+                h = c.tout  # type: ignore[union-attr]
+                i = bisect(token_bounds, tout)
+                h.buckets[i] += 1
+                h.count += 1
+                h.total += tout
+                if ref is not None:
+                    h.exemplars[i] = ref
+            else:
+                tout = 0
+            if c.price is None:  # type: ignore[union-attr]
+                c.unpriced += 1  # type: ignore[union-attr]
+                continue
+            cache_read = op[TCR] or 0
+            cache_write = op[TCW] or 0
+            reasoning = op[TRS] or 0
+            if cache_read or cache_write:
+                plain = tin - cache_read - cache_write
+                c.plain_in += plain if plain > 0 else 0  # type: ignore[union-attr]
+                c.cache_read += cache_read  # type: ignore[union-attr]
+                c.cache_write += cache_write  # type: ignore[union-attr]
+            else:
+                c.plain_in += tin  # type: ignore[union-attr]
+            if reasoning:
+                plain = tout - reasoning
+                c.plain_out += plain if plain > 0 else 0  # type: ignore[union-attr]
+                c.reasoning += reasoning  # type: ignore[union-attr]
+            else:
+                c.plain_out += tout  # type: ignore[union-attr]
 
     def _price(self, resp: bytes | None, req: bytes | None) -> Price | None:
         key = (resp, req)

@@ -162,6 +162,18 @@ def test_both_readers_give_the_same_records() -> None:
     assert genai[3][V_DIMS] == AnyValue(string_value="prod").SerializeToString() and genai[0][V_DIMS] is None
 
 
+def test_keys_of_one_length_and_a_key_in_two_groups_are_all_read() -> None:
+    # "gen_ai.tool.type" and "gen_ai.agent.id" and the dimensions share lengths with other keys; a dimension
+    # named as a key the connector reads gets the value too
+    attrs = {"gen_ai.tool.name": "search", "gen_ai.tool.type": "function", "gen_ai.agent.id": "a-1",
+             "gen_ai.request.model": "m", "tenant.id.xxxxx": "t", "gen_ai.request.mode": "x"}
+    raw = request([span(1, 2, 1, 0, 1, {"gen_ai.operation.name": "execute_tool", **attrs})]).SerializeToString()
+    genai, _ = _same(raw, dims=("gen_ai.request.model", "tenant.id.xxxxx", "gen_ai.tool.nam"))
+    r = genai[0]
+    text = AnyValue(string_value="m").SerializeToString()
+    assert r[V_REQUEST_MODEL] == text and r[V_DIMS:] == (text, AnyValue(string_value="t").SerializeToString(), None)
+
+
 def test_roots_are_every_span_without_a_parent_however_laid_out() -> None:
     odd = Span(span_id=b"r" * 8, trace_id=b"t" * 16, name="root")  # written out of field order below
     raw_span = odd.SerializeToString()
@@ -182,6 +194,9 @@ def _one_span_request(body: bytes) -> bytes:
     _one_span_request(b"\x0a\x10" + b"\x01" * 16 + NEEDLES[0] + b"\x12\xff"),
     # a non-ASCII attribute key (the Python reader checks its UTF-8)
     request([chat(1, 2, 1, 0, 1, **{"ключ": 1})]).SerializeToString(),
+    # ... its first non-ASCII byte past the first eight bytes, or in the last few (the C reader checks words)
+    request([chat(1, 2, 1, 0, 1, **{"gen_ai.ключ": 1})]).SerializeToString(),
+    request([chat(1, 2, 1, 0, 1, **{"gen_ai.operation.namé": 1})]).SerializeToString(),
     # a group (wire type 3) among a span's unknown fields
     _one_span_request(chat(1, 2, 1, 0, 1).SerializeToString() + b"\xa3\x01\xa4\x01"),
     # an attribute value written as a varint
