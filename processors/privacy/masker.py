@@ -342,4 +342,4 @@ def positions(s: str, base: int, offsets: Sequence[int], ids: Sequence[int], inf
         else:
             assert a == FULL
             return None
-    return sorted(set(starts))
+    return sorted(set(starts)) if len(starts) > 1 else starts

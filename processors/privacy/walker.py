@@ -24,8 +24,8 @@ top of the C file describes the walk in full; in short:
 """
 from __future__ import annotations
 
-import bisect
 import re
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -141,6 +141,20 @@ class Step:
     leaves: list[Leaf | None]
     sub: Plan | None = None
     owner: bool = False
+    #: the stages with a leaf here (for a sub-message: with leaves below, `sub.reach`)
+    reach: int = 0
+    #: per stage, from `leaves` (`args`, made once): the key rule (False: no leaf), the nested rule,
+    #: and TEXT/SKIP
+    rules: list[KeyRule | bool] | None = None
+    nested: list[KeyRule] = field(default_factory=list)
+    act: list[int] = field(default_factory=list)
+
+    def args(self) -> list[KeyRule | bool]:
+        if self.rules is None:
+            self.nested = [lf[1] if lf is not None else None for lf in self.leaves]
+            self.act = [SKIP if lf is None else TEXT for lf in self.leaves]
+            self.rules = [lf[0] if lf is not None else False for lf in self.leaves]
+        return self.rules
 
 
 @dataclass(slots=True)
@@ -198,9 +212,11 @@ def _add(plan: Plan, desc: Descriptor, spec: PlanSpec, k: int, n: int, owners: f
                 step.owner = sub_type in owners
             assert f.message_type is not None
             _add(step.sub, f.message_type, sub, k, n, owners)
+            step.reach = step.sub.reach
             plan.reach |= step.sub.reach
         else:
             step.leaves[k] = leaf
+            step.reach |= 1 << k
             plan.reach |= 1 << k
 
 
@@ -299,6 +315,9 @@ def id_anchor_offsets(data: bytes, flags: int) -> list[int]:
     every UUID-core and `/digit` occurrence start, and in every run of 16+ hex (26+ ULID) characters
     every 16th (26th) position, which any window of that length inside the run holds."""
     out: list[int] = []
+    if flags & PF_HEX and flags & PF_ULID:
+        _hex_ulid_offsets(data, out)
+        flags &= ~(PF_HEX | PF_ULID)
     for f, rx in _ID_ANCHORS:
         if not flags & f:
             continue
@@ -319,6 +338,30 @@ def id_anchor_offsets(data: bytes, flags: int) -> list[int]:
             m = rx.search(data, m.start() + 1)
     out.sort()
     return out
+
+
+def _hex_ulid_offsets(data: bytes, out: list[int]) -> None:
+    """`id_anchor_offsets` for PF_HEX and PF_ULID in one look at `data`: hex characters are ULID
+    characters, so every run of 16+ hex characters lies in a run of 16+ ULID characters."""
+    hex_step, hex_table = _ID_RUNS[PF_HEX]
+    ulid_step, ulid_table = _ID_RUNS[PF_ULID]
+    tr = data.translate(ulid_table)
+    needle = b"x" * hex_step
+    hex_needle = needle
+    pos = tr.find(needle)
+    while pos >= 0:
+        end = tr.find(b".", pos)
+        end = len(tr) if end < 0 else end
+        if end - pos >= ulid_step:
+            out.extend(range(pos, end, ulid_step))
+        sub = data[pos:end].translate(hex_table)
+        h = sub.find(hex_needle)
+        while h >= 0:
+            he = sub.find(b".", h)
+            he = len(sub) if he < 0 else he
+            out.extend(range(pos + h, pos + he, hex_step))
+            h = sub.find(hex_needle, he)
+        pos = tr.find(needle, end)
 
 
 # -- the walker ---------------------------------------------------------------------------------
@@ -376,9 +419,13 @@ _ARRAY_TAG = ld_tag(AnyValue.DESCRIPTOR, "array_value")
 _KVLIST_TAG = ld_tag(AnyValue.DESCRIPTOR, "kvlist_value")
 _BYTES_TAG = ld_tag(AnyValue.DESCRIPTOR, "bytes_value")
 _STRING_HEAD = encode_varint(_STRING_TAG)
+_VALUE_HEAD = encode_varint(_VALUE_TAG)
 assert _STRING_TAG == ld_tag(KeyValue.DESCRIPTOR, "key") == 0x0A  # a key, a string value, array and map items
 assert _STRING_TAG == ld_tag(ArrayValue.DESCRIPTOR, "values") == ld_tag(KeyValueList.DESCRIPTOR, "values")
 _MAX_DEPTH = 128  # as _wirewalk.c
+
+
+_NO_COUNT: list[int] = []
 
 
 class _Frame:
@@ -388,7 +435,7 @@ class _Frame:
         self.lp, self.cs, self.ce, self.owner = lp, cs, ce, owner
         self.slot = -1  # index in the output pieces of its prefix, once something inside changed
         self.ostart = 0  # the output length where its content starts (then)
-        self.count = [0] * nstages
+        self.count = [0] * nstages if owner else _NO_COUNT  # (only owners count)
 
 
 class _PyWalk:
@@ -412,6 +459,8 @@ class _PyWalk:
                 pf |= r.prefilter
         self.text_offs = id_anchor_offsets(raw, pf) if pf else []
         self.offs: Sequence[int] = () if mask is None else mask.offsets
+        # every offset where some stage may change something (`touched`): the two lists merged
+        self.touch: Sequence[int] = sorted([*self.offs, *self.text_offs]) if self.text_offs else self.offs
         self.out: list[bytes | memoryview | None] = []
         self.olen = 0  # bytes in `out` so far
         self.view = memoryview(raw)
@@ -419,6 +468,9 @@ class _PyWalk:
         self.stack: list[_Frame] = []
         self.written = 0
         self.changed = False
+        self.no_stages = [SKIP] * self.n  # (read only)
+        self.text_stage = [isinstance(r, TextRun) for r in runs]
+        self.no_names = [False] * self.n
 
     def run(self, plan: Plan) -> bytes | None:
         try:
@@ -448,16 +500,13 @@ class _PyWalk:
         return tag, cs + ln, i, cs, cs + ln, True
 
     def has_off(self, a: int, b: int) -> bool:
-        k = bisect.bisect_left(self.offs, a)
+        k = bisect_left(self.offs, a)
         return k < len(self.offs) and self.offs[k] < b
-
-    def has_text_off(self, a: int, b: int) -> bool:
-        k = bisect.bisect_left(self.text_offs, a)
-        return k < len(self.text_offs) and self.text_offs[k] < b
 
     def touched(self, a: int, b: int) -> bool:
         """Whether some stage may change something in [a, b): an anchor offset or an id anchor lies there."""
-        return self.has_off(a, b) or self.has_text_off(a, b)
+        k = bisect_left(self.touch, a)
+        return k < len(self.touch) and self.touch[k] < b
 
     def worth(self, stages: int, a: int, b: int) -> bool:
         if stages & self.every_stages:
@@ -494,15 +543,19 @@ class _PyWalk:
         self.olen += len(piece)
 
     def put(self, f: int, ce: int, head: bytes, text: bytes) -> None:
-        for fr in self.stack[self.written:]:  # first change inside these: give them slots
-            self.emit(self.view[self.last:fr.lp])
-            fr.slot = len(self.out)
-            self.out.append(None)
-            fr.ostart = self.olen
-            self.last = fr.cs
-        self.written = len(self.stack)
-        self.emit(self.view[self.last:f])
-        self.emit(head + encode_varint(len(text)) + text)
+        out = self.out
+        if self.written < len(self.stack):
+            for fr in self.stack[self.written:]:  # first change inside these: give them slots
+                self.emit(self.view[self.last:fr.lp])
+                fr.slot = len(out)
+                out.append(None)
+                fr.ostart = self.olen
+                self.last = fr.cs
+            self.written = len(self.stack)
+        piece = head + encode_varint(len(text)) + text
+        out.append(self.view[self.last:f])
+        out.append(piece)
+        self.olen += f - self.last + len(piece)
         self.last = ce
         self.changed = True
 
@@ -532,38 +585,67 @@ class _PyWalk:
                 return cur
         return _checked(run.text(cur, found))
 
-    def leaf_wanted(self, act: Sequence[int], cs: int, ce: int) -> bool:
+    def string_leaf(self, act: Sequence[int], f: int, cs: int, ce: int, head: bytes) -> None:
+        new = self.leaf_text(act, cs, ce)
+        if new is not None:
+            self.put(f, ce, head, new.encode())
+
+    def leaf_text(self, act: Sequence[int], cs: int, ce: int) -> str | None:
+        """The new text of the string [cs, ce) through the stages, None when unchanged: whether some
+        stage wants it, then `stage_text` per stage, the anchor checks they share made once."""
+        runs = self.runs
+        raw = self.buf[cs:ce]
+        offs: bool | None = None  # has_off(cs, ce), once known
+        pre_k, pre_found = -1, 0  # a TextRun's id anchors in `raw`, once known
         for k, a in enumerate(act):
-            run = self.runs[k]
             if a == WHOLE:
-                return True
+                break
             if a != TEXT:
                 continue
+            run = runs[k]
             if isinstance(run, TextRun):  # with a prefilter: only strings holding an id anchor
-                if not run.prefilter or id_anchors(self.buf[cs:ce], run.prefilter):
-                    return True
-            elif self.has_off(cs, ce):
-                return True
-        return False
-
-    def string_leaf(self, act: Sequence[int], f: int, cs: int, ce: int, head: bytes) -> None:
-        if not self.leaf_wanted(act, cs, ce):
-            return
-        orig = cur = self.decode(cs, ce)
-        changed = False
-        for k, run in enumerate(self.runs):
-            if act[k] == WHOLE:
-                new = cur if run.whole is None else _checked(run.whole(cur))
-            elif act[k] == TEXT and (changed or isinstance(run, TextRun) or self.has_off(cs, ce)):
-                new = self.stage_text(k, cur, changed, cs, ce)
+                if not run.prefilter:
+                    break
+                pre_k, pre_found = k, id_anchors(raw, run.prefilter)
+                if pre_found:
+                    break
             else:
+                offs = self.has_off(cs, ce)
+                if offs:
+                    break
+        else:
+            return None
+        orig = cur = raw.decode()
+        changed = False
+        for k, run in enumerate(runs):
+            a = act[k]
+            if a == WHOLE:
+                new = cur if run.whole is None else _checked(run.whole(cur))
+            elif a != TEXT:
                 continue
+            elif isinstance(run, MaskRun):
+                if not changed:
+                    if offs is None:
+                        offs = self.has_off(cs, ce)
+                    if not offs:
+                        continue
+                if run.engine is None:
+                    continue
+                new = run.full(cur) if changed else run.anchored(cur, cs)
+            else:
+                found = 0
+                if run.prefilter:
+                    found = pre_found if k == pre_k and not changed else id_anchors(
+                        cur.encode() if changed else raw, run.prefilter)
+                    if not found:
+                        continue
+                new = _checked(run.text(cur, found))
             if new != cur:
                 changed = True
-                self.count_change(k)
+                if run.owners is not None:
+                    self.count_change(k)
             cur = new
-        if changed and cur != orig:
-            self.put(f, ce, head, cur.encode())
+        return cur if changed and cur != orig else None
 
     def bytes_leaf(self, act: Sequence[int], f: int, cs: int, ce: int) -> None:
         if WHOLE not in act[:self.n]:
@@ -629,33 +711,90 @@ class _PyWalk:
     def kv(self, lp: int, s: int, e: int, rules: Sequence[KeyRule | bool], nested: Sequence[KeyRule],
            inherit: Sequence[int], named: Sequence[bool]) -> None:
         """`rules[k]` is False for a stage that does not classify this key (see _wirewalk.c kv)."""
-        ks, ke, value = self.kv_parts(s, e)
-        if value is None:
-            return
-        vlp, vcs, vce = value
+        vcs, scs = self.kv_string(lp, s, e)
+        if scs:  # the common shape: written as one piece (see `kv_string`)
+            ks = s + 2
+            ke = ks + self.buf[s + 1]
+            vlp, vce = ke + 1, e
+        else:
+            ks, ke, value = self.kv_parts(s, e)
+            if value is None:
+                return
+            vlp, vcs, vce = value
         act = [SKIP] * self.n
+        text_stage = self.text_stage
+        offs = self.offs
+        j = bisect_left(offs, s)
+        in_kv = j < len(offs) and offs[j] < e  # has_off(s, e)
         for k in range(self.n):
-            if inherit[k] != SKIP:
-                act[k] = inherit[k]
-            elif rules[k] is not False:
-                forced = named[k] and ks >= 0 and self.buf[ks:ke] in _VALUE_KEYS_B
-                text = isinstance(self.runs[k], TextRun)
-                if not forced and not ((text and (not self.pf_stages >> k & 1 or self.touched(s, e))) or
-                                       (self.mask_stage == k and self.has_off(s, e))):
+            a = inherit[k]
+            if a != SKIP:
+                act[k] = a
+                continue
+            rule = rules[k]
+            if rule is False:
+                continue
+            forced = named[k] and ks >= 0 and self.buf[ks:ke] in _VALUE_KEYS_B
+            if not forced:
+                if text_stage[k]:
+                    if self.pf_stages >> k & 1 and not self.touched(s, e):
+                        continue
+                elif self.mask_stage != k or not in_kv:
                     continue
-                action = self.classify(rules[k], ks, ke)  # type: ignore[arg-type]
-                if forced and action == TEXT:
-                    action = WHOLE
-                if action == TEXT and isinstance(self.runs[k], MaskRun) and not self.has_off(vcs, vce):
+            action = self.classify(rule, ks, ke)  # type: ignore[arg-type]
+            if forced and action == TEXT:
+                action = WHOLE
+            if action == TEXT and not text_stage[k]:
+                j = bisect_left(offs, vcs, j)
+                if not (j < len(offs) and offs[j] < vce):  # has_off(vcs, vce)
                     action = SKIP
-                act[k] = action
+            act[k] = action
         if not any(act):
+            return
+        if scs:
+            if len(self.stack) >= _MAX_DEPTH - 1:
+                raise WireFallback("messages nested too deeply")
+            new = self.leaf_text(act, scs, e)
+            if new is not None:
+                text = new.encode()
+                field = _STRING_HEAD + encode_varint(len(text)) + text
+                self.put(lp, e, b"", b"".join((self.buf[s:ke], _VALUE_HEAD, encode_varint(len(field)), field)))
             return
         self.push(lp, s, e)
         self.push(vlp, vcs, vce)
         self.any_value(vcs, vce, act, nested)
         self.pop()
         self.pop()
+
+    def kv_string(self, lp: int, s: int, e: int) -> tuple[int, int]:
+        """Where the string value's bytes start if the KeyValue [s, e) (its length prefix at lp) is
+        a short key then a value holding one string, the way SDKs write attributes, with minimal length
+        prefixes (so writing it anew as one piece gives the bytes the frames of `push` would): (where the
+        value's content starts, where the string's bytes start); else (0, 0)."""
+        buf = self.buf
+        n = e - s
+        if buf[s] != _STRING_TAG or buf[s + 1] >= 0x80 or s - lp != (1 if n < 0x80 else _varint_size(n)):
+            return 0, 0
+        ke = s + 2 + buf[s + 1]
+        if ke + 2 >= e or buf[ke] != _VALUE_TAG:
+            return 0, 0
+        vln = buf[ke + 1]
+        if vln < 0x80:
+            vcs = ke + 2
+        else:
+            vln, vcs = decode_varint(buf, ke + 1)
+            if vcs - ke - 1 != _varint_size(vln):
+                return 0, 0
+        if vcs + vln != e or vcs + 2 > e or buf[vcs] != _STRING_TAG:
+            return 0, 0
+        ln = buf[vcs + 1]  # read only within the value (a bad varint is `any_field`'s to refuse)
+        if ln < 0x80:
+            scs = vcs + 2
+        elif vcs + 2 < e and buf[vcs + 2] < 0x80:
+            ln, scs = ln & 0x7F | buf[vcs + 2] << 7, vcs + 3
+        else:
+            return 0, 0
+        return (vcs, scs) if scs + ln == e else (0, 0)
 
     def names_whole(self, s: int, e: int, rule: Mapping[str, int]) -> bool:
         i = s
@@ -714,41 +853,97 @@ class _PyWalk:
             self.any_elements(tag, lp, cs, ce, act, nested)
 
     def walk_leaf(self, step: Step, f: int, lp: int, cs: int, ce: int) -> None:
-        present = [lf is not None for lf in step.leaves]
-        if step.kind == _MSG:
+        rules = step.args()
+        if step.kind == _ATTRS:
+            self.kv(lp, cs, ce, rules, step.nested, self.no_stages, self.no_names)
+        elif step.kind == _MSG:
             assert step.sub is not None
             self.push(lp, cs, ce, step.owner)
             self.walk_msg(cs, ce, step.sub)
             self.pop()
         elif step.kind == _STR:
-            self.string_leaf([TEXT if p else SKIP for p in present], f, cs, ce, self.buf[f:lp])
-        elif step.kind == _ATTRS:
-            rules = [lf[0] if lf is not None else False for lf in step.leaves]
-            nested = [lf[1] if lf is not None else None for lf in step.leaves]
-            self.kv(lp, cs, ce, rules, nested, [SKIP] * self.n, [False] * self.n)
+            self.string_leaf(step.act, f, cs, ce, self.buf[f:lp])
         else:
-            nested = [lf[1] if lf is not None else None for lf in step.leaves]
             self.push(lp, cs, ce)
-            self.any_value(cs, ce, [TEXT if p else SKIP for p in present], nested)
+            self.any_value(cs, ce, step.act, step.nested)
             self.pop()
 
     def walk_msg(self, s: int, e: int, plan: Plan) -> None:
-        everything = plan.reach & self.every_stages
+        if plan.reach & self.every_stages:
+            self.walk_every(s, e, plan)
+            return
+        # Only fields holding a `touch` offset can be worth entering: for the next offset, read past the
+        # fields before it (one-byte tags of length-delimited fields inline, the rest by `next_field`,
+        # with the same checks), look at the field holding it, then go on from that field's end.
+        buf = self.buf
+        touch = self.touch
+        n = len(touch)
+        steps = plan.steps
+        mask_bit = 0 if self.mask_stage < 0 else 1 << self.mask_stage
+        ci = bisect_left(touch, s)
+        i = s
+        while ci < n:
+            c = touch[ci]
+            if c >= e:
+                return  # nothing more to find in this message
+            while True:
+                f = i
+                tag = buf[i]
+                if tag & 0x87 == LEN and tag >= 8:
+                    lp = i + 1
+                    ln = buf[lp]
+                    if ln < 0x80:
+                        cs = i + 2
+                    else:
+                        ln, cs = decode_varint(buf, lp)
+                    if ln > e - cs:
+                        raise WireFallback("field overruns its message")
+                    i = ce = cs + ln
+                    ld = True
+                elif tag & 0x87 == 1 and tag >= 8:  # a fixed64 (timestamps)
+                    i += 9
+                    if i > e:
+                        raise WireFallback("field overruns its message")
+                    ld = False
+                else:
+                    tag, i, lp, cs, ce, ld = self.next_field(i, e)
+                if i > c:
+                    break
+            if not ld:
+                ci = bisect_left(touch, i, ci)
+                continue
+            if c < cs:  # the offset is in this field's tag or length: look past them
+                ci = bisect_left(touch, cs, ci)
+                if ci >= n or touch[ci] >= ce:
+                    continue
+            step = steps.get(tag)
+            if step is not None and (step.reach & self.pf_stages or (
+                    mask_bit & step.reach and self.has_off(cs, ce))):  # `worth`, the offset known to be there
+                if step.kind == _ATTRS:  # (`walk_leaf`'s first two cases, inline: most fields walked)
+                    self.kv(lp, cs, ce, step.args(), step.nested, self.no_stages, self.no_names)
+                elif step.kind == _MSG:
+                    assert step.sub is not None
+                    self.push(lp, cs, ce, step.owner)
+                    self.walk_msg(cs, ce, step.sub)
+                    self.pop()
+                else:
+                    self.walk_leaf(step, f, lp, cs, ce)
+            ci = bisect_left(touch, ce, ci)
+
+    def walk_every(self, s: int, e: int, plan: Plan) -> None:
+        """`walk_msg` where a stage looks at every string below: every field is read."""
         i = s
         while i < e:
-            if not everything and not self.touched(i, e):
-                return
             f = i
             tag, i, lp, cs, ce, ld = self.next_field(i, e)
             if not ld:
                 continue
             step = plan.steps.get(tag)
-            if step is None:
-                continue
-            reach = step.sub.reach if step.sub is not None else sum(
-                1 << k for k, lf in enumerate(step.leaves) if lf is not None)
-            if self.worth(reach, cs, ce):
+            if step is not None and self.worth(step.reach, cs, ce):
                 self.walk_leaf(step, f, lp, cs, ce)
+
+def _varint_size(n: int) -> int:
+    return 1 if n < 0x80 else 2 if n < 0x4000 else len(encode_varint(n))
 
 
 def _checked(new: object) -> str:
