@@ -21,7 +21,18 @@ sink; `pagerduty_on` adds the `pagerduty` exporter to the same pipeline, with fi
 load's metrics: bench/configs/pagerduty_{off,on}.yaml). The load is the shared harness's
 agent-like metrics (token and duration histograms, request counters, memory gauges).
 
-    .venv/bin/python bench/pagerduty_bench.py path [--reps 3] [--duration 10]
+    .venv/bin/python bench/pagerduty_bench.py path [--reps 3] [--duration 10] [--python-ingest]
+
+(`--python-ingest` adds a third collector: `pagerduty_on` with the Python ingest loop, the C pass
+made unimportable, for before / after in one run.)
+
+`ingest` (in-process, CPU time): what recording a point costs, with the C pass
+(exporters/pagerduty/_pdwire.c) and with the Python loop, on the `path` load's requests (the shared
+harness's metrics, 100 points each, every one referenced) merged in batches as the batch
+processor sends them, into a store that already holds their series (the steady state of `path`).
+Best of `--reps`.
+
+    .venv/bin/python bench/pagerduty_bench.py ingest [--batches 40] [--reps 5]
 """
 from __future__ import annotations
 
@@ -30,6 +41,7 @@ import asyncio
 import cProfile
 import dataclasses
 import gc
+import math
 import os
 import pstats
 import statistics
@@ -189,7 +201,45 @@ async def bench_round(series: int, metrics: int, rules: int, rounds: int, histor
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(20)
 
 
-def bench_path(reps: int, duration: float, load: str) -> int:
+def bench_ingest(batches: int, reps: int) -> None:
+    sys.path.insert(0, str(SHARED))
+    import payloads
+
+    from exporters.pagerduty import store as store_module
+
+    referenced = {"agent.requests": 300.0, "gen_ai.client.operation.duration": 7500.0,
+                  "gen_ai.client.token.usage": 88200.0, "process.memory.usage": 300.0}
+    requests = payloads.make_payloads("metrics", 100, 32, 1)
+    merged = [b"".join(requests[(i + j) % 32] for j in range(82)) for i in range(0, 32, 8)]  # 8,200 points each
+    points = 82 * 100
+    native = store_module._pdwire
+    for path in ("native", "python"):
+        if path == "native" and native is None:
+            print("native: exporters/pagerduty/_pdwire.c is not built (setup.py)")
+            continue
+        store_module._pdwire = native if path == "native" else None
+        store = store_module.SeriesStore(referenced, resolution=INTERVAL, max_series=100_000, watch_start_ns=1)
+        now = 1000.0
+        for raw in merged:
+            store.ingest(raw, now)
+        best = math.inf
+        for _ in range(reps):
+            c0 = time.process_time()
+            for k in range(batches):
+                now += 0.01
+                store.ingest(merged[k % len(merged)], now)
+            best = min(best, (time.process_time() - c0) / (batches * points))
+        print(f"{path}: {best * 1e6:.3f} µs per point (CPU, best of {reps} × {batches} batches of {points} points; "
+              f"{store.series_count} series)")
+    store_module._pdwire = native
+
+
+# The daemon with the Python ingest loop: exporters.pagerduty._pdwire made unimportable before it starts.
+PYTHON_INGEST = ("{python} -c \"import sys; sys.modules['exporters.pagerduty._pdwire'] = None; "
+                 "sys.argv[0] = 'otelpipe'; from otelpipe.cli import main; sys.exit(main())\"")
+
+
+def bench_path(reps: int, duration: float, load: str, python_ingest: bool) -> int:
     sys.path.insert(0, str(SHARED))
     import compare
 
@@ -202,6 +252,9 @@ def bench_path(reps: int, duration: float, load: str) -> int:
                 "--json-out", str(out / "pagerduty-on-vs-off.json"),
                 "--collector", f"pagerduty_off=env {env} {otelpipe} run --config {configs}/pagerduty_off.yaml",
                 "--collector", f"pagerduty_on=env {env} {otelpipe} run --config {configs}/pagerduty_on.yaml"]
+    if python_ingest:  # the same, ingesting with the Python loop (what `on` was before the C pass)
+        daemon = PYTHON_INGEST.format(python=ROOT / ".venv" / "bin" / "python")
+        sys.argv += ["--collector", f"pagerduty_on_python=env {env} {daemon} run --config {configs}/pagerduty_on.yaml"]
     print("+ compare.py", " ".join(sys.argv[1:]), flush=True)
     return int(compare.main() or 0)
 
@@ -219,13 +272,21 @@ def main() -> int:
     p = sub.add_parser("path")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--duration", type=float, default=10)
+    p.add_argument("--python-ingest", action="store_true",
+                   help="also run `pagerduty_on` with the Python ingest loop (the C pass not imported)")
     p.add_argument("--load", default="otlp --signal metrics --protocol grpc --items-per-request 100 "
                                      "--procs 2 --channels 4 --concurrency 32")
+    i = sub.add_parser("ingest")
+    i.add_argument("--batches", type=int, default=40)
+    i.add_argument("--reps", type=int, default=5)
     args = ap.parse_args()
+    if args.what == "ingest":
+        bench_ingest(args.batches, args.reps)
+        return 0
     if args.what == "round":
         asyncio.run(bench_round(args.series, args.metrics, args.rules, args.rounds, args.history, args.profile))
         return 0
-    return bench_path(args.reps, args.duration, args.load)
+    return bench_path(args.reps, args.duration, args.load, args.python_ingest)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,12 @@ CompactionConfig.rebound_trigger_threshold_mib, FileStorageConfig.compaction
 # set by assignment (pipeline/wire.py marks a generated entry type as a map entry).
 next_processor
 _.map_entry
+
+# pytest fixtures and marks named by string: the pagerduty exporter's two ingest paths (C and Python) in its unit
+# tests (tests/unit/exporters/pagerduty/conftest.py) and e2e tests (tests/e2e/conftest.py).
+ingest_path
+pagerduty_ingest
+pytestmark
+# Read by the C ingest pass (exporters/pagerduty/_pdwire.c compares a point's bounds to these bytes).
+from exporters.pagerduty.store import HistogramSeries
+HistogramSeries.layout

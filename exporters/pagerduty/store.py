@@ -24,6 +24,12 @@ metric is looked at only when its name (the first field, as every encoder writes
 rule names, and points are read through a skeleton that keeps each attribute as bytes, so a
 series is found by a dict lookup without decoding its attributes (they are decoded once, when
 the series is new).
+
+Where the C extension `_pdwire` is built (setup.py), one pass in C does the same: it reads the
+request, finds each point's series by the same key, and folds or appends the sample into the
+series' arrays itself (see the comment at the top of exporters/pagerduty/_pdwire.c); the points it
+does not take itself (a new series, a changed kind or layout) go through the same Python code as
+here, and a request it does not find plain OTLP is read by the Python loop.
 """
 from __future__ import annotations
 
@@ -39,11 +45,21 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality, Metric
+from opentelemetry.proto.metrics.v1.metrics_pb2 import (
+    AggregationTemporality,
+    HistogramDataPoint,
+    Metric,
+    NumberDataPoint,
+)
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from pipeline import wire
 from pipeline.wire import BYTES, VALUE
+
+try:
+    from exporters.pagerduty import _pdwire
+except ImportError:  # not built: the Python loop below does the same work
+    _pdwire = None  # type: ignore[assignment]
 
 _NUMBER_POINT = {"attributes": BYTES, "start_time_unix_nano": VALUE, "time_unix_nano": VALUE, "as_double": VALUE,
                  "as_int": VALUE, "flags": VALUE}
@@ -57,7 +73,12 @@ _METRIC = wire.skeleton(Metric.DESCRIPTOR, {
     "exponential_histogram": BYTES,
     "summary": BYTES,
 })
+# The points the C pass hands back (store.SeriesStore._native_point), read alone.
+_NUMBER_POINT_ALONE = wire.skeleton(NumberDataPoint.DESCRIPTOR, _NUMBER_POINT)
+_HISTOGRAM_POINT_ALONE = wire.skeleton(HistogramDataPoint.DESCRIPTOR, _HISTOGRAM_POINT)
 _DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
+_MAX_RESOURCES = 1024  # decoded resource attributes kept between requests
+_MAX_RESOURCE_BYTES = 4096  # (of resources no larger than this)
 _NO_RECORDED_VALUE = 1  # DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK
 
 
@@ -260,17 +281,18 @@ class CounterSeries(Series):
 class HistogramSeries(Series):
     """Per slot, flat: the reset-adjusted running count of every bucket, then the count, then the sum."""
 
-    __slots__ = ("bounds", "stride", "data", "zero_based", "raw", "offsets", "start_ns", "point_ns")
+    __slots__ = ("bounds", "layout", "stride", "data", "zero_based", "raw", "offsets", "start_ns", "point_ns")
 
     def __init__(self, attrs: dict[str, str], resolution: float, bounds: tuple[float, ...], *,
                  zero_based: bool) -> None:
         super().__init__(attrs, Kind.HISTOGRAM, resolution)
         self.bounds = bounds
+        self.layout = array("d", bounds).tobytes()  # (the C pass compares a point's bounds to these bytes)
         self.stride = len(bounds) + 3  # buckets (+Inf included), count, sum
         self.data: array[float] = array("d")
         self.zero_based = zero_based
-        self.raw: list[float] = [0.0] * self.stride
-        self.offsets: list[float] = [0.0] * self.stride
+        self.raw: array[float] = array("d", bytes(8 * self.stride))
+        self.offsets: array[float] = array("d", bytes(8 * self.stride))
         self.start_ns = 0
         self.point_ns = 0
 
@@ -280,8 +302,8 @@ class HistogramSeries(Series):
         raw = self.raw
         if self.times and (vec[-2] < raw[-2] or any(a < b for a, b in zip(vec[:-2], raw[:-2]))
                            or (start_ns and self.start_ns and start_ns != self.start_ns)):
-            self.offsets = [o + r for o, r in zip(self.offsets, raw)]
-        self.raw, self.start_ns, self.point_ns = vec, start_ns, point_ns or self.point_ns
+            self.offsets = array("d", map(operator.add, self.offsets, raw))
+        self.raw, self.start_ns, self.point_ns = array("d", vec), start_ns, point_ns or self.point_ns
         self._put(t, [v + o for v, o in zip(vec, self.offsets)])
         return True
 
@@ -349,6 +371,9 @@ class SeriesStore:
         self.watch_start_ns = watch_start_ns  # wall time the exporter began watching (cumulative zero-basing)
         self.tables: dict[str, MetricTable] = {}
         self._prefixes: tuple[bytes, ...] = ()
+        self._native: Any = None  # the C pass (_pdwire.Ingestor), for these tables
+        self._table_list: tuple[MetricTable, ...] = ()
+        self._resources: dict[bytes, dict[str, str]] = {}
         self.series_count = 0
         self.configure(retention, resolution=resolution, max_series=max_series)
 
@@ -367,14 +392,28 @@ class SeriesStore:
                 table.retention = seconds + resolution
         # Field 1 (name) of a Metric, as encoders write it first: its tag, its length and the name.
         self._prefixes = tuple(b"\n" + wire.encode_varint(len(n.encode())) + n.encode() for n in self.tables)
+        self._table_list = tuple(self.tables.values())
+        self._native = None if _pdwire is None else _pdwire.Ingestor(
+            tuple(n.encode() for n in self.tables), (GaugeSeries, CounterSeries, HistogramSeries),
+            (Kind.GAUGE, Kind.COUNTER, Kind.HISTOGRAM), _TIMELINES, _next_timeline, _APPEND, _REPLACE)
 
     def ingest(self, raw: bytes, now: float) -> IngestResult:
         """Add the points of the referenced metrics in a serialized metrics request, stamped `now`."""
         result = IngestResult()
         if not self._prefixes:
             return result
+        if self._native is not None:
+            counts = self._native.ingest(raw, float(now), self._table_list, self._resource, self._native_point,
+                                         result)
+            if counts is not None:
+                kept, invalid, out_of_order, unsupported = counts
+                result.kept += kept
+                for reason, n in (("invalid", invalid), ("out_of_order", out_of_order),
+                                  ("unsupported_type", unsupported)):
+                    if n:
+                        result.skipped[reason] += n
+                return result
         prefixes, tables = self._prefixes, self.tables
-        resources: dict[bytes, dict[str, str]] = {}
         for rm in wire.METRICS_ENVELOPE.FromString(raw).resource_metrics:
             res = rm.resource
             for sm in rm.scope_metrics:
@@ -385,9 +424,7 @@ class SeriesStore:
                     table = tables.get(metric.name)
                     if table is None:
                         continue
-                    res_attrs = resources.get(res)
-                    if res_attrs is None:
-                        res_attrs = resources[res] = _resource_attrs(res)
+                    res_attrs = self._resource(res)
                     table.changes += 1  # (first: a point that fails to decode must not leave it stale)
                     self._ingest_metric(table, metric, (res, sm.scope), res_attrs, now, result)
         return result
@@ -408,22 +445,43 @@ class SeriesStore:
             if which is not None:
                 result.skipped["unsupported_type"] += 1  # counted per metric: its points are never decoded
             return
-        series = table.series
         for dp in points:
             if dp.flags & _NO_RECORDED_VALUE:
                 continue
-            key = (origin, tuple(dp.attributes))
-            s = series.get(key)
-            if s is None or s.kind is not kind:
-                s = self._new_series(table, key, kind, delta, dp, res_attrs, result)
-                if s is None:
-                    continue
-            if kind is Kind.HISTOGRAM:
-                ok = self._add_histogram(table, key, cast(HistogramSeries, s), dp, delta, res_attrs, now, result)
-            else:
-                ok = self._add_number(cast(GaugeSeries | CounterSeries, s), dp, delta, now, result)
-            if ok:
-                result.kept += 1
+            attributes = dp.attributes  # (the key: the attributes' bytes joined, and their lengths)
+            key = (origin, b"".join(attributes), tuple(map(len, attributes)))
+            self._ingest_point(table, key, kind, delta, dp, res_attrs, now, result)
+
+    def _ingest_point(self, table: MetricTable, key: tuple[Any, ...], kind: Kind, delta: bool, dp: Any,
+                      res_attrs: dict[str, str], now: float, result: IngestResult) -> None:
+        s = table.series.get(key)
+        if s is None or s.kind is not kind:
+            s = self._new_series(table, key, kind, delta, dp, res_attrs, result)
+            if s is None:
+                return
+        if kind is Kind.HISTOGRAM:
+            ok = self._add_histogram(table, key, cast(HistogramSeries, s), dp, delta, res_attrs, now, result)
+        else:
+            ok = self._add_number(cast(GaugeSeries | CounterSeries, s), dp, delta, now, result)
+        if ok:
+            result.kept += 1
+
+    def _native_point(self, table: MetricTable, key: tuple[Any, ...], kind: Kind, delta: bool, point: bytes,
+                      now: float, result: IngestResult) -> None:
+        """A point the C pass leaves to Python (its serialized bytes): what the Python loop does with it."""
+        dp = (_HISTOGRAM_POINT_ALONE if kind is Kind.HISTOGRAM else _NUMBER_POINT_ALONE).FromString(point)
+        self._ingest_point(table, key, kind, delta, dp, self._resource(key[0][0]), now, result)
+
+    def _resource(self, raw: bytes) -> dict[str, str]:
+        """A resource's attributes as text (decoded once: kept for the next requests, a bounded number)."""
+        attrs = self._resources.get(raw)
+        if attrs is None:
+            attrs = _resource_attrs(raw)
+            if len(raw) <= _MAX_RESOURCE_BYTES:
+                if len(self._resources) >= _MAX_RESOURCES:
+                    self._resources.clear()
+                self._resources[raw] = attrs
+        return attrs
 
     def _new_series(self, table: MetricTable, key: tuple[Any, ...], kind: Kind, delta: bool, dp: Any,
                     res_attrs: dict[str, str], result: IngestResult) -> AnySeries | None:
@@ -432,9 +490,11 @@ class SeriesStore:
             result.skipped["series_limit"] += 1
             return None
         attrs = dict(res_attrs)
-        for kv in key[1]:
-            decoded = KeyValue.FromString(kv)
+        joined, at = key[1], 0
+        for n in key[2]:
+            decoded = KeyValue.FromString(joined[at:at + n])
             attrs[decoded.key] = attribute_value(decoded.value)
+            at += n
         # A cumulative series counts from zero only if it started while watched and recently enough that
         # its first point is its whole history; one that comes back after going quiet (and being
         # forgotten) has counted all along: its first point is a baseline, as in Prometheus.

@@ -30,6 +30,8 @@ from pipeline.telemetry import Telemetry
 from tests.e2e.alerting import drive, scale_rules
 from tests.e2e.pagerduty_intake import ROUTING_KEY, PagerDutyIntake
 
+pytestmark = pytest.mark.usefixtures("pagerduty_ingest")  # both ingest paths: C and Python
+
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "examples" / "agent-alerts.yaml"
 SCALE = 1 / 600
 

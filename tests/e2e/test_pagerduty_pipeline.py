@@ -27,6 +27,8 @@ from pipeline.testing import wait_until
 from tests.e2e.alerting import drive
 from tests.e2e.pagerduty_intake import ROUTING_KEY, THROTTLE, PagerDutyIntake
 
+pytestmark = pytest.mark.usefixtures("pagerduty_ingest")  # both ingest paths: C and Python
+
 RULES = """
       - name: checkout-errors
         metric: agent.requests
