@@ -8,6 +8,8 @@
 
 * `connectors.genai_metrics._genaiwire`: genai_metrics' span reader (see
   connectors/genai_metrics/_genaiwire.c). Needs only a C compiler.
+* `exporters.datadog._ddwire`: the datadog exporter's metrics renderer (exporters/datadog/_ddwire.c).
+* `exporters.pagerduty._pdwire`: the pagerduty exporter's ingest pass (exporters/pagerduty/_pdwire.c).
 
 All are optional: where they cannot be built the install still succeeds and the Python code
 they replace does the same work, with the same results, slower. `make test` checks that they
@@ -26,6 +28,10 @@ setup(
                   depends=["processors/privacy/_matches.h"], libraries=["hs"], optional=True,
                   extra_compile_args=_FLAGS),
         Extension("connectors.genai_metrics._genaiwire", ["connectors/genai_metrics/_genaiwire.c"], optional=True,
+                  extra_compile_args=_FLAGS),
+        Extension("exporters.pagerduty._pdwire", ["exporters/pagerduty/_pdwire.c"], optional=True,
+                  extra_compile_args=_FLAGS),
+        Extension("exporters.datadog._ddwire", ["exporters/datadog/_ddwire.c"], optional=True,
                   extra_compile_args=_FLAGS),
     ],
 )

@@ -4,7 +4,7 @@
 Usage (from the project root):
     .venv/bin/python bench/datadog_bench.py [--duration 15] [--otlp-rate 0] [--statsd-rate 20000]
                                             [--items-per-request 100] [--outage 15] [--floor] [--json-out FILE]
-    .venv/bin/python bench/datadog_bench.py stages [--reps 7]
+    .venv/bin/python bench/datadog_bench.py stages [--reps 7] [--python]
 
 Three processes besides the load generators (../shared/bench/loadgen.py, OTLP/gRPC metrics and
 StatsD over UDP): the fake intake (this file, `intake` mode: aiohttp, inflates and counts the
@@ -17,7 +17,9 @@ into), `input_points_per_cpu_s` counts OTLP points plus StatsD lines, `datadog_p
 Datadog points received by the intake (a histogram point becomes up to five Datadog points).
 
 `stages` measures the exporter's own stages in-process (no daemon): mapping, body building, and the
-batch processor's merge of OTLP bytes with a StatsD flush, in CPU microseconds per OTLP point.
+batch processor's merge of OTLP bytes with a StatsD flush, in CPU microseconds per OTLP point. Mapping
+is the C renderer's (exporters/datadog/_ddwire.c) where it is built; `stages --python` times the
+Python walk instead.
 
 `--floor` runs the same daemon and load with the `debug` exporter (basic verbosity) in place of
 `datadog`: what the receivers and the batch processor cost on their own (no outage phase).
@@ -117,7 +119,7 @@ def run_intake(port: int) -> None:
 
 # -- the stages alone ----------------------------------------------------------------------------
 
-def run_stages(reps: int) -> dict[str, float]:
+def run_stages(reps: int, native: bool = True) -> dict[str, float]:
     """CPU microseconds per OTLP data point of each stage, from the wire bytes the batch processor hands on.
 
     The requests are the load generator's (100 points each); 82 of them make one batch of 8,200
@@ -127,7 +129,7 @@ def run_stages(reps: int) -> dict[str, float]:
     import payloads  # ../shared/bench
 
     from exporters.datadog.config import APIConfig, DatadogExporterConfig
-    from exporters.datadog.exporter import series_body, series_docs
+    from exporters.datadog.exporter import SERIES_HEAD, series_body, series_docs
     from exporters.datadog.intake import SERIES_LIMITS, BodyBuilder
     from exporters.datadog.metrics import MetricsMapper
     from pipeline.clock import SystemClock
@@ -139,7 +141,7 @@ def run_stages(reps: int) -> dict[str, float]:
     batches = [b"".join(requests[(i * 82 + j) % 32] for j in range(82)) for i in range(8)]
     points = 8 * 82 * 100
     cfg = DatadogExporterConfig(api=APIConfig(key=Secret(API_KEY)), hostname="bench-host", tags=("env:bench",))
-    mapper = MetricsMapper(cfg, clock=SystemClock(), hostname="bench-host")
+    mapper = MetricsMapper(cfg, clock=SystemClock(), hostname="bench-host", native=native)
     bodies = BodyBuilder(series_body, series_docs, cfg.compression, SERIES_LIMITS)
     best = {"map": float("inf"), "bodies": float("inf"), "merge_with_a_statsd_flush": float("inf")}
     series = 0
@@ -149,10 +151,13 @@ def run_stages(reps: int) -> dict[str, float]:
             t0 = time.process_time()
             mapped = mapper.map(raw)
             t1 = time.process_time()
-            bodies.batches(mapped.series, mapped.cuts)
+            if mapped.text is not None:  # the C renderer's series, as JSON text
+                bodies.text_batches(SERIES_HEAD, mapped.text, mapped.cuts, mapped.offsets)
+            else:
+                bodies.batches(mapped.series, mapped.cuts)
             spent["map"] += t1 - t0
             spent["bodies"] += time.process_time() - t1
-            series += len(mapped.series)
+            series += mapped.cuts[-1] if mapped.cuts else 0
             parts = [Payload(Signal.METRICS, raw=raw, items=8200)]
             parts.append(Payload(Signal.METRICS, message=make_metrics(60)))  # the StatsD receiver builds messages
             t0 = time.process_time()
@@ -209,6 +214,7 @@ def main() -> int:
     intake.add_argument("--port", type=int, required=True)
     stages = sub.add_parser("stages", help="the exporter's stages alone, in this process (no daemon)")
     stages.add_argument("--reps", type=int, default=7)
+    stages.add_argument("--python", action="store_true", help="map with the Python walk, not the C renderer")
     ap.add_argument("--duration", type=float, default=15)
     ap.add_argument("--otlp-rate", type=float, default=0, help="OTLP data points/s (0 = as fast as accepted)")
     ap.add_argument("--statsd-rate", type=float, default=20_000, help="StatsD lines/s")
@@ -222,7 +228,7 @@ def main() -> int:
         run_intake(a.port)
         return 0
     if a.mode == "stages":
-        print(json.dumps(run_stages(a.reps), indent=2))
+        print(json.dumps(run_stages(a.reps, native=not a.python), indent=2))
         return 0
 
     ports = {k: proctools.free_port() for k in ("grpc", "intake", "admin")}

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from pipeline.anyvalue import as_string
@@ -88,6 +88,6 @@ def resource_info(raw: bytes, fallback_host: str, all_as_tags: bool) -> Resource
     return ResourceInfo(host, values.get(SERVICE_KEY, ""), tuple(tags), tuple(attrs))
 
 
-def scope_tags(scope: InstrumentationScope) -> list[str]:
+def scope_tags(name: str, version: str) -> list[str]:
     """The Collector's `instrumentation_scope_metadata_as_tags`."""
-    return [tag("instrumentation_scope", scope.name), tag("instrumentation_scope_version", scope.version)]
+    return [tag("instrumentation_scope", name), tag("instrumentation_scope_version", version)]

@@ -58,6 +58,9 @@ def series_body(series: list[Any]) -> object:
     return {"series": series}
 
 
+SERIES_HEAD = b'{"series":['  # series_body's JSON up to its first series
+
+
 def series_docs(body: Any) -> list[Any]:
     return body["series"]  # type: ignore[no-any-return]
 
@@ -208,7 +211,11 @@ class DatadogExporter:
             assert self._logs is not None
             docs = self._logs.map(payload.message)  # type: ignore[arg-type]
             cuts, skipped = list(range(1, len(docs) + 1)), {}
-        batches, too_large = self._bodies.batches(docs, cuts) if docs else ([], 0)
+            mapped = None
+        if mapped is not None and mapped.text:  # the C renderer's series, as JSON text
+            batches, too_large = self._bodies.text_batches(SERIES_HEAD, mapped.text, cuts, mapped.offsets)
+        else:
+            batches, too_large = self._bodies.batches(docs, cuts) if docs else ([], 0)
         state = _Pending(payload_key(payload), batches, 0)
         for reason, n in skipped.items():
             self._count(state, reason, n, rejected=reason in REJECT_REASONS)

@@ -12,14 +12,18 @@ between data items (all the series of one OTLP data point travel together, so a 
 many points it carries). It guesses how many documents fit from the sizes it saw before, checks
 every body it builds, and halves a batch that is still too big; an item too big on its own is
 given up (`too_large`). `split()` halves a batch the intake refused with 413.
+`text_batches()` does the same for series the C renderer (`_ddwire`) already wrote as JSON text:
+a body is cut out of that text between data points and compressed in pieces, so neither a
+document object per series nor the uncompressed body is ever made.
 
 gzip is `pipeline.net.http.gzip_bytes` (ISA-L's when `isal` is installed); deflate (zlib framing)
 is ISA-L's too, at level 1, else zlib's.
 """
 from __future__ import annotations
 
+import bisect
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +31,7 @@ import orjson
 
 from exporters.datadog.config import Compression
 from pipeline.net.http import gzip_bytes
+from pipeline.wire import Buffer
 
 try:  # ISA-L: the same zlib streams, several times faster
     from isal import isal_zlib
@@ -60,6 +65,23 @@ INFLATERS: dict[Compression, Callable[[bytes], bytes]] = {"gzip": _gunzip, "defl
                                                           "none": _identity}
 COMPRESSORS: dict[Compression, Callable[[bytes], bytes]] = {"gzip": gzip_bytes, "deflate": _deflate,
                                                             "none": _identity}
+
+
+def _streaming(wbits: int) -> Callable[[Sequence[Buffer]], bytes]:
+    """A compressor of a body given in parts (never joined uncompressed): gzip (wbits 31) or zlib framing (15)."""
+    def compress(parts: Sequence[Buffer]) -> bytes:
+        c = isal_zlib.compressobj(1, zlib.DEFLATED, wbits) if isal_zlib is not None else \
+            zlib.compressobj(6, zlib.DEFLATED, wbits)
+        return b"".join([*map(c.compress, parts), c.flush()])
+    return compress
+
+
+def _joined(parts: Sequence[Buffer]) -> bytes:
+    return b"".join(parts)
+
+
+PART_COMPRESSORS: dict[Compression, Callable[[Sequence[Buffer]], bytes]] = {
+    "gzip": _streaming(31), "deflate": _streaming(15), "none": _joined}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +120,7 @@ class BodyBuilder:
         self._wrap = wrap
         self._unwrap = unwrap
         self._compress = COMPRESSORS[compression]
+        self._compress_parts = PART_COMPRESSORS[compression]
         self._inflate = INFLATERS[compression]
         self._limits = limits
         self._raw_per_doc = 400.0
@@ -127,6 +150,51 @@ class BodyBuilder:
             stack.append(first)
         return out, too_large
 
+    def text_batches(self, head: bytes, text: bytes, cuts: list[int], offsets: list[int],
+                     tail: bytes = b"]}") -> tuple[list[Batch], int]:
+        """`batches` for documents already written as JSON, each followed by a comma, one after another in
+        `text` (`exporters.datadog._ddwire`): `offsets[i]` is where the i-th item's documents end in it,
+        `cuts[i]` how many documents there are up to there. A body is `head`, the documents, `tail`."""
+        out: list[Batch] = []
+        too_large = 0
+        if not cuts:
+            return out, too_large
+        lim = self._limits
+        view = memoryview(text)
+        stack = self._plan_items(cuts)
+        stack.reverse()
+        while stack:
+            lo, hi = stack.pop()
+            start, base = (offsets[lo - 1], cuts[lo - 1]) if lo else (0, 0)
+            end, docs = offsets[hi - 1], cuts[hi - 1] - base
+            part = view[start:end - 1] if end > start else b""
+            size = len(head) + len(part) + len(tail)
+            if size <= lim.max_raw and (not lim.max_docs or docs <= lim.max_docs):
+                body = self._compress_parts((head, part, tail))  # the uncompressed body is never made
+                if len(body) <= lim.max_sent:
+                    out.append(Batch(body, [c - base for c in cuts[lo:hi]] if base else cuts[lo:hi]))
+                    self._learn(max(docs, 1), size, len(body))
+                    continue
+            if hi - lo <= 1:
+                too_large += hi - lo
+                continue
+            mid = lo + (hi - lo) // 2
+            stack.append((mid, hi))
+            stack.append((lo, mid))
+        return out, too_large
+
+    def _plan_items(self, cuts: list[int]) -> list[tuple[int, int]]:
+        """`_plan` by item numbers: [lo, hi) ranges of items of about as many documents as the limits should take."""
+        target = self._target()
+        parts: list[tuple[int, int]] = []
+        lo, n = 0, len(cuts)
+        while lo < n:
+            base = cuts[lo - 1] if lo else 0
+            hi = max(lo + 1, bisect.bisect_right(cuts, base + target, lo))
+            parts.append((lo, hi))
+            lo = hi
+        return parts
+
     def split(self, batch: Batch) -> tuple[list[Batch], int]:
         """A batch the intake refused as too large (413), in two halves; a single item cannot be split."""
         if batch.items <= 1:
@@ -143,14 +211,18 @@ class BodyBuilder:
         """The documents of a batch, read back from its body."""
         return self._unwrap(orjson.loads(self._inflate(batch.body)))
 
-    def _plan(self, docs: list[Any], cuts: list[int]) -> list[tuple[list[Any], list[int]]]:
-        """Cut at item boundaries into parts of about as many documents as the limits should take."""
+    def _target(self) -> int:
+        """How many documents a request should hold, from the sizes seen so far."""
         lim = self._limits
         per_part = min(lim.max_raw * _FILL / self._raw_per_doc,
                        lim.max_sent * _FILL * self._ratio / self._raw_per_doc)
         if lim.max_docs:
             per_part = min(per_part, lim.max_docs)
-        target = max(1, int(per_part))
+        return max(1, int(per_part))
+
+    def _plan(self, docs: list[Any], cuts: list[int]) -> list[tuple[list[Any], list[int]]]:
+        """Cut at item boundaries into parts of about as many documents as the limits should take."""
+        target = self._target()
         if len(docs) <= target:
             return [(docs, cuts)]
         parts: list[tuple[list[Any], list[int]]] = []

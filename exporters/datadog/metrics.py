@@ -34,7 +34,15 @@ which orjson copies into the body as it is): the metric name and type are render
 the tags and resources once per attribute set of a resource and scope (one dict lookup keyed by the
 attributes' bytes for every point after the first), and only the timestamp and value per point.
 No container object is made per point, so the garbage collector has nothing new to walk. (Buckets
-and quantile series, off by default, are plain dicts.)
+and quantile series are plain dicts.)
+
+Where the C extension `_ddwire` is built (exporters/datadog/_ddwire.c), it walks the request and
+writes the series instead (the same bytes, tags included: it writes attribute values as
+`pipeline.anyvalue.as_string` does), and keeps the cumulative state; this module is then asked
+only once per resource and scope (`_scope`), per metric name (`_heads_of`), for attributes whose
+value is an array or a map (`_tag_of`) and for summary quantiles (`_native_quantiles`). A request it
+does not call plain OTLP, and every request with `histograms.mode: counters`, is walked here (the
+state is the renderer's all the same).
 """
 from __future__ import annotations
 
@@ -51,7 +59,12 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from exporters.datadog.attributes import ResourceInfo, TagCache, resource_info, scope_tags
 from exporters.datadog.config import DatadogExporterConfig
 from pipeline.clock import Clock
-from pipeline.wire import BYTES, VALUE, SkeletonSpec, skeleton
+from pipeline.wire import BYTES, VALUE, SkeletonSpec, decode_varint, skeleton
+
+try:
+    from exporters.datadog import _ddwire
+except ImportError:  # not built (no C compiler): the Python walk below does the same work, slower
+    _ddwire = None  # type: ignore[assignment]
 
 COUNT, GAUGE = 1, 3  # the v2 intake types (2 is rate)
 _NS = 1_000_000_000
@@ -91,14 +104,26 @@ Series = orjson.Fragment | dict[str, Any]  # JSON text of one series, or (bucket
 
 @dataclass(slots=True)
 class MappedMetrics:
-    """The series of one request; `cuts[i]` is where the series of the i-th data point that was sent end."""
+    """The series of one request; `cuts[i]` is where the series of the i-th data point that was sent end.
+
+    From the C renderer the series are `text` instead, their JSON one after another, each followed by
+    a comma, and `offsets[i]` is where the i-th data point's series end in it (`documents()` gives
+    them as one `orjson.Fragment`: the same JSON array).
+    """
 
     series: list[Series] = field(default_factory=list)
     cuts: list[int] = field(default_factory=list)
     skipped: dict[str, int] = field(default_factory=dict)
+    text: bytes | None = None
+    offsets: list[int] = field(default_factory=list)
+
+    def documents(self) -> list[Series]:
+        """The series, whichever walk wrote them (for orjson: one JSON array either way)."""
+        return [orjson.Fragment(self.text[:-1])] if self.text else self.series
 
     def skip(self, reason: str, n: int = 1) -> None:
-        self.skipped[reason] = self.skipped.get(reason, 0) + n
+        if n:
+            self.skipped[reason] = self.skipped.get(reason, 0) + n
 
     @property
     def rejected(self) -> int:
@@ -116,6 +141,22 @@ def format_bound(x: float) -> str:
     return repr(float(x))
 
 
+_STATE_KINDS = {"sum": b"s", "histogram": b"h", "summary": b"q"}  # `_ddwire`'s spelling of a state key's kind
+_INITIAL_MODES = {"auto": 0, "drop": 1, "keep": 2}
+
+
+def split_fields(key: bytes) -> tuple[bytes, ...]:
+    """The values of a run of length-delimited fields (a data point's attribute fields, as `_ddwire` keys them)."""
+    out = []
+    i = 0
+    while i < len(key):
+        _, i = decode_varint(key, i)
+        n, i = decode_varint(key, i)
+        out.append(key[i:i + n])
+        i += n
+    return tuple(out)
+
+
 def system_hostname() -> str:
     try:
         return socket.gethostname()
@@ -130,12 +171,15 @@ class _Scope:
     rendered once per attribute set (keyed by the tuple of the points' `KeyValue` bytes).
     """
 
-    __slots__ = ("base", "resources", "tails")
+    __slots__ = ("base", "resources", "tags_end", "tags_head", "tails")
 
     def __init__(self, base: tuple[str, ...], host: str) -> None:
         self.base = base
         self.resources: tuple[dict[str, str], ...] = ({"name": host, "type": "host"},) if host else ()
         self.tails: dict[tuple[bytes, ...], bytes] = {}
+        # a tail around the point's own tags, for `_ddwire`: `}],"tags":[<base>` ... `],"resources":[...]}`
+        self.tags_head = b'}],"tags":[' + b",".join(map(orjson.dumps, base))
+        self.tags_end = b'],"resources":' + orjson.dumps(self.resources) + b"}"
 
 
 def _head(name: str, kind: int) -> bytes:
@@ -157,7 +201,7 @@ class MetricsMapper:
     """Turns serialized metrics requests into series; holds the cumulative → delta state of one exporter."""
 
     def __init__(self, cfg: DatadogExporterConfig, *, clock: Clock, wall_clock: Callable[[], float] = time.time,
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, native: bool = True) -> None:
         m = cfg.metrics
         self._hostname = cfg.hostname or (system_hostname() if hostname is None else hostname)
         self._global = tuple(cfg.tags)
@@ -182,21 +226,44 @@ class MetricsMapper:
         # (kind, name, series tail) → [start_ns, time_ns, last value(s), last seen on the clock]; least recent first
         self._state: OrderedDict[tuple[Any, ...], list[Any]] = OrderedDict()
         self._now = 0.0
-        self.evicted = 0
+        self._evicted = 0
+        # the C renderer (and its state) where it is built and wanted; `histograms.mode: counters` is walked here
+        self._native = _ddwire.Renderer(
+            self._native_scope, self._heads_of, self._tag_of, self._native_quantiles,
+            to_delta=self._to_delta, initial=_INITIAL_MODES[self._initial], aggregations=self._aggregations,
+            quantiles=self._quantiles, started_ns=self._started_ns, max_series=self._max_series,
+        ) if native and _ddwire is not None else None
+        self._render = self._native.render if self._native is not None and not self._buckets else None
+
+    @property
+    def native(self) -> bool:
+        """Whether the C renderer walks the requests."""
+        return self._render is not None
 
     @property
     def tracked_series(self) -> int:
-        return len(self._state)
+        return self._native.tracked if self._native is not None else len(self._state)
+
+    @property
+    def evicted(self) -> int:
+        return self._native.evicted if self._native is not None else self._evicted
 
     def map(self, raw: bytes) -> MappedMetrics:
         out = MappedMetrics()
         self._now = self._clock()  # one reading per request: when its series were last seen
-        self._expire()
         now_s = int(self._wall())
+        if self._native is not None:
+            self._native.expire(self._now - self._ttl)
+            text = self._render(raw, out.cuts, out.offsets, out.skipped, self._now, now_s) if self._render else None
+            if text is not None:
+                out.text = text
+                return out
+        else:
+            self._expire()
         for rm in METRICS_VIEW.FromString(raw).resource_metrics:
             resource = rm.resource
             for sm in rm.scope_metrics:
-                sc = self._scope(resource, sm.scope)
+                sc = self._scope(resource, sm.scope.name, sm.scope.version)
                 for m in sm.metrics:
                     kind = m.WhichOneof("data")
                     if not m.name:  # the API refuses a whole request for one series without a name
@@ -226,20 +293,38 @@ class MetricsMapper:
 
     # -- tags -----------------------------------------------------------------------------------
 
-    def _scope(self, resource: bytes, scope: Any) -> _Scope:
-        key = (resource, scope.name, scope.version) if self._scope_tags else (resource, "", "")
+    def _scope(self, resource: bytes, name: str, version: str) -> _Scope:
+        key = (resource, name, version) if self._scope_tags else (resource, "", "")
         sc = self._scopes.get(key)
         if sc is None:
             res = self._resource(resource)
-            base = (*res.tags, *(scope_tags(scope) if self._scope_tags else ()), *self._global)
+            base = (*res.tags, *(scope_tags(name, version) if self._scope_tags else ()), *self._global)
             if len(self._scopes) >= _RESOURCE_CACHE_SIZE:
                 self._scopes.clear()
                 self._tails = self._tail_bytes = 0
             sc = self._scopes[key] = _Scope(base, res.host)
         return sc
 
+    def _native_scope(self, resource: bytes, name: str, version: str) -> tuple[_Scope, bytes, bytes]:
+        """`_scope` for `_ddwire`: the scope, and its series tail before and after a point's own tags."""
+        sc = self._scope(resource, name, version)
+        return sc, sc.tags_head, sc.tags_end
+
     def _point_tags(self, sc: _Scope, attrs: Sequence[bytes]) -> tuple[str, ...]:
         return sc.base + self._tags.tags(attrs) if attrs else sc.base
+
+    def _tag_of(self, raw: bytes) -> str:
+        """The tag of one attribute (`KeyValue` bytes), for `_ddwire` (arrays, maps, and what is not plain)."""
+        return self._tags.tags((raw,))[0]
+
+    def _native_quantiles(self, sc: _Scope, key: bytes, name: str, ts: int,
+                          pairs: Sequence[tuple[float, float]]) -> list[bytes]:
+        """A summary point's quantile series as JSON, for `_ddwire` (as `_summaries` writes them)."""
+        tags = self._point_tags(sc, split_fields(key))
+        return [orjson.dumps({"metric": f"{name}.quantile", "type": GAUGE,
+                              "points": ({"timestamp": ts, "value": value},),
+                              "tags": (*tags, f"quantile:{format_bound(q)}"), "resources": sc.resources})
+                for q, value in pairs if value - value == 0]
 
     def _tail(self, sc: _Scope, attrs: Sequence[bytes]) -> bytes:
         """The JSON tail of the series of a point with these attributes (cached: see `_Scope`)."""
@@ -436,13 +521,24 @@ class MetricsMapper:
         `values[0]` is a count that only goes up (a decrease is a reset), `values[1:]` follow it
         (a sum may go down; histogram bucket counts, from index 2, are checked like the count).
         """
+        if self._native is not None:
+            kind, name, tail = key
+            raw_name = name.encode()
+            got = self._native.delta(_STATE_KINDS[kind] + len(raw_name).to_bytes(4, "little") + raw_name + tail,
+                                     start, ts, values, self._now)
+            if isinstance(got, tuple):
+                return got
+            if got == 0:
+                out.skip("out_of_order")
+                return None
+            return self._first(out, start, ts, values)
         state = self._state
         now = self._now
         entry = state.get(key)
         if entry is None:
             if len(state) >= self._max_series:
                 state.popitem(last=False)
-                self.evicted += 1
+                self._evicted += 1
             state[key] = [start, ts, values, now]
             return self._first(out, start, ts, values)
         if ts <= entry[1]:

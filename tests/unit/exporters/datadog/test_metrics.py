@@ -32,7 +32,7 @@ class JSONMapper(MetricsMapper):
 
     def map(self, raw: bytes) -> MappedMetrics:
         out = super().map(raw)
-        out.series = orjson.loads(orjson.dumps(out.series))
+        out.series = orjson.loads(orjson.dumps(out.documents()))
         return out
 
 
