@@ -14,8 +14,9 @@ whenever a processor causes them:
 
 `--clean` also runs the cases on requests holding only the load's LLM `chat`
 spans (and no resource attributes): agent spans with nothing to mask or normalize.
-`--scanner` picks secret_mask's anchor scanner (libhs: libhyperscan from C; binding: the hyperscan
-Python binding; re: CPython `re`, where hyperscan is not installed); `--walker python` the pure-Python wire walker
+`--scanner` picks the anchor scanner (secret_mask's, and the one with which the Python walker finds
+uuid_normalize's id anchors; libhs: libhyperscan from C; binding: the hyperscan Python binding; re: CPython
+`re`, where hyperscan is not installed); `--walker python` the pure-Python wire walker
 (the fallback where the C extension processors/privacy/_wirewalk.c is not built). CPU time is `time.process_time()`; the
 figure is the median of `--reps` loops of `--seconds` each.
 
@@ -91,7 +92,8 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--clean", action="store_true", help="also measure requests with nothing to mask")
     ap.add_argument("--scanner", default="auto", choices=["auto", "libhs", "binding", "re"],
-                    help="secret_mask's anchor scanner (auto: the best installed)")
+                    help="the anchor scanner (secret_mask's, and the Python walker's id anchors for "
+                         "uuid_normalize; auto: the best installed)")
     ap.add_argument("--walker", default="auto", choices=["auto", "c", "python"],
                     help="wire walker of both processors (auto: the C one when built)")
     args = ap.parse_args()
@@ -111,7 +113,7 @@ def main() -> None:
         per_request = sum(counts) / len(counts)
         native = {"auto": None, "c": True, "python": False}[args.walker]
         sm = SecretMask(SecretMaskConfig(), signal, scanner_backend=args.scanner, native=native)
-        un = UUIDNormalize(UUIDNormalizeConfig(), signal, native=native)
+        un = UUIDNormalize(UUIDNormalizeConfig(), signal, native=native, scanner_backend=args.scanner)
         cases: dict[str, list[Callable[[Payload], Payload]]] = {
             "passthrough": [],
             "uuid_normalize": [un],

@@ -116,7 +116,9 @@ class Single:
 
 class Fused:
     """Two adjacent stages in one scan and one walk; a request for which one of them has nothing to do
-    goes through the other's walk alone."""
+    goes through the other's walk alone. Without the C walker the stages run one after the other: the
+    Python walk of two stages costs more than two walks of one (bench/RESULTS.md, issue 17), and only
+    secret_mask scans, so the scan is still made once."""
 
     def __init__(self, first: Single, second: Single) -> None:
         self.singles = (first, second)
@@ -124,6 +126,8 @@ class Fused:
         self.walker = make_walker(self.stages, first.walker.native)
 
     def __call__(self, payload: Payload) -> Payload:
+        if not self.walker.native:
+            return self.singles[1](self.singles[0](payload))
         raw = request_bytes(payload)
         runs = [s.prepare(raw) for s in self.stages]
         if runs[0] is not None and runs[1] is not None:

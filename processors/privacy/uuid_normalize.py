@@ -48,6 +48,7 @@ from processors.privacy.walker import (
     PF_UUID,
     STRING,
     Attrs,
+    IdAnchorScan,
     PlanSpec,
     Run,
     SelectedKeys,
@@ -220,12 +221,15 @@ class Normalizer:
 
 class UUIDNormalize:
     """uuid_normalize on one request: the payload function, and the processor's stage of the walk
-    (`processors.privacy.stage.Stage`). `native` picks the walker (the C one where it is built)."""
+    (`processors.privacy.stage.Stage`). `native` picks the walker (the C one where it is built);
+    `scanner_backend` the anchor scanner with which the Python walker finds the id anchors."""
 
     owners: tuple[str, ...] = ()
 
-    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, native: bool | None = None) -> None:
+    def __init__(self, cfg: UUIDNormalizeConfig, signal: Signal, *, native: bool | None = None,
+                 scanner_backend: str = "auto") -> None:
         self.cfg = cfg
+        self._anchors = IdAnchorScan(scanner_backend)
         self.signal = signal
         self.fn = Normalizer(cfg)
         self._span_keys = frozenset(cfg.span_attributes)
@@ -267,7 +271,7 @@ class UUIDNormalize:
         return {"resource_metrics": {"scope_metrics": {"metrics": metric}}}
 
     def prepare(self, raw: bytes) -> Run:
-        return TextRun(self.prefilter, self._text, uuid=self._uuid)
+        return TextRun(self.prefilter, self._text, uuid=self._uuid, anchors=self._anchors)
 
     def idle(self) -> Run:
         return TextRun(self.prefilter, _same)

@@ -34,6 +34,7 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue, KeyValueList
 
 from pipeline.wire import LEN, decode_varint, encode_varint, ld_tag, make_tag, skip_field
+from processors.privacy.scanner import Anchor, AnchorScanner, shaped
 
 try:
     from processors.privacy import _wirewalk
@@ -274,6 +275,8 @@ class TextRun:
     #: (replacement, counts): `text` is uuid_normalize's `normalize_found`, whose UUID-only case the C
     #: walker runs itself (replacing each UUID, counting under "uuid" in `counts`)
     uuid: tuple[str, dict[str, int]] | None = None
+    #: how the Python walk finds the id anchors in a request (None: `IdAnchorScan()`)
+    anchors: IdAnchorScan | None = None
 
 
 Run = MaskRun | TextRun
@@ -285,8 +288,10 @@ def id_anchors(data: bytes, flags: int) -> int:
         return _wirewalk.prefilter(data, flags)
     found = 0
     for f, rx in _ID_ANCHORS:
-        if flags & f and rx.search(data) is not None:
-            found |= f
+        if flags & f:
+            size, byte = _ID_NEEDS[f]  # what the search needs, cheaper to check first
+            if len(data) >= size and byte in data and rx.search(data) is not None:
+                found |= f
     return found
 
 
@@ -296,72 +301,35 @@ def _id_anchor_res() -> tuple[tuple[int, re.Pattern[bytes]], ...]:
 
 
 _ID_ANCHORS = _id_anchor_res()
-
-
-def _run_table(chars: bytes) -> bytes:
-    """A bytes.translate table mapping `chars` to x and every other byte to a dot."""
-    return bytes(ord("x") if c in chars else ord(".") for c in range(256))
+#: the length and a byte every id anchor occurrence has
+_ID_NEEDS = {PF_UUID: (16, b"-"), PF_NUM: (2, b"/"), PF_HEX: (16, b""), PF_ULID: (26, b"")}
 
 
 _HEX_CHARS = b"0123456789abcdefABCDEF"
 _ULID_CHARS = bytes(c for c in b"0123456789ABCDEFGHJKMNPQRSTVWXYZabcdefghjkmnpqrstvwxyz")
-#: the run anchors: (length, translate table)
-_ID_RUNS = {PF_HEX: (16, _run_table(_HEX_CHARS)), PF_ULID: (26, _run_table(_ULID_CHARS))}
+#: the id anchors that are runs of one byte class (class, length): shaped anchors of the scan
+_ID_RUNS = {PF_HEX: (_HEX_CHARS, 16), PF_ULID: (_ULID_CHARS, 26)}
 
 
-def id_anchor_offsets(data: bytes, flags: int) -> list[int]:
-    """Sorted offsets such that every occurrence of an id anchor in `flags` holds one (the Python walk's
-    counterpart of the C walker's per-string check, to enter only the messages that may hold an id):
-    every UUID-core and `/digit` occurrence start, and in every run of 16+ hex (26+ ULID) characters
-    every 16th (26th) position, which any window of that length inside the run holds."""
-    out: list[int] = []
-    if flags & PF_HEX and flags & PF_ULID:
-        _hex_ulid_offsets(data, out)
-        flags &= ~(PF_HEX | PF_ULID)
-    for f, rx in _ID_ANCHORS:
-        if not flags & f:
-            continue
-        if f in _ID_RUNS:
-            step, table = _ID_RUNS[f]
-            tr = data.translate(table)
-            needle = b"x" * step
-            pos = tr.find(needle)
-            while pos >= 0:
-                end = tr.find(b".", pos)
-                end = len(tr) if end < 0 else end
-                out.extend(range(pos, end, step))
-                pos = tr.find(needle, end)
-            continue
-        m = rx.search(data)
-        while m is not None:  # overlapping occurrences too
-            out.append(m.start())
-            m = rx.search(data, m.start() + 1)
-    out.sort()
-    return out
+class IdAnchorScan:
+    """The Python walk's counterpart of the C walker's per-string id anchor check, to enter only the
+    messages that may hold an id: `scan(data, flags)`, sorted offsets such that every occurrence of an
+    id anchor in `flags` in the request holds one, found by the anchor scanner (`scanner.AnchorScanner`,
+    one pass of hyperscan where installed; `backend` as there)."""
 
+    __slots__ = ("_scanners", "backend")
 
-def _hex_ulid_offsets(data: bytes, out: list[int]) -> None:
-    """`id_anchor_offsets` for PF_HEX and PF_ULID in one look at `data`: hex characters are ULID
-    characters, so every run of 16+ hex characters lies in a run of 16+ ULID characters."""
-    hex_step, hex_table = _ID_RUNS[PF_HEX]
-    ulid_step, ulid_table = _ID_RUNS[PF_ULID]
-    tr = data.translate(ulid_table)
-    needle = b"x" * hex_step
-    hex_needle = needle
-    pos = tr.find(needle)
-    while pos >= 0:
-        end = tr.find(b".", pos)
-        end = len(tr) if end < 0 else end
-        if end - pos >= ulid_step:
-            out.extend(range(pos, end, ulid_step))
-        sub = data[pos:end].translate(hex_table)
-        h = sub.find(hex_needle)
-        while h >= 0:
-            he = sub.find(b".", h)
-            he = len(sub) if he < 0 else he
-            out.extend(range(pos + h, pos + he, hex_step))
-            h = sub.find(hex_needle, he)
-        pos = tr.find(needle, end)
+    def __init__(self, backend: str = "auto") -> None:
+        self.backend = backend
+        self._scanners: dict[int, AnchorScanner] = {}
+
+    def scan(self, data: bytes, flags: int) -> list[int]:
+        sc = self._scanners.get(flags)
+        if sc is None:
+            anchors = [Anchor(rx.pattern) if f not in _ID_RUNS else shaped(rx.pattern, [_ID_RUNS[f]])
+                       for f, rx in _ID_ANCHORS if flags & f]
+            sc = self._scanners[flags] = AnchorScanner(anchors, backend=self.backend)
+        return sc.scan(data).offsets
 
 
 # -- the walker ---------------------------------------------------------------------------------
@@ -419,10 +387,12 @@ _ARRAY_TAG = ld_tag(AnyValue.DESCRIPTOR, "array_value")
 _KVLIST_TAG = ld_tag(AnyValue.DESCRIPTOR, "kvlist_value")
 _BYTES_TAG = ld_tag(AnyValue.DESCRIPTOR, "bytes_value")
 _STRING_HEAD = encode_varint(_STRING_TAG)
+_VARINT1 = tuple(encode_varint(n) for n in range(0x80))  # the one-byte varints
 _VALUE_HEAD = encode_varint(_VALUE_TAG)
 assert _STRING_TAG == ld_tag(KeyValue.DESCRIPTOR, "key") == 0x0A  # a key, a string value, array and map items
 assert _STRING_TAG == ld_tag(ArrayValue.DESCRIPTOR, "values") == ld_tag(KeyValueList.DESCRIPTOR, "values")
 _MAX_DEPTH = 128  # as _wirewalk.c
+_ID_SCAN = IdAnchorScan()
 
 
 _NO_COUNT: list[int] = []
@@ -448,16 +418,18 @@ class _PyWalk:
         self.mask = mask
         self.mask_stage = -1 if mask is None else list(runs).index(mask)
         # text stages looking at every string, and those looking only at strings holding an id anchor:
-        # for these the walk enters only messages holding one (`text_offs`, see `id_anchor_offsets`)
+        # for these the walk enters only messages holding one (`text_offs`, see `IdAnchorScan`)
         # (only stages whose key rules never say WHOLE, which acts on any value: `selecting`)
         self.pf_stages = sum(1 << k for k, r in enumerate(runs)
                              if isinstance(r, TextRun) and r.prefilter and selecting >> k & 1)
         self.every_stages = sum(1 << k for k, r in enumerate(runs) if isinstance(r, TextRun)) & ~self.pf_stages
         pf = 0
+        scan = None
         for r in runs:
             if isinstance(r, TextRun):
                 pf |= r.prefilter
-        self.text_offs = id_anchor_offsets(raw, pf) if pf else []
+                scan = scan or r.anchors
+        self.text_offs = (scan or _ID_SCAN).scan(raw, pf) if pf else []
         self.offs: Sequence[int] = () if mask is None else mask.offsets
         # every offset where some stage may change something (`touched`): the two lists merged
         self.touch: Sequence[int] = sorted([*self.offs, *self.text_offs]) if self.text_offs else self.offs
@@ -531,12 +503,14 @@ class _PyWalk:
         if fr.slot < 0:
             return
         self.written -= 1
-        self.emit(self.view[self.last:fr.ce])
-        self.last = fr.ce
-        n = self.olen - fr.ostart
-        prefix = self.view[fr.lp:fr.cs] if n == fr.ce - fr.cs else encode_varint(n)
+        ce = fr.ce
+        self.out.append(self.view[self.last:ce])
+        olen = self.olen + ce - self.last
+        self.last = ce
+        n = olen - fr.ostart
+        prefix = self.view[fr.lp:fr.cs] if n == ce - fr.cs else encode_varint(n)
         self.out[fr.slot] = prefix
-        self.olen += len(prefix)
+        self.olen = olen + len(prefix)
 
     def emit(self, piece: bytes | memoryview) -> None:
         self.out.append(piece)
@@ -552,7 +526,8 @@ class _PyWalk:
                 fr.ostart = self.olen
                 self.last = fr.cs
             self.written = len(self.stack)
-        piece = head + encode_varint(len(text)) + text
+        n = len(text)
+        piece = b"".join((head, _VARINT1[n] if n < 0x80 else encode_varint(n), text))
         out.append(self.view[self.last:f])
         out.append(piece)
         self.olen += f - self.last + len(piece)
@@ -586,7 +561,10 @@ class _PyWalk:
         return _checked(run.text(cur, found))
 
     def string_leaf(self, act: Sequence[int], f: int, cs: int, ce: int, head: bytes) -> None:
-        new = self.leaf_text(act, cs, ce)
+        if self.n == 1:
+            new = self.text_one(act[0], cs, ce) if act[0] != SKIP else None
+        else:
+            new = self.leaf_text(act, cs, ce)
         if new is not None:
             self.put(f, ce, head, new.encode())
 
@@ -707,6 +685,66 @@ class _PyWalk:
                     raise WireFallback("KeyValue with two values")
                 value = (lp, cs, ce)
         return ks, ke, value
+
+    def kv_one(self, lp: int, s: int, e: int, step: Step) -> None:
+        """`kv` for a KeyValue of an attribute list `walk_msg` entered for an offset inside it (nothing
+        inherited or named): in a walk of one stage, the common shape (see `kv_string`) is done here
+        without per-stage lists."""
+        rules = step.rules or step.args()
+        scs = self.kv_string(lp, s, e)[1] if self.n == 1 else 0
+        if not scs:
+            self.kv(lp, s, e, rules, step.nested, self.no_stages, self.no_names)
+            return
+        rule = rules[0]
+        if rule is False:
+            return
+        buf = self.buf
+        ks = s + 2
+        ke = ks + buf[s + 1]
+        # (`kv`'s checks that an offset lies in the KeyValue hold: the walk entered it for one; and
+        # `text_one` checks that an anchor scan offset lies in the string itself)
+        if isinstance(rule, SelectedKeys):  # (`classify`'s common case inline)
+            action = TEXT if buf[ks:ke] in rule.encoded else SKIP
+        else:
+            action = self.classify(rule, ks, ke)  # type: ignore[arg-type]
+        if action == SKIP:
+            return
+        if len(self.stack) >= _MAX_DEPTH - 1:
+            raise WireFallback("messages nested too deeply")
+        new = self.text_one(action, scs, e)
+        if new is not None:  # the KeyValue anew: its key, then the value holding the new string
+            text = new.encode()
+            n = len(text)
+            ln = _VARINT1[n] if n < 0x80 else encode_varint(n)
+            n += 1 + len(ln)
+            self.put(lp, e, b"", b"".join((buf[s:ke], _VALUE_HEAD, _VARINT1[n] if n < 0x80 else encode_varint(n),
+                                           _STRING_HEAD, ln, text)))
+
+    def text_one(self, action: int, cs: int, ce: int) -> str | None:
+        """`leaf_text` in a walk of one stage (`action` its TEXT or WHOLE)."""
+        run = self.runs[0]
+        raw = self.buf[cs:ce]
+        if action == WHOLE:
+            cur = raw.decode()
+            new = cur if run.whole is None else _checked(run.whole(cur))
+        elif isinstance(run, TextRun):
+            found = 0
+            if run.prefilter:
+                found = id_anchors(raw, run.prefilter)
+                if not found:
+                    return None
+            cur = raw.decode()
+            new = _checked(run.text(cur, found))
+        else:
+            if run.engine is None or not self.has_off(cs, ce):
+                return None
+            cur = raw.decode()
+            new = run.anchored(cur, cs)
+        if new == cur:
+            return None
+        if run.owners is not None:
+            self.count_change(0)
+        return new
 
     def kv(self, lp: int, s: int, e: int, rules: Sequence[KeyRule | bool], nested: Sequence[KeyRule],
            inherit: Sequence[int], named: Sequence[bool]) -> None:
@@ -873,13 +911,18 @@ class _PyWalk:
             self.walk_every(s, e, plan)
             return
         # Only fields holding a `touch` offset can be worth entering: for the next offset, read past the
-        # fields before it (one-byte tags of length-delimited fields inline, the rest by `next_field`,
-        # with the same checks), look at the field holding it, then go on from that field's end.
+        # fields before it (one-byte tags of length-delimited, fixed64 and small varint fields inline,
+        # the rest by `next_field`), look at the field holding it, then go on from that field's end. A field that
+        # overruns the message ends the inner loop (the offset lies before the message's end), so it
+        # is checked there, once.
         buf = self.buf
         touch = self.touch
         n = len(touch)
         steps = plan.steps
+        pf_stages = self.pf_stages
+        # whether an offset of `touch` is one of the anchor scan's (else `has_off` tells)
         mask_bit = 0 if self.mask_stage < 0 else 1 << self.mask_stage
+        all_mask = touch is self.offs
         ci = bisect_left(touch, s)
         i = s
         while ci < n:
@@ -894,21 +937,24 @@ class _PyWalk:
                     ln = buf[lp]
                     if ln < 0x80:
                         cs = i + 2
+                    elif buf[i + 2] < 0x80:
+                        ln, cs = ln & 0x7F | buf[i + 2] << 7, i + 3
                     else:
                         ln, cs = decode_varint(buf, lp)
-                    if ln > e - cs:
-                        raise WireFallback("field overruns its message")
                     i = ce = cs + ln
                     ld = True
                 elif tag & 0x87 == 1 and tag >= 8:  # a fixed64 (timestamps)
                     i += 9
-                    if i > e:
-                        raise WireFallback("field overruns its message")
+                    ld = False
+                elif tag & 0x87 == 0 and tag >= 8 and buf[i + 1] < 0x80:  # a one-byte varint (kinds, codes)
+                    i += 2
                     ld = False
                 else:
                     tag, i, lp, cs, ce, ld = self.next_field(i, e)
                 if i > c:
                     break
+            if i > e:
+                raise WireFallback("field overruns its message")
             if not ld:
                 ci = bisect_left(touch, i, ci)
                 continue
@@ -917,15 +963,20 @@ class _PyWalk:
                 if ci >= n or touch[ci] >= ce:
                     continue
             step = steps.get(tag)
-            if step is not None and (step.reach & self.pf_stages or (
-                    mask_bit & step.reach and self.has_off(cs, ce))):  # `worth`, the offset known to be there
+            if step is not None and (step.reach & pf_stages or (mask_bit & step.reach and (
+                    all_mask or self.has_off(cs, ce)))):  # `worth`, the offset known to be there
                 if step.kind == _ATTRS:  # (`walk_leaf`'s first two cases, inline: most fields walked)
-                    self.kv(lp, cs, ce, step.args(), step.nested, self.no_stages, self.no_names)
-                elif step.kind == _MSG:
-                    assert step.sub is not None
-                    self.push(lp, cs, ce, step.owner)
-                    self.walk_msg(cs, ce, step.sub)
-                    self.pop()
+                    self.kv_one(lp, cs, ce, step)
+                elif step.kind == _MSG:  # (`push` and `pop` inline: most messages entered change nothing)
+                    stack = self.stack
+                    if len(stack) >= _MAX_DEPTH:
+                        raise WireFallback("messages nested too deeply")
+                    stack.append(fr := _Frame(lp, cs, ce, step.owner, self.n))
+                    self.walk_msg(cs, ce, step.sub)  # type: ignore[arg-type]
+                    if fr.owner or fr.slot >= 0:
+                        self.pop()
+                    else:
+                        stack.pop()
                 else:
                     self.walk_leaf(step, f, lp, cs, ce)
             ci = bisect_left(touch, ce, ci)
