@@ -17,6 +17,8 @@ were built on the machines it sets up (tests/unit/processors/privacy/test_wirewa
 """
 from setuptools import Extension, setup
 
+# The protobuf wire primitives the three newer extensions share (included by a path relative to each source).
+_WIRE_H = "pipeline/_otlpwire.h"
 _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter",
           "-Wno-cast-function-type"]
 
@@ -28,10 +30,10 @@ setup(
                   depends=["processors/privacy/_matches.h"], libraries=["hs"], optional=True,
                   extra_compile_args=_FLAGS),
         Extension("connectors.genai_metrics._genaiwire", ["connectors/genai_metrics/_genaiwire.c"], optional=True,
-                  extra_compile_args=_FLAGS),
+                  depends=[_WIRE_H], extra_compile_args=_FLAGS),
         Extension("exporters.pagerduty._pdwire", ["exporters/pagerduty/_pdwire.c"], optional=True,
-                  extra_compile_args=_FLAGS),
+                  depends=[_WIRE_H], extra_compile_args=_FLAGS),
         Extension("exporters.datadog._ddwire", ["exporters/datadog/_ddwire.c"], optional=True,
-                  extra_compile_args=_FLAGS),
+                  depends=[_WIRE_H], extra_compile_args=_FLAGS),
     ],
 )

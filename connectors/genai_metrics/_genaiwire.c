@@ -32,6 +32,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../pipeline/_otlpwire.h"
+
 #define MAX_GROUPS 64
 #define MAX_KEYS 256
 #define MAX_NEEDLES 8
@@ -66,69 +68,11 @@ typedef struct {
 
 /* -- wire primitives (0 on success, -1 on anything odd) -------------------------------------------- */
 
-static inline int rd_varint(const unsigned char *p, const unsigned char *end, const unsigned char **out,
-                            uint64_t *v) {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (p >= end)
-            return -1;
-        unsigned char b = *p++;
-        if (shift == 63 && b > 1)
-            return -1;
-        r |= (uint64_t)(b & 0x7F) << shift;
-        if (b < 0x80) {
-            *out = p;
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* Reads a tag; field number in *field, wire type in *wt. */
-static inline int rd_tag(const unsigned char *p, const unsigned char *end, const unsigned char **out,
-                         uint32_t *field, int *wt) {
-    uint64_t t;
-    if (rd_varint(p, end, out, &t) < 0)
-        return -1;
-    if ((t >> 3) == 0 || (t >> 3) > ((1u << 29) - 1))
-        return -1;
-    *field = (uint32_t)(t >> 3);
-    *wt = (int)(t & 7);
-    return 0;
-}
-
-/* Skips a value of wire type `wt` (groups refused). */
-static inline int skip(const unsigned char *p, const unsigned char *end, int wt, const unsigned char **out) {
-    uint64_t n;
-    switch (wt) {
-    case 0:
-        return rd_varint(p, end, out, &n);
-    case 1:
-        if (end - p < 8)
-            return -1;
-        *out = p + 8;
-        return 0;
-    case 2:
-        if (rd_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
-            return -1;
-        *out = p + n;
-        return 0;
-    case 5:
-        if (end - p < 4)
-            return -1;
-        *out = p + 4;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 /* Reads a length-delimited value: [*s, *e). */
 static inline int rd_ld(const unsigned char *p, const unsigned char *end, const unsigned char **s,
                         const unsigned char **e) {
     uint64_t n;
-    if (rd_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
+    if (ow_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
         return -1;
     *s = p;
     *e = p + n;
@@ -150,12 +94,12 @@ static int parse_status(const unsigned char *p, const unsigned char *end, SpanFi
     while (p < end) {
         uint32_t field;
         int wt;
-        if (rd_tag(p, end, &p, &field, &wt) < 0)
+        if (ow_tag(p, end, &p, &field, &wt) < 0)
             return -1;
         if (field == 3) {
-            if (wt != 0 || rd_varint(p, end, &p, &f->code) < 0 || f->code > 0x7FFFFFFF)
+            if (wt != 0 || ow_varint(p, end, &p, &f->code) < 0 || f->code > 0x7FFFFFFF)
                 return -1;
-        } else if (skip(p, end, wt, &p) < 0) {
+        } else if (ow_skip(p, end, wt, &p) < 0) {
             return -1;
         }
     }
@@ -167,7 +111,7 @@ static int parse_attribute(Reader *r, const unsigned char *p, const unsigned cha
     while (p < end) {
         uint32_t field;
         int wt;
-        if (rd_tag(p, end, &p, &field, &wt) < 0)
+        if (ow_tag(p, end, &p, &field, &wt) < 0)
             return -1;
         if (field == 1) {
             if (wt != 2 || rd_ld(p, end, &ks, &ke) < 0)
@@ -216,7 +160,7 @@ static int parse_span(Reader *r, const unsigned char *p, const unsigned char *en
         uint32_t field;
         int wt;
         const unsigned char *s, *e;
-        if (rd_tag(p, end, &p, &field, &wt) < 0)
+        if (ow_tag(p, end, &p, &field, &wt) < 0)
             return -1;
         switch (field) {
         case 1: case 2: case 4: case 9: case 15:
@@ -240,7 +184,7 @@ static int parse_span(Reader *r, const unsigned char *p, const unsigned char *en
             }
             break;
         case 6:
-            if (wt != 0 || rd_varint(p, end, &p, &f->kind) < 0 || f->kind > 0x7FFFFFFF)
+            if (wt != 0 || ow_varint(p, end, &p, &f->kind) < 0 || f->kind > 0x7FFFFFFF)
                 return -1;
             break;
         case 7: case 8:
@@ -257,7 +201,7 @@ static int parse_span(Reader *r, const unsigned char *p, const unsigned char *en
             p += 8;
             break;
         default:
-            if (skip(p, end, wt, &p) < 0)
+            if (ow_skip(p, end, wt, &p) < 0)
                 return -1;
         }
     }
@@ -290,7 +234,7 @@ static PyObject *count_or_bytes(Reader *r, const unsigned char *v, Py_ssize_t n)
     if (n >= 2 && n <= 10 && v[0] == 0x18) {
         const unsigned char *q;
         uint64_t x;
-        if (rd_varint(v + 1, v + n, &q, &x) == 0 && q == v + n && x < ((uint64_t)1 << 63))
+        if (ow_varint(v + 1, v + n, &q, &x) == 0 && q == v + n && x < ((uint64_t)1 << 63))
             return PyLong_FromUnsignedLongLong(x);
     }
     return value_bytes(r, v, n);
@@ -439,7 +383,7 @@ static int try_op(Reader *r, Ctx *c, PyObject *res, SpanFields *f) {
         const unsigned char *v = f->val[g], *q;
         Py_ssize_t n = f->val_len[g];
         uint64_t x;
-        if (n < 2 || n > 10 || v[0] != 0x18 || rd_varint(v + 1, v + n, &q, &x) < 0 || q != v + n
+        if (n < 2 || n > 10 || v[0] != 0x18 || ow_varint(v + 1, v + n, &q, &x) < 0 || q != v + n
             || x >= ((uint64_t)1 << 63))
             return 0;
     }
@@ -546,10 +490,10 @@ static int read_scope(Reader *r, const unsigned char *p, const unsigned char *en
         uint32_t field;
         int wt;
         const unsigned char *s, *e;
-        if (rd_tag(p, end, &p, &field, &wt) < 0)
+        if (ow_tag(p, end, &p, &field, &wt) < 0)
             return -1;
         if (field != 2) {
-            if (skip(p, end, wt, &p) < 0)
+            if (ow_skip(p, end, wt, &p) < 0)
                 return -1;
             continue;
         }
@@ -598,16 +542,16 @@ static int read_resource_spans(Reader *r, const unsigned char *p, const unsigned
     while (q < end) { /* the resource first: it may come after its spans */
         uint32_t field;
         int wt;
-        if (rd_tag(q, end, &q, &field, &wt) < 0)
+        if (ow_tag(q, end, &q, &field, &wt) < 0)
             return -1;
         if (field == 1) {
             if (wt != 2 || rd_ld(q, end, &rs, &re) < 0)
                 return -1;
             q = re;
         } else if (field == 2) {
-            if (wt != 2 || skip(q, end, wt, &q) < 0)
+            if (wt != 2 || ow_skip(q, end, wt, &q) < 0)
                 return -1;
-        } else if (skip(q, end, wt, &q) < 0) {
+        } else if (ow_skip(q, end, wt, &q) < 0) {
             return -1;
         }
     }
@@ -620,12 +564,12 @@ static int read_resource_spans(Reader *r, const unsigned char *p, const unsigned
         uint32_t field;
         int wt;
         const unsigned char *s, *e;
-        if (rd_tag(p, end, &p, &field, &wt) < 0) {
+        if (ow_tag(p, end, &p, &field, &wt) < 0) {
             rc = -1;
             break;
         }
         if (field != 2) {
-            if (skip(p, end, wt, &p) < 0)
+            if (ow_skip(p, end, wt, &p) < 0)
                 rc = -1;
             continue;
         }
@@ -657,12 +601,12 @@ static PyObject *read_with(Reader *r, PyObject *arg, Ctx *c) {
         uint32_t field;
         int wt;
         const unsigned char *s, *e;
-        if (rd_tag(p, end, &p, &field, &wt) < 0) {
+        if (ow_tag(p, end, &p, &field, &wt) < 0) {
             rc = -1;
             break;
         }
         if (field != 1) {
-            if (skip(p, end, wt, &p) < 0)
+            if (ow_skip(p, end, wt, &p) < 0)
                 rc = -1;
             continue;
         }

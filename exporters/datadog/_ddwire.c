@@ -41,6 +41,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../pipeline/_otlpwire.h"
+
 #define NS 1000000000ULL
 #define MIN_TS 1000000000ULL
 #define MAX_TS 10000000000ULL
@@ -55,31 +57,11 @@ typedef const unsigned char *P;
 /* -- wire primitives (0 on success, -1 on anything odd) --------------------------------------------- */
 
 static inline int rd_varint(P *pp, P end, uint64_t *v) {
-    P p = *pp;
-    uint64_t r = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (p >= end)
-            return -1;
-        unsigned char b = *p++;
-        if (shift == 63 && b > 1)
-            return -1;
-        r |= (uint64_t)(b & 0x7F) << shift;
-        if (b < 0x80) {
-            *pp = p;
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
+    return ow_varint(*pp, end, pp, v);
 }
 
 static inline int rd_tag(P *pp, P end, uint32_t *field, int *wt) {
-    uint64_t t;
-    if (rd_varint(pp, end, &t) < 0 || (t >> 3) == 0 || (t >> 3) > ((1u << 29) - 1))
-        return -1;
-    *field = (uint32_t)(t >> 3);
-    *wt = (int)(t & 7);
-    return 0;
+    return ow_tag(*pp, end, pp, field, wt);
 }
 
 /* Reads the value of wire type `wt` at *pp: a varint in *v, 8 or 4 bytes in *v, or a length-delimited

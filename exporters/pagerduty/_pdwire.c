@@ -41,6 +41,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "../../pipeline/_otlpwire.h"
+
 enum { K_GAUGE, K_COUNTER, K_HIST, NKINDS };
 
 /* The series attributes the fast paths read or write (store.py's __slots__). */
@@ -150,67 +152,9 @@ static PyObject *s_append, *s_frombytes, *s_changes, *s_series, *one;
 
 /* -- wire primitives (0 on success, -1 on anything odd) -------------------------------------------- */
 
-static inline int rd_varint(const unsigned char *p, const unsigned char *end, const unsigned char **out,
-                            uint64_t *v) {
-    uint64_t r = 0;
-    for (int shift = 0; shift < 70; shift += 7) {
-        if (p >= end)
-            return -1;
-        unsigned char b = *p++;
-        if (shift == 63 && b > 1)
-            return -1;
-        r |= (uint64_t)(b & 0x7F) << shift;
-        if (b < 0x80) {
-            *out = p;
-            *v = r;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-/* A tag: at most 5 bytes, a field number from 1 to 2^29 - 1. */
-static inline int rd_tag(const unsigned char *p, const unsigned char *end, const unsigned char **out,
-                         uint32_t *field, int *wt) {
-    uint64_t t;
-    const unsigned char *q;
-    if (rd_varint(p, end, &q, &t) < 0 || q - p > 5 || t > 0xFFFFFFFFu || (t >> 3) == 0)
-        return -1;
-    *out = q;
-    *field = (uint32_t)(t >> 3);
-    *wt = (int)(t & 7);
-    return 0;
-}
-
-/* Skips a value of wire type `wt` (groups and unknown wire types refused). */
-static inline int skip(const unsigned char *p, const unsigned char *end, int wt, const unsigned char **out) {
-    uint64_t n;
-    switch (wt) {
-    case 0:
-        return rd_varint(p, end, out, &n);
-    case 1:
-        if (end - p < 8)
-            return -1;
-        *out = p + 8;
-        return 0;
-    case 2:
-        if (rd_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
-            return -1;
-        *out = p + n;
-        return 0;
-    case 5:
-        if (end - p < 4)
-            return -1;
-        *out = p + 4;
-        return 0;
-    default:
-        return -1;
-    }
-}
-
 static inline int rd_ld(const unsigned char *p, const unsigned char *end, Span *s, const unsigned char **out) {
     uint64_t n;
-    if (rd_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
+    if (ow_varint(p, end, &p, &n) < 0 || n > (uint64_t)(end - p))
         return -1;
     s->p = p;
     s->n = (Py_ssize_t)n;
@@ -342,14 +286,14 @@ static int read_point(Read *r, int kind, Span pt) {
     while (p < end) {
         uint32_t field;
         int wt;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field == f_attrs) {
             Span a;
             ODD(wt != 2 || rd_ld(p, end, &a, &p) < 0);
             if (push_attr(self, a) < 0)
                 return -1;
         } else if (field == f_flags) {
-            ODD(wt != 0 || rd_varint(p, end, &p, &flags) < 0);
+            ODD(wt != 0 || ow_varint(p, end, &p, &flags) < 0);
         } else if (field == 2 || field == 3 || field == 4 || (!hist && field == 6) || (hist && field == 5)) {
             ODD(wt != 1 || end - p < 8);
             uint64_t v = rd_fixed64(p);
@@ -372,7 +316,7 @@ static int read_point(Read *r, int kind, Span pt) {
         } else if (hist && (field == 6 || field == 7)) {
             TRY(rd_repeated(self, r, field == 7, wt, &p, end));
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     if (flags & 1) { /* DATA_POINT_FLAGS_NO_RECORDED_VALUE: not a sample */
@@ -414,17 +358,17 @@ static int read_data(Read *r, int data_field, Span d, int *kind, int *delta) {
     while (p < end) {
         uint32_t field;
         int wt;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field == 1) {
             Span pt;
             ODD(wt != 2 || rd_ld(p, end, &pt, &p) < 0);
             TRY(read_point(r, pkind, pt));
         } else if (data_field != 5 && field == 2) {
-            ODD(wt != 0 || rd_varint(p, end, &p, &temporality) < 0);
+            ODD(wt != 0 || ow_varint(p, end, &p, &temporality) < 0);
         } else if (data_field == 7 && field == 3) {
-            ODD(wt != 0 || rd_varint(p, end, &p, &monotonic) < 0);
+            ODD(wt != 0 || ow_varint(p, end, &p, &monotonic) < 0);
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     /* AggregationTemporality is an enum (int32: the low 32 bits), DELTA = 1. */
@@ -497,7 +441,7 @@ static int read_metric(Read *r, Span m) {
     /* Which referenced name it starts with: field 1, its length as a minimal varint, the name. */
     uint64_t len;
     const unsigned char *name;
-    if (rd_varint(m.p + 1, m.p + m.n, &name, &len) < 0 || len > (uint64_t)(m.p + m.n - name))
+    if (ow_varint(m.p + 1, m.p + m.n, &name, &len) < 0 || len > (uint64_t)(m.p + m.n - name))
         return 0;
     int vlen = 1;
     for (uint64_t l = len; l >= 0x80; l >>= 7)
@@ -522,14 +466,14 @@ static int read_metric(Read *r, Span m) {
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field == 1) {
             ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0 || names++);
         } else if (field == 5 || field == 7 || field == 9 || field == 10 || field == 11) {
             ODD(wt != 2 || rd_ld(p, end, &data, &p) < 0 || data_field);
             data_field = (int)field;
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     TRY(origin_index(r));
@@ -568,7 +512,7 @@ static int read_scope(Read *r, Span sm) {
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field >= 1 && field <= 3) {
             ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0);
             if (field == 1) {
@@ -578,19 +522,19 @@ static int read_scope(Read *r, Span sm) {
                 ODD(!ascii(s));
             }
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     for (p = sm.p; p < end;) {
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
         if (field == 2) {
             ODD(rd_ld(p, end, &s, &p) < 0);
             TRY(read_metric(r, s));
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     return 0;
@@ -606,7 +550,7 @@ static int read_resource_metrics(Read *r, Span rm) {
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field >= 1 && field <= 3) {
             ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0);
             if (field == 1) {
@@ -616,19 +560,19 @@ static int read_resource_metrics(Read *r, Span rm) {
                 ODD(!ascii(s));
             }
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     for (p = rm.p; p < end;) {
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
         if (field == 2) {
             ODD(rd_ld(p, end, &s, &p) < 0);
             TRY(read_scope(r, s));
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     return 0;
@@ -639,12 +583,12 @@ static int read_request(Read *r, const unsigned char *p, const unsigned char *en
         uint32_t field;
         int wt;
         Span s;
-        ODD(rd_tag(p, end, &p, &field, &wt) < 0);
+        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
         if (field == 1) {
             ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0);
             TRY(read_resource_metrics(r, s));
         } else {
-            ODD(skip(p, end, wt, &p) < 0);
+            ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
     return 0;
