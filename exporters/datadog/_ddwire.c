@@ -1047,6 +1047,29 @@ static inline uint64_t point_time(Walk *w, uint64_t ts) {
 
 /* Heads: 0 gauge, 1 count, 2 .count, 3 .sum, 4 .avg, 5 .min, 6 .max */
 
+/* The deltas of a cumulative point's `n` values against its series' state (`kind` keys the state: 's' sums,
+ * 'h' histograms), in out[]: 1 when they are to be sent, 0 when the point is skipped (counted here: out of
+ * order, or the first point of a series whose start is not known to be its first), -1 on a Python error. */
+static int cumulative_delta(Walk *w, char kind, const Point *pt, const Num *vals, int n, Num *out) {
+    int rc = state_key(w, kind) < 0 ? DELTA_ERROR
+             : st_update(w->r, w->r->key.p, w->r->key.len, pt->start, pt->ts, vals, n, w->now, out);
+    if (rc == DELTA_ERROR)
+        return -1;
+    if (rc == DELTA_OUT_OF_ORDER) {
+        skip(w, R_OUT_OF_ORDER, 1);
+        return 0;
+    }
+    if (rc == DELTA_FIRST) {
+        if (!first_reported(w->r, pt->start, pt->ts)) {
+            skip(w, R_INITIAL, 1);
+            return 0;
+        }
+        for (int i = 0; i < n; i++)
+            out[i] = vals[i];
+    }
+    return 1;
+}
+
 static int numbers(Walk *w, P s, P e, int kind_count, int monotonic) {
     while (s < e) {
         uint32_t field;
@@ -1080,22 +1103,11 @@ static int numbers(Walk *w, P s, P e, int kind_count, int monotonic) {
             return -1;
         if (monotonic) {
             Num d;
-            int rc = state_key(w, 's') < 0 ? DELTA_ERROR
-                     : st_update(w->r, w->r->key.p, w->r->key.len, pt.start, pt.ts, &val, 1, w->now, &d);
-            if (rc == DELTA_ERROR) {
+            int sent = cumulative_delta(w, 's', &pt, &val, 1, &d);
+            if (sent < 0)
                 return -1;
-            }
-            if (rc == DELTA_OUT_OF_ORDER) {
-                skip(w, R_OUT_OF_ORDER, 1);
+            if (sent == 0)
                 continue;
-            }
-            if (rc == DELTA_FIRST) {
-                if (!first_reported(w->r, pt.start, pt.ts)) {
-                    skip(w, R_INITIAL, 1);
-                    continue;
-                }
-                d = val;
-            }
             if (!num_finite(d)) {
                 skip(w, R_INVALID_VALUE, 1);
                 continue;
@@ -1140,23 +1152,11 @@ static int histograms(Walk *w, P s, P e, int cumulative, int exponential) {
             /* `total or 0.0`: no sum, and -0.0, are 0.0 */
             Num vals[2] = {count, num_float(has_total && pt.sum != 0.0 ? pt.sum : 0.0)};
             Num d[2];
-            int rc = state_key(w, 'h') < 0 ? DELTA_ERROR
-                     : st_update(w->r, w->r->key.p, w->r->key.len, pt.start, pt.ts, vals, 2, w->now, d);
-            if (rc == DELTA_ERROR) {
+            int sent = cumulative_delta(w, 'h', &pt, vals, 2, d);
+            if (sent < 0)
                 return -1;
-            }
-            if (rc == DELTA_OUT_OF_ORDER) {
-                skip(w, R_OUT_OF_ORDER, 1);
+            if (sent == 0)
                 continue;
-            }
-            if (rc == DELTA_FIRST) {
-                if (!first_reported(w->r, pt.start, pt.ts)) {
-                    skip(w, R_INITIAL, 1);
-                    continue;
-                }
-                d[0] = vals[0];
-                d[1] = vals[1];
-            }
             count = d[0];
             has_total = has_total && num_finite(d[1]);
             total = d[1];

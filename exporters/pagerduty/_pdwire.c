@@ -501,13 +501,14 @@ static int read_metric(Read *r, Span m) {
     return 0;
 }
 
-/* ScopeMetrics / ResourceMetrics: the singular fields first (they may come after the repeated ones). */
-static int read_scope(Read *r, Span sm) {
-    const unsigned char *p = sm.p, *end = sm.p + sm.n;
-    int scopes = 0;
-    r->scope.p = (const unsigned char *)"";
-    r->scope.n = 0;
-    r->origin = -1;
+/* ResourceMetrics and ScopeMetrics have one shape: field 1 the resource or scope (at most once) into *one,
+ * field 2 the repeated children read by `child`, field 3 the schema URL. The singular fields are read first
+ * (they may come after the repeated ones). */
+static int read_level(Read *r, Span m, Span *one, int (*child)(Read *, Span)) {
+    const unsigned char *p = m.p, *end = m.p + m.n;
+    int seen = 0;
+    one->p = (const unsigned char *)"";
+    one->n = 0;
     while (p < end) {
         uint32_t field;
         int wt;
@@ -516,8 +517,8 @@ static int read_scope(Read *r, Span sm) {
         if (field >= 1 && field <= 3) {
             ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0);
             if (field == 1) {
-                ODD(scopes++);
-                r->scope = s;
+                ODD(seen++);
+                *one = s;
             } else if (field == 3) {
                 ODD(!ascii(s));
             }
@@ -525,14 +526,14 @@ static int read_scope(Read *r, Span sm) {
             ODD(ow_skip(p, end, wt, &p) < 0);
         }
     }
-    for (p = sm.p; p < end;) {
+    for (p = m.p; p < end;) {
         uint32_t field;
         int wt;
         Span s;
         ODD(ow_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
         if (field == 2) {
             ODD(rd_ld(p, end, &s, &p) < 0);
-            TRY(read_metric(r, s));
+            TRY(child(r, s));
         } else {
             ODD(ow_skip(p, end, wt, &p) < 0);
         }
@@ -540,42 +541,14 @@ static int read_scope(Read *r, Span sm) {
     return 0;
 }
 
+static int read_scope(Read *r, Span sm) {
+    r->origin = -1;
+    return read_level(r, sm, &r->scope, read_metric);
+}
+
 static int read_resource_metrics(Read *r, Span rm) {
-    const unsigned char *p = rm.p, *end = rm.p + rm.n;
-    int resources = 0;
-    r->res.p = (const unsigned char *)"";
-    r->res.n = 0;
     r->res_obj = NULL;
-    while (p < end) {
-        uint32_t field;
-        int wt;
-        Span s;
-        ODD(ow_tag(p, end, &p, &field, &wt) < 0);
-        if (field >= 1 && field <= 3) {
-            ODD(wt != 2 || rd_ld(p, end, &s, &p) < 0);
-            if (field == 1) {
-                ODD(resources++);
-                r->res = s;
-            } else if (field == 3) {
-                ODD(!ascii(s));
-            }
-        } else {
-            ODD(ow_skip(p, end, wt, &p) < 0);
-        }
-    }
-    for (p = rm.p; p < end;) {
-        uint32_t field;
-        int wt;
-        Span s;
-        ODD(ow_tag(p, end, &p, &field, &wt) < 0); /* (checked above) */
-        if (field == 2) {
-            ODD(rd_ld(p, end, &s, &p) < 0);
-            TRY(read_scope(r, s));
-        } else {
-            ODD(ow_skip(p, end, wt, &p) < 0);
-        }
-    }
-    return 0;
+    return read_level(r, rm, &r->res, read_scope);
 }
 
 static int read_request(Read *r, const unsigned char *p, const unsigned char *end) {
