@@ -93,6 +93,9 @@ async def test_status_json_carries_activity_and_last_errors(tmp_path: object) ->
         tel = svc.telemetry
         await wait_until(lambda: tel.value("otelpipe_exporter_sent_spans_total", exporter="debug") == 100,
                          what="the batch to flush to debug")
+        # The file exporter writes from its own queue after the 200: wait for it as well.
+        await wait_until(lambda: tel.value("otelpipe_exporter_sent_log_records_total", exporter="file") == 50,
+                         what="the file exporter to write every log record")
         status = svc.status()
     comps = {(c["kind"], c["id"], c["pipeline"]): c for c in status["components"]}
     otlp = comps[("receiver", "otlp", None)]["activity"]
