@@ -13,7 +13,11 @@ same result:
   anchor occurrences the scan found in the string (each anchor says where its detector's match
   starts relative to it).
 * The C wire walker runs `mask_at` itself (processors/privacy/_wirewalk.c, `mask_string`): the
-  same positions, the same `re` match at each, the same validators, from `engine()`.
+  same positions, the same `re` match at each, the same validators, from `engine()`. One match
+  it makes without `re`: credential_pair's `key=value` / `key: value` form (`pair_groups`), the
+  most frequent match in agent telemetry, by `pair_match`, a transcription of that one pattern
+  that hands every case it does not cover back to the regex and is compared with it by
+  tests/unit/processors/privacy/test_pair_match.py. The regex stays the definition.
 
 Masks are recognisable: a value that already is a mask is never masked again, which makes
 masking idempotent in both replace and hash mode. `counts` accumulates masked values per
@@ -87,16 +91,22 @@ class Replacer:
         return self._mask_re is not None and self._mask_re.fullmatch(value) is not None
 
 
-def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
-    """One regex for the enabled detectors: an alternation of one branch per first character, each
-    the detectors that can start there. Groups are named `<detector>__<n>` (and `<detector>__<n>__v`
-    for the secret part), since a detector appears once per first character."""
+def _by_first(enabled: Iterable[str], keys: KeyMatcher) -> dict[str, list[tuple[str, str]]]:
+    """The enabled detectors (name, pattern) by the characters they can start with, in table order."""
     by_first: dict[str, list[tuple[str, str]]] = {}
     for d in DETECTORS:
         if d.name not in enabled or (d.validator == PAIR_KEY and not keys.terms):
             continue
         for c in d.first:
             by_first.setdefault(c, []).append((d.name, d.pattern))
+    return by_first
+
+
+def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
+    """One regex for the enabled detectors: an alternation of one branch per first character, each
+    the detectors that can start there. Groups are named `<detector>__<n>` (and `<detector>__<n>__v`
+    for the secret part), since a detector appears once per first character."""
+    by_first = _by_first(enabled, keys)
     if not by_first:
         return None
     branches = []
@@ -108,6 +118,34 @@ def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern
             alts.append(f"(?P<{name}__{k}>" + rest.replace("(?P<v>", f"(?P<{name}__{k}__v>") + ")")
         branches.append(f"{re.escape(c)}(?:{'|'.join(alts)})")
     return re.compile("|".join(branches))
+
+
+#: The detectors that may come before credential_pair at a `:` for the C walker to match the pair
+#: itself (it rules them out first: url_password needs `//` after the colon, telegram_bot_token five
+#: digits before it and an `A` after it).
+_BEFORE_PAIR_AT_COLON = ("url_password", "telegram_bot_token")
+
+
+def pair_groups(rx: re.Pattern[str], enabled: Iterable[str], keys: KeyMatcher) -> tuple[int, int]:
+    """The group numbers of credential_pair's `key:value` and `key=value` branches in `rx` (built by
+    `build_detector_regex` from the same arguments), for the C walker's own match of that pattern
+    (_wirewalk.c `pair_match`, which is exact for it and is checked against this regex by
+    tests/unit/processors/privacy/test_pair_match.py); 0 for a branch where another detector may
+    match first, so the regex must run."""
+    by_first = _by_first(enabled, keys)
+    out = []
+    k = 0
+    numbers: dict[str, int] = {}
+    for c, dets in by_first.items():
+        for name, _ in dets:
+            k += 1
+            if c in ":=" and name == "credential_pair":
+                numbers[c] = rx.groupindex[f"{name}__{k}"]
+    for c, before in ((":", _BEFORE_PAIR_AT_COLON), ("=", ())):
+        names = [name for name, _ in by_first.get(c, [])]
+        ok = bool(names) and names[-1] == "credential_pair" and all(n in before for n in names[:-1])
+        out.append(numbers[c] if ok else 0)
+    return out[0], out[1]
 
 
 #: What masking needs to know about a match, by the number of the detector group that matched
@@ -122,6 +160,8 @@ class Compiled(NamedTuple):
 
     rx: re.Pattern[str]
     rules: tuple[Rule | None, ...]
+    #: `pair_groups(rx, ...)`: where the C walker may match credential_pair without the regex
+    pair: tuple[int, int] = (0, 0)
 
 
 class Masker:
@@ -154,8 +194,10 @@ class Masker:
         if c is False:
             key = gated & self.enabled & GATED
             if key not in self._variants:
-                rx = build_detector_regex((self.enabled - GATED) | key, self.keys)
-                self._variants[key] = None if rx is None else Compiled(rx, self._rules(rx))
+                enabled = (self.enabled - GATED) | key
+                rx = build_detector_regex(enabled, self.keys)
+                self._variants[key] = None if rx is None else Compiled(
+                    rx, self._rules(rx), pair_groups(rx, enabled, self.keys))
             c = self._variants[key]
             if gated <= GATED:  # only subsets of GATED are kept under their own key: bounded
                 self._variants[gated] = c

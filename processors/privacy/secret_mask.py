@@ -215,7 +215,7 @@ class SecretMask:
         m = self.masker
         r = m.replacer
         return (c.rx.match, c.rules, self._native_info, full, r.fixed, r, r.is_mask, m.counts, m.pair_check,
-                m.keys.known, PAIR_STOPWORDS, SENSITIVE)
+                m.keys.known, PAIR_STOPWORDS, SENSITIVE, c.pair)
 
     def idle(self) -> Run:
         return MaskRun((), (), _same_anchored, _same, None, None)
