@@ -19,17 +19,31 @@
  *    name) stops the pass: `ingest` returns None and the store reads the request with its Python code,
  *    which decides what is malformed. So nothing is ever half applied by this pass.
  * 2. Apply, in request order: per referenced metric `resource(resource bytes)` (the store's cached
- *    decoding: it raises where the Python loop would), `table.changes += 1`; per point the series key
- *    `((resource, scope), the attributes' bytes joined, their lengths)`, the tuple the Python loop
- *    builds, is looked up in `table.series`. (Caching the series found, or the keys built, by earlier calls was tried: in
- *    the running daemon the cache's own memory misses cost more than building the key.) A point of
- *    an existing series of the right class whose sample is a fold into its last slot or a new slot
- *    (gauges, delta and cumulative counters with their reset rule, delta and cumulative histograms with
- *    unchanged bounds, compared as bytes with the series' `layout`) is applied here, writing the series'
- *    arrays in place (or appending to them) and its __slots__ attributes through their member
- *    descriptors' offsets. Every other point (a new series, a kind or bounds change, a series with no
- *    sample yet, anything unexpected) goes to `slow(table, key, kind, delta, point bytes, now, result)`:
- *    the Python loop body itself, so those cases have one implementation.
+ *    decoding: it raises where the Python loop would), `table.changes += 1`; per point its series, the
+ *    one `table.series` holds under the key the Python loop builds, `((resource, scope), attributes_key)`
+ *    (each attribute's KeyValue bytes after its length as a minimal varint, joined: exact and
+ *    self-delimiting in one bytes object). The series is found first in this pass's own index of
+ *    series, without building the key: a 2-way hash table from (the origin's content hash, the
+ *    attributes' bytes) to the series and the key it holds (`Series.key`; the entry holds both),
+ *    compared in place with the point's attribute spans. An entry is valid while its table's state is
+ *    the one it was made in: the same `series` dict object and the same `removed` count (store.py
+ *    bumps it whenever it removes or replaces a series; the state is read at each metric and after
+ *    each slow-path call, and a change gives the table a new epoch, so its older entries no longer
+ *    match; they are released at the end of the call). Otherwise the key is built and looked up in
+ *    `table.series`, and the series indexed when the fast path took the point. The index grows
+ *    (rehashed) to twice the tables' series, up to INDEX_MAX entries; a collision only sends a point to
+ *    the dict. (An earlier cache of the keys built by earlier calls was faster in-process only: it
+ *    added memory to reach per point, where this index replaces the new key, its hash and the dict
+ *    probe. Prefetching the next points' buckets, series and arrays was tried on top of the index: no
+ *    gain measured, in-process or in the daemon.)
+ *    A point of an existing series of the right class whose sample is a fold into its last slot or a
+ *    new slot (gauges, delta and cumulative counters with their reset rule, delta and cumulative
+ *    histograms with unchanged bounds, compared as bytes with the series' `layout`) is applied here,
+ *    writing the series' arrays in place (or appending to them) and its __slots__ attributes through
+ *    their member descriptors' offsets. Every other point (a new series, a kind or bounds change, a
+ *    series with no sample yet, anything unexpected) goes to
+ *    `slow(table, key, kind, delta, point bytes, now, result)`: the Python loop body itself, so those
+ *    cases have one implementation.
  *
  * Returns (kept, invalid, out_of_order, unsupported_type) for the points it applied itself (the slow
  * path counts into `result`), or None (phase 1 refused the request; nothing was touched).
@@ -47,23 +61,23 @@ enum { K_GAUGE, K_COUNTER, K_HIST, NKINDS };
 
 /* The series attributes the fast paths read or write (store.py's __slots__). */
 enum {
-    A_TIMES, A_KIND, A_RES, A_SLOT, A_TL,                /* Series */
+    A_TIMES, A_KIND, A_RES, A_SLOT, A_TL, A_KEY,         /* Series */
     A_LAST, A_CSUMS, A_CCOUNTS, A_MINS, A_MAXS, A_RUNNING, /* GaugeSeries */
     A_TOTALS, A_RAW, A_OFFSET, A_START, A_POINT,          /* CounterSeries (and raw, start, point: histograms) */
     A_BOUNDS, A_STRIDE, A_DATA, A_OFFSETS,                /* HistogramSeries (bounds: `layout`, as bytes) */
     NATTRS
 };
 static const char *const ATTR_NAMES[NATTRS] = {
-    "times", "kind", "resolution", "slot", "tl", "last", "csums", "ccounts", "mins", "maxs", "running",
+    "times", "kind", "resolution", "slot", "tl", "key", "last", "csums", "ccounts", "mins", "maxs", "running",
     "totals", "raw", "offset", "start_ns", "point_ns", "layout", "stride", "data", "offsets",
 };
 static const int ATTR_USED[NKINDS][NATTRS] = {
-    [K_GAUGE] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_LAST] = 1, [A_CSUMS] = 1,
-                 [A_CCOUNTS] = 1, [A_MINS] = 1, [A_MAXS] = 1, [A_RUNNING] = 1},
-    [K_COUNTER] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_TOTALS] = 1, [A_RAW] = 1,
-                   [A_OFFSET] = 1, [A_START] = 1, [A_POINT] = 1},
-    [K_HIST] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_RAW] = 1, [A_START] = 1,
-                [A_POINT] = 1, [A_BOUNDS] = 1, [A_STRIDE] = 1, [A_DATA] = 1, [A_OFFSETS] = 1},
+    [K_GAUGE] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_KEY] = 1, [A_LAST] = 1,
+                 [A_CSUMS] = 1, [A_CCOUNTS] = 1, [A_MINS] = 1, [A_MAXS] = 1, [A_RUNNING] = 1},
+    [K_COUNTER] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_KEY] = 1, [A_TOTALS] = 1,
+                   [A_RAW] = 1, [A_OFFSET] = 1, [A_START] = 1, [A_POINT] = 1},
+    [K_HIST] = {[A_TIMES] = 1, [A_KIND] = 1, [A_RES] = 1, [A_SLOT] = 1, [A_TL] = 1, [A_KEY] = 1, [A_RAW] = 1,
+                [A_START] = 1, [A_POINT] = 1, [A_BOUNDS] = 1, [A_STRIDE] = 1, [A_DATA] = 1, [A_OFFSETS] = 1},
 };
 
 typedef struct {
@@ -97,6 +111,26 @@ typedef struct {
     PyObject *obj;
 } Cached;
 
+#define INDEX_MAX (1 << 17) /* entries of the index of series at most (56 bytes each) */
+
+/* An entry of the index of series: a series (of table state `epoch`) and the key it was stored under, with
+ * that key's parts, found by `h` (the origin's content hash, then the attributes'). */
+typedef struct {
+    uint64_t h, epoch;
+    PyObject *series, *key;  /* (both held) */
+    PyObject *origin, *attrs; /* key[0] and key[1] (the key holds them) */
+    Py_ssize_t table;
+} Entry;
+
+/* What a table was like when its index entries were made: they are valid while its `series` dict is the same
+ * object and its `removed` count the same value (store.py bumps it whenever it removes or replaces a series). */
+typedef struct {
+    PyObject *dict; /* (held) */
+    long long removed;
+    Py_ssize_t size; /* len(series) when last seen (sizes the index) */
+    uint64_t epoch;  /* 0: not indexed */
+} TableState;
+
 typedef struct {
     PyObject_HEAD
     PyObject *names; /* tuple of bytes */
@@ -119,6 +153,14 @@ typedef struct {
     /* The (resource, scope) tuples of the last requests, found again without building them (each entry
      * holds its tuple): their bytes are not copied and hashed again for every series key. */
     Cached *origins; /* ORIGIN_SLOTS */
+    uint64_t *ohash; /* the content hash of each origin of the call (parallel to its list) */
+    Py_ssize_t cap_ohash;
+    /* The index of series (2-way buckets; see the header comment) and each table's state. */
+    Entry *index;
+    Py_ssize_t cap_index; /* a power of two, or 0 */
+    TableState *tstate;   /* nnames */
+    uint64_t epochs;      /* the last epoch given out (unique across tables) */
+    int stale;            /* a table's epoch changed in this call: its old entries are released at the end */
 } Ingestor;
 
 static inline uint64_t mix(uint64_t h, uint64_t w) {
@@ -148,7 +190,7 @@ static inline int same_bytes(PyObject *b, const unsigned char *p, Py_ssize_t n) 
 }
 
 static PyTypeObject *array_type;
-static PyObject *s_append, *s_frombytes, *s_changes, *s_series, *one;
+static PyObject *s_append, *s_frombytes, *s_changes, *s_series, *s_removed, *one;
 
 /* -- wire primitives (0 on success, -1 on anything odd) -------------------------------------------- */
 
@@ -380,6 +422,15 @@ static int read_data(Read *r, int data_field, Span d, int *kind, int *delta) {
     return 0;
 }
 
+/* The content hash of the origin about to be appended to the call's list. */
+static int push_ohash(Ingestor *self, PyObject *origins, uint64_t h) {
+    Py_ssize_t i = PyList_GET_SIZE(origins);
+    if (grow((void **)&self->ohash, &self->cap_ohash, i + 1, sizeof(uint64_t)) < 0)
+        return -1;
+    self->ohash[i] = h;
+    return 0;
+}
+
 static int origin_index(Read *r) {
     if (r->origin >= 0)
         return 0;
@@ -393,7 +444,7 @@ static int origin_index(Read *r) {
     for (int way = 0; way < 2; way++)
         if (c[way].obj != NULL && c[way].h == h && same_bytes(PyTuple_GET_ITEM(c[way].obj, 0), r->res.p, r->res.n)
             && same_bytes(PyTuple_GET_ITEM(c[way].obj, 1), r->scope.p, r->scope.n)) {
-            if (PyList_Append(r->origins, c[way].obj) < 0)
+            if (push_ohash(self, r->origins, h) < 0 || PyList_Append(r->origins, c[way].obj) < 0)
                 return -1;
             r->res_obj = PyTuple_GET_ITEM(c[way].obj, 0);
             r->origin = (int)PyList_GET_SIZE(r->origins) - 1;
@@ -414,7 +465,7 @@ static int origin_index(Read *r) {
         o = scope ? PyTuple_Pack(2, r->res_obj, scope) : NULL;
     }
     Py_XDECREF(scope);
-    if (o == NULL || PyList_Append(r->origins, o) < 0) {
+    if (o == NULL || push_ohash(self, r->origins, h) < 0 || PyList_Append(r->origins, o) < 0) {
         Py_XDECREF(o);
         return -1;
     }
@@ -913,14 +964,17 @@ static int fast_histogram(Ingestor *self, PyObject *s, const Op *op, Clock *c) {
     if ((rc = check_slot(self, K, s, c, &slot, &same)) != 0)
         return rc < 0 ? -1 : FAST_SLOW;
     Arrays a = {.count = 0};
+    /* (raw and offsets only for a cumulative one: add_delta never reads them, and each is two more blocks of
+     * memory to reach per point) */
     if ((rc = hold(&a, attr(self, K, s, A_TIMES), n)) != 0 || (rc = hold(&a, attr(self, K, s, A_DATA), n * w)) != 0
-        || (rc = hold(&a, attr(self, K, s, A_RAW), w)) != 0 || (rc = hold(&a, attr(self, K, s, A_OFFSETS), w)) != 0)
+        || (!op->delta && ((rc = hold(&a, attr(self, K, s, A_RAW), w)) != 0
+                           || (rc = hold(&a, attr(self, K, s, A_OFFSETS), w)) != 0)))
         return rc < 0 ? -1 : FAST_SLOW;
     if (grow((void **)&self->row, &self->cap_row, w, sizeof(double)) < 0) {
         release(&a);
         return -1;
     }
-    double *row = self->row, *data = dat(&a, 1), *raw = dat(&a, 2), *offsets = dat(&a, 3);
+    double *row = self->row, *data = dat(&a, 1);
     double *lastrow = data + (n - 1) * w;
     /* the sample: bucket counts, count, sum */
     for (Py_ssize_t i = 0; i < w - 2; i++)
@@ -931,6 +985,7 @@ static int fast_histogram(Ingestor *self, PyObject *s, const Op *op, Clock *c) {
         for (Py_ssize_t i = 0; i < w; i++)
             row[i] = lastrow[i] + row[i];
     } else {
+        double *raw = dat(&a, 2), *offsets = dat(&a, 3);
         int reset = row[w - 2] < raw[w - 2] || (op->start_ns && start && op->start_ns != start);
         for (Py_ssize_t i = 0; i < w - 2 && !reset; i++)
             reset = row[i] < raw[i];
@@ -981,40 +1036,209 @@ static int fast(Ingestor *self, PyObject *s, const Op *op, Clock *c) {
     return fast_histogram(self, s, op, c);
 }
 
-/* ((resource, scope), the attributes' bytes joined, their lengths): the key the Python loop builds. */
+static inline int varint_len(uint64_t n) {
+    int k = 1;
+    for (; n >= 0x80; n >>= 7)
+        k++;
+    return k;
+}
+
+/* ((resource, scope), each attribute's KeyValue bytes after its length as a minimal varint, joined): the key
+ * store.py builds (attributes_key), in one pass into one new bytes object. */
 static PyObject *point_key(Ingestor *self, PyObject *origin, const Op *op) {
     const Span *spans = self->attrs + op->attr0;
     Py_ssize_t size = 0;
     for (Py_ssize_t i = 0; i < op->nattr; i++)
-        size += spans[i].n;
-    PyObject *joined = PyBytes_FromStringAndSize(NULL, size), *lens = PyTuple_New(op->nattr), *key = NULL;
-    if (joined == NULL || lens == NULL)
-        goto done;
-    char *p = PyBytes_AS_STRING(joined);
+        size += varint_len((uint64_t)spans[i].n) + spans[i].n;
+    PyObject *joined = PyBytes_FromStringAndSize(NULL, size);
+    if (joined == NULL)
+        return NULL;
+    unsigned char *p = (unsigned char *)PyBytes_AS_STRING(joined);
     for (Py_ssize_t i = 0; i < op->nattr; i++) {
+        uint64_t n = (uint64_t)spans[i].n;
+        for (; n >= 0x80; n >>= 7)
+            *p++ = (unsigned char)(n | 0x80);
+        *p++ = (unsigned char)n;
         memcpy(p, spans[i].p, (size_t)spans[i].n);
         p += spans[i].n;
-        PyObject *n = PyLong_FromSsize_t(spans[i].n);
-        if (n == NULL)
-            goto done;
-        PyTuple_SET_ITEM(lens, i, n);
     }
-    key = PyTuple_Pack(3, origin, joined, lens);
-done:
-    Py_XDECREF(joined);
-    Py_XDECREF(lens);
+    PyObject *key = PyTuple_New(2);
+    if (key == NULL) {
+        Py_DECREF(joined);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(origin));
+    PyTuple_SET_ITEM(key, 1, joined);
     return key;
+}
+
+/* -- the index of series ----------------------------------------------------------------------------- */
+
+/* The hash of a point's attributes (seeded with its origin's content hash), and the size of its
+ * attributes_key bytes. */
+static uint64_t attrs_hash(uint64_t oh, const Span *spans, Py_ssize_t n, Py_ssize_t *size) {
+    uint64_t h = mix(oh, (uint64_t)n);
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        h = hash_bytes(h, spans[i].p, spans[i].n);
+        total += varint_len((uint64_t)spans[i].n) + spans[i].n;
+    }
+    *size = total;
+    return h;
+}
+
+/* Whether the bytes `attrs` are attributes_key of the spans (`size` long), compared in place. */
+static int same_attrs(PyObject *attrs, const Span *spans, Py_ssize_t n, Py_ssize_t size) {
+    if (PyBytes_GET_SIZE(attrs) != size)
+        return 0;
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(attrs);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint64_t len = (uint64_t)spans[i].n;
+        for (; len >= 0x80; len >>= 7)
+            if (*p++ != (unsigned char)(len | 0x80))
+                return 0;
+        if (*p++ != (unsigned char)len || memcmp(p, spans[i].p, (size_t)spans[i].n) != 0)
+            return 0;
+        p += spans[i].n;
+    }
+    return 1;
+}
+
+static int same_origin(PyObject *a, PyObject *b) {
+    if (a == b)
+        return 1;
+    int eq = PyObject_RichCompareBool(a, b, Py_EQ); /* (tuples of two bytes) */
+    if (eq < 0)
+        PyErr_Clear();
+    return eq == 1;
+}
+
+/* Brings a table's state up to date (at each metric of the request, and after the slow path ran): a new
+ * epoch when its `series` dict is another object or its `removed` count changed. */
+static void table_state(Ingestor *self, Py_ssize_t t, PyObject *table, PyObject *dict) {
+    TableState *ts = &self->tstate[t];
+    PyObject *g = PyObject_GetAttr(table, s_removed);
+    long long removed = g != NULL && PyLong_CheckExact(g) ? PyLong_AsLongLong(g) : -1;
+    Py_XDECREF(g);
+    if (PyErr_Occurred())
+        PyErr_Clear(); /* (not a table the index can follow: not indexed) */
+    ts->size = PyDict_GET_SIZE(dict);
+    if (removed < 0) {
+        self->stale |= ts->epoch != 0;
+        ts->epoch = 0;
+        Py_CLEAR(ts->dict);
+        return;
+    }
+    if (ts->epoch == 0 || ts->dict != dict || ts->removed != removed) {
+        self->stale |= ts->epoch != 0;
+        ts->epoch = ++self->epochs;
+        ts->removed = removed;
+        Py_INCREF(dict);
+        Py_XSETREF(ts->dict, dict);
+    }
+}
+
+/* The series a point's key maps to, if the index has it (borrowed: the entry holds it), else NULL. */
+static PyObject *index_find(Ingestor *self, uint64_t h, uint64_t epoch, PyObject *origin, const Span *spans,
+                            Py_ssize_t n, Py_ssize_t size) {
+    if (self->cap_index == 0)
+        return NULL;
+    Entry *e = &self->index[h & (uint64_t)(self->cap_index - 2)];
+    for (int way = 0; way < 2; way++, e++)
+        if (e->epoch == epoch && e->h == h && same_origin(e->origin, origin) && same_attrs(e->attrs, spans, n, size))
+            return e->series;
+    return NULL;
+}
+
+static void entry_clear(Entry *e) {
+    PyObject *s = e->series, *k = e->key;
+    memset(e, 0, sizeof(Entry));
+    Py_XDECREF(s);
+    Py_XDECREF(k);
+}
+
+/* Puts an entry in the newest way of its bucket (the newest there before goes to the other way). */
+static void bucket_put(Entry *index, Py_ssize_t cap, Entry *fresh /* its references moved in */) {
+    Entry *e = &index[fresh->h & (uint64_t)(cap - 2)];
+    Entry old = e[1];
+    e[1] = e[0];
+    e[0] = *fresh;
+    Py_XDECREF(old.series);
+    Py_XDECREF(old.key);
+}
+
+/* Indexes series `s`, found in table `t` (of state `epoch`) under `key`, by the key it holds (its `key`
+ * attribute), when that is the same key: the entry then holds no copy of it. */
+static void index_put(Ingestor *self, uint64_t h, uint64_t epoch, Py_ssize_t t, PyObject *s, int kind,
+                      PyObject *key) {
+    PyObject *k = attr(self, kind, s, A_KEY);
+    if (self->cap_index == 0 || k == NULL || !PyTuple_CheckExact(k) || PyTuple_GET_SIZE(k) != 2)
+        return;
+    PyObject *origin = PyTuple_GET_ITEM(k, 0), *attrs = PyTuple_GET_ITEM(k, 1), *want = PyTuple_GET_ITEM(key, 1);
+    if (!PyBytes_CheckExact(attrs) || PyBytes_GET_SIZE(attrs) != PyBytes_GET_SIZE(want)
+        || memcmp(PyBytes_AS_STRING(attrs), PyBytes_AS_STRING(want), (size_t)PyBytes_GET_SIZE(want)) != 0
+        || !same_origin(origin, PyTuple_GET_ITEM(key, 0)))
+        return;
+    Entry fresh = {.h = h, .epoch = epoch, .series = Py_NewRef(s), .key = Py_NewRef(k), .origin = origin,
+                   .attrs = attrs, .table = t};
+    bucket_put(self->index, self->cap_index, &fresh);
+}
+
+/* After a call: the entries of tables whose epoch changed are released (they may hold series no table has
+ * any more), and the index grows to twice the series of the tables (rehashed), up to INDEX_MAX entries. */
+static void index_tidy(Ingestor *self) {
+    if (self->stale) {
+        self->stale = 0;
+        for (Py_ssize_t i = 0; i < self->cap_index; i++) {
+            Entry *e = &self->index[i];
+            if (e->series != NULL && e->epoch != self->tstate[e->table].epoch)
+                entry_clear(e);
+        }
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t t = 0; t < self->nnames; t++)
+        total += self->tstate[t].size;
+    Py_ssize_t need = total > INDEX_MAX / 2 ? INDEX_MAX : 2 * total;
+    if (need <= self->cap_index || need < 2)
+        return;
+    Py_ssize_t cap = self->cap_index ? self->cap_index : 64;
+    while (cap < need)
+        cap *= 2;
+    Entry *fresh = PyMem_Calloc((size_t)cap, sizeof(Entry));
+    if (fresh == NULL)
+        return; /* (not grown: the index is only a shortcut) */
+    for (Py_ssize_t i = 0; i < self->cap_index; i++)
+        if (self->index[i].series != NULL)
+            bucket_put(fresh, cap, &self->index[i]);
+    PyMem_Free(self->index);
+    self->index = fresh;
+    self->cap_index = cap;
+}
+
+static void index_free(Ingestor *self) {
+    for (Py_ssize_t i = 0; i < self->cap_index; i++)
+        entry_clear(&self->index[i]);
+    PyMem_Free(self->index);
+    self->index = NULL;
+    self->cap_index = 0;
+    for (Py_ssize_t t = 0; self->tstate != NULL && t < self->nnames; t++)
+        Py_CLEAR(self->tstate[t].dict);
+    PyMem_Free(self->tstate);
+    self->tstate = NULL;
 }
 
 static int apply(Ingestor *self, PyObject *origins, PyObject *tables, Clock *c, PyObject *resource, PyObject *slow,
                  PyObject *result, Py_ssize_t counts[4]) {
     PyObject *table = NULL, *series = NULL, *origin = NULL, *last_res = NULL;
     int kind = 0, delta = 0, rc = -1;
+    Py_ssize_t t = 0;
+    uint64_t oh = 0;
     for (Py_ssize_t i = 0; i < self->nops; i++) {
         const Op *op = &self->ops[i];
         if (op->type == OP_METRIC) {
             Py_CLEAR(series);
             origin = PyList_GET_ITEM(origins, op->origin);
+            oh = self->ohash[op->origin];
             PyObject *res = PyTuple_GET_ITEM(origin, 0);
             if (res != last_res) { /* the resource decoded (and cached) where the Python loop decodes it */
                 PyObject *r = PyObject_CallOneArg(resource, res);
@@ -1023,7 +1247,8 @@ static int apply(Ingestor *self, PyObject *origins, PyObject *tables, Clock *c, 
                 Py_DECREF(r);
                 last_res = res;
             }
-            table = PyTuple_GET_ITEM(tables, op->table);
+            t = op->table;
+            table = PyTuple_GET_ITEM(tables, t);
             PyObject *changes = PyObject_GetAttr(table, s_changes);
             PyObject *more = changes ? PyNumber_Add(changes, one) : NULL;
             Py_XDECREF(changes);
@@ -1040,26 +1265,43 @@ static int apply(Ingestor *self, PyObject *origins, PyObject *tables, Clock *c, 
                 PyErr_SetString(PyExc_TypeError, "MetricTable.series is a dict");
                 goto done;
             }
+            table_state(self, t, table, series);
             kind = op->kind;
             delta = op->delta;
             continue;
         }
-        PyObject *key = point_key(self, origin, op);
-        if (key == NULL)
-            goto done;
-        PyObject *s = PyDict_GetItemWithError(series, key);
-        if (s == NULL && PyErr_Occurred()) {
-            Py_DECREF(key);
-            goto done;
+        /* The series: from the index, else by the key in `table.series` (then indexed when the fast path
+         * takes the point). */
+        const Span *spans = self->attrs + op->attr0;
+        uint64_t epoch = self->tstate[t].epoch, h = 0;
+        Py_ssize_t size = 0;
+        PyObject *s = NULL, *key = NULL;
+        if (epoch != 0) {
+            h = attrs_hash(oh, spans, op->nattr, &size);
+            s = index_find(self, h, epoch, origin, spans, op->nattr, size);
+        }
+        const int found = s != NULL;
+        if (!found) {
+            if ((key = point_key(self, origin, op)) == NULL)
+                goto done;
+            s = PyDict_GetItemWithError(series, key);
+            if (s == NULL && PyErr_Occurred()) {
+                Py_DECREF(key);
+                goto done;
+            }
         }
         Py_XINCREF(s);
         int r = fast(self, s, op, c);
+        if (r >= 0 && r != FAST_SLOW && !found && epoch != 0)
+            index_put(self, h, epoch, t, s, kind, key);
         Py_XDECREF(s);
         if (r < 0) {
-            Py_DECREF(key);
+            Py_XDECREF(key);
             goto done;
         }
         if (r == FAST_SLOW) {
+            if (key == NULL && (key = point_key(self, origin, op)) == NULL)
+                goto done;
             PyObject *pb = PyBytes_FromStringAndSize((const char *)op->point.p, op->point.n);
             PyObject *out = NULL;
             if (pb != NULL) {
@@ -1071,10 +1313,12 @@ static int apply(Ingestor *self, PyObject *origins, PyObject *tables, Clock *c, 
             if (out == NULL)
                 goto done;
             Py_DECREF(out);
-            /* (the slow path may have added or replaced a series: the dict is the same object) */
+            /* (the slow path may have added or replaced a series: the dict is the same object, and a replaced
+             * one changed the table's `removed`) */
+            table_state(self, t, table, series);
             continue;
         }
-        Py_DECREF(key);
+        Py_XDECREF(key);
         counts[r == FAST_KEPT ? 0 : r == FAST_INVALID ? 1 : 2]++;
     }
     rc = 0;
@@ -1122,6 +1366,7 @@ static PyObject *ingestor_ingest(Ingestor *self, PyObject *const *args, Py_ssize
             out = Py_BuildValue("(nnnn)", counts[0], counts[1], counts[2], counts[3]);
         clock_clear(c);
         PyMem_Free(c);
+        index_tidy(self);
     } else if (rc == 1) {
         out = Py_NewRef(Py_None);
     }
@@ -1191,6 +1436,15 @@ static int ingestor_init(Ingestor *self, PyObject *args, PyObject *kwds) {
         Py_XSETREF(self->classes[k], Py_NewRef(cls));
         Py_XSETREF(self->kinds[k], Py_NewRef(PyTuple_GET_ITEM(kinds, k)));
     }
+    if (self->busy) {
+        PyErr_SetString(PyExc_RuntimeError, "Ingestor re-initialized while it ingests");
+        return -1;
+    }
+    index_free(self); /* (the tables of another set of names) */
+    if ((self->tstate = PyMem_Calloc((size_t)PyTuple_GET_SIZE(names) + 1, sizeof(TableState))) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
     Py_XSETREF(self->names, Py_NewRef(names));
     self->nnames = PyTuple_GET_SIZE(names);
     Py_XSETREF(self->timelines, Py_NewRef(timelines));
@@ -1217,6 +1471,8 @@ static void ingestor_dealloc(Ingestor *self) {
     for (int i = 0; self->origins != NULL && i < ORIGIN_SLOTS; i++)
         Py_XDECREF(self->origins[i].obj);
     PyMem_Free(self->origins);
+    PyMem_Free(self->ohash);
+    index_free(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1262,8 +1518,9 @@ PyMODINIT_FUNC PyInit__pdwire(void) {
         s_frombytes = PyUnicode_InternFromString("frombytes");
         s_changes = PyUnicode_InternFromString("changes");
         s_series = PyUnicode_InternFromString("series");
+        s_removed = PyUnicode_InternFromString("removed");
         one = PyLong_FromLong(1);
-        if (!s_append || !s_frombytes || !s_changes || !s_series || !one)
+        if (!s_append || !s_frombytes || !s_changes || !s_series || !s_removed || !one)
             return NULL;
     }
     PyObject *m = PyModule_Create(&moduledef);

@@ -23,13 +23,17 @@ Ingest works on the request's wire bytes: the envelope view gives each metric's 
 metric is looked at only when its name (the first field, as every encoder writes it) is one a
 rule names, and points are read through a skeleton that keeps each attribute as bytes, so a
 series is found by a dict lookup without decoding its attributes (they are decoded once, when
-the series is new).
+the series is new): its key is `((resource, scope), attributes_key(attributes))`, one bytes
+object for the attributes.
 
 Where the C extension `_pdwire` is built (setup.py), one pass in C does the same: it reads the
 request, finds each point's series by the same key, and folds or appends the sample into the
-series' arrays itself (see the comment at the top of exporters/pagerduty/_pdwire.c); the points it
-does not take itself (a new series, a changed kind or layout) go through the same Python code as
-here, and a request it does not find plain OTLP is read by the Python loop.
+series' arrays itself (see the comment at the top of exporters/pagerduty/_pdwire.c); it finds a
+known series through its own index (keyed by the attributes' bytes, validated by the table's
+`series` dict and its `removed` count, which this module bumps whenever it removes or replaces a
+series), not by building the key. The points it does not take itself (a new series, a changed kind
+or layout) go through the same Python code as here, and a request it does not find plain OTLP is
+read by the Python loop.
 """
 from __future__ import annotations
 
@@ -108,6 +112,17 @@ def attribute_value(value: AnyValue) -> str:
     return ""
 
 
+_LENGTH = tuple(wire.encode_varint(n) for n in range(0x80))
+
+
+def attributes_key(attributes: Iterable[bytes]) -> bytes:
+    """A point's attributes as its series key holds them: each KeyValue's bytes after its length (a minimal
+    varint), joined. That is what follows each attribute's tag on the wire, so it is exact and
+    self-delimiting in one bytes object (no tuple of lengths to build, hash and compare beside it); the C
+    pass builds the same bytes."""
+    return b"".join([_LENGTH[len(a)] + a if len(a) < 0x80 else wire.encode_varint(len(a)) + a for a in attributes])
+
+
 class _Window(Protocol):
     times: array[float]
 
@@ -140,9 +155,10 @@ def _next_timeline(tl: int, op: int, x: float) -> int:
 
 
 class Series:
-    """What every kind of series has: its attributes, its sample times (and their timeline id), and its slot size."""
+    """What every kind of series has: its attributes, its sample times (and their timeline id), its slot size,
+    and the key its table holds it under."""
 
-    __slots__ = ("attrs", "times", "kind", "resolution", "slot", "tl")
+    __slots__ = ("attrs", "times", "kind", "resolution", "slot", "tl", "key")
 
     def __init__(self, attrs: dict[str, str], kind: Kind, resolution: float) -> None:
         self.attrs = attrs
@@ -151,6 +167,9 @@ class Series:
         self.times: array[float] = array("d")
         self.slot = -math.inf  # the slot of the last sample (its time // resolution)
         self.tl = 0  # the timeline id of `times` (0: empty)
+        # ((resource, scope), attributes_key(...)), set by the store; the C pass's index of series holds
+        # it to compare a point's attributes with, so the index keeps no copy of them.
+        self.key: tuple[Any, ...] = ()
 
     def _same_slot(self, t: float) -> bool:
         """Whether `t` falls in the last sample's slot (the caller replaces the last time by `t`); if not, `t`'s
@@ -344,13 +363,15 @@ AnySeries = GaugeSeries | CounterSeries | HistogramSeries
 
 @dataclass
 class MetricTable:
-    """The series of one metric name; `version` changes whenever a series is added or removed, `changes`
-    whenever samples may have been added or dropped."""
+    """The series of one metric name; `version` changes whenever a series is added or removed, `removed`
+    whenever one is removed or replaced (the C pass's index of series is valid while it stays the same),
+    `changes` whenever samples may have been added or dropped."""
 
     name: str
     retention: float
     series: dict[tuple[Any, ...], AnySeries] = field(default_factory=dict)
     version: int = 0
+    removed: int = 0
     changes: int = 0
     pruned_at: float = -math.inf
 
@@ -448,8 +469,7 @@ class SeriesStore:
         for dp in points:
             if dp.flags & _NO_RECORDED_VALUE:
                 continue
-            attributes = dp.attributes  # (the key: the attributes' bytes joined, and their lengths)
-            key = (origin, b"".join(attributes), tuple(map(len, attributes)))
+            key = (origin, attributes_key(dp.attributes))
             self._ingest_point(table, key, kind, delta, dp, res_attrs, now, result)
 
     def _ingest_point(self, table: MetricTable, key: tuple[Any, ...], kind: Kind, delta: bool, dp: Any,
@@ -491,7 +511,8 @@ class SeriesStore:
             return None
         attrs = dict(res_attrs)
         joined, at = key[1], 0
-        for n in key[2]:
+        while at < len(joined):  # (each attribute's KeyValue after its length: see attributes_key)
+            n, at = wire.decode_varint(joined, at)
             decoded = KeyValue.FromString(joined[at:at + n])
             attrs[decoded.key] = attribute_value(decoded.value)
             at += n
@@ -509,10 +530,13 @@ class SeriesStore:
         else:
             bounds = tuple(dp.explicit_bounds)
             s = HistogramSeries(attrs, self.resolution, bounds, zero_based=zero_based)
+        s.key = key
         table.series[key] = s
         table.version += 1
         if replaced is None:
             self.series_count += 1
+        else:
+            table.removed += 1
         return s
 
     def _add_number(self, s: GaugeSeries | CounterSeries, dp: Any, delta: bool, now: float,
@@ -584,6 +608,7 @@ class SeriesStore:
                 del table.series[key]
             if gone:
                 table.version += 1
+                table.removed += 1
                 self.series_count -= len(gone)
             for s in table.series.values():
                 s.prune(cutoff)

@@ -356,3 +356,71 @@ def test_samples_folded_and_appended_in_c_match_the_definitions() -> None:
     (h,) = native.series("h")
     assert isinstance(h, HistogramSeries)
     assert list(h.data) == [1, 2, 3, 4, 10, 1.0, 3, 4, 6, 9, 22, 2.0]
+
+
+def test_series_removed_or_replaced_are_not_found_again_by_the_c_index() -> None:
+    """The C pass finds known series through its own index (made from earlier calls); a series the store
+    removed (prune) or replaced (another kind or bucket layout, even within one request) must never be
+    written again, and a store reconfigured starts a new index."""
+    from tests.unit.exporters.pagerduty.pdhelpers import counter, gauge, histogram, request
+    _TIMELINES.clear()
+    native, python = pair(resolution=1.0)
+    attrs = [{"k": "v"}, {"k": "w", "n": 3}, {}]
+    g = request(gauge("g", [(a, 1.0) for a in attrs]), counter("c", [(a, 2.0) for a in attrs], delta=True))
+    now = 1.0
+    for _ in range(4):  # new series, then taken from the dict (and indexed), then from the index
+        now += 1.0
+        check(native, python, g, now)
+    for s in (native, python):
+        s.prune(now + 100.0)  # every series gone
+    assert native.series_count == 0
+    for _ in range(3):
+        now += 1.0
+        check(native, python, g, now)
+    # "g" as a histogram, then as a gauge again, in one request: each replaces the series under the same key
+    h = histogram("g", [({"k": "v"}, [1, 2], 3.0)], [1.0], delta=True)
+    flip = request(gauge("g", [({"k": "v"}, 5.0)]), h, gauge("g", [({"k": "v"}, 6.0)]))
+    for _ in range(3):
+        now += 1.0
+        check(native, python, flip, now)
+        now += 1.0
+        check(native, python, g, now)
+    # another bucket layout replaces a histogram; the old one must not be found again
+    for bounds in ((1.0,), (2.0,), (1.0,)):
+        now += 1.0
+        check(native, python, request(histogram("h", [({"k": "v"}, [1, 2], 3.0)], bounds, delta=True)), now)
+    for s in (native, python):
+        s.configure({"g": 30.0, "c": 30.0}, resolution=1.0, max_series=40)
+    for _ in range(3):
+        now += 1.0
+        check(native, python, g, now)
+
+
+def test_the_c_index_follows_a_table_whose_series_dict_is_replaced() -> None:
+    """(Not something the store does: the index must still not hand out a series of the old dict.)"""
+    from tests.unit.exporters.pagerduty.pdhelpers import gauge, request
+    _TIMELINES.clear()
+    native, python = pair(resolution=1.0)
+    g = request(gauge("g", [({"k": "v"}, 1.0)]))
+    for now in (1.0, 2.0, 3.0):
+        check(native, python, g, now)
+    for s in (native, python):
+        s.tables["g"].series = {}
+        s.series_count = 0
+    for now in (4.0, 5.0, 6.0):
+        check(native, python, g, now)
+
+
+def test_long_attributes_make_the_same_keys_in_c_and_python() -> None:
+    """Attributes of 128 bytes and more have lengths of two or three varint bytes in the key."""
+    from tests.unit.exporters.pagerduty.pdhelpers import gauge, request
+    _TIMELINES.clear()
+    native, python = pair(resolution=1.0)
+    points = [({"k": "x" * 200}, 1.0), ({"k": "y" * 20_000, "j": 1}, 2.0), ({"k": "y" * 20_000}, 3.0)]
+    for now in (1.0, 2.0, 3.0, 3.5):
+        check(native, python, request(gauge("g", points)), now)
+    long_kv = kv("k", "y" * 20_000).SerializeToString()
+    assert [s.key[1] for s in native.series("g")][2] == wire.encode_varint(len(long_kv)) + long_kv
+    assert len(wire.encode_varint(len(long_kv))) == 3
+    for s in native.series("g"):
+        assert list(s.times) == [1.0, 2.0, 3.5]
