@@ -17,8 +17,9 @@ spans (and no resource attributes): agent spans with nothing to mask or normaliz
 `--scanner` picks the anchor scanner (secret_mask's, and the one with which the Python walker finds
 uuid_normalize's id anchors; libhs: libhyperscan from C; binding: the hyperscan Python binding; re: CPython
 `re`, where hyperscan is not installed); `--walker python` the pure-Python wire walker
-(the fallback where the C extension processors/privacy/_wirewalk.c is not built). CPU time is `time.process_time()`; the
-figure is the median of `--reps` loops of `--seconds` each.
+(the fallback where the C extension processors/privacy/_wirewalk.c is not built); `--regex-pairs` has the C
+walker run the detector regex for credential_pair's `key=value` form instead of its own `pair_match`. CPU
+time is `time.process_time()`; the figure is the median of `--reps` loops of `--seconds` each.
 
   python bench/processors_bench.py --signal traces --items-per-request 100
 """
@@ -96,7 +97,13 @@ def main() -> None:
                          "uuid_normalize; auto: the best installed)")
     ap.add_argument("--walker", default="auto", choices=["auto", "c", "python"],
                     help="wire walker of both processors (auto: the C one when built)")
+    ap.add_argument("--regex-pairs", action="store_true",
+                    help="the C walker runs the detector regex for credential_pair too (as before pair_match)")
     args = ap.parse_args()
+    if args.regex_pairs:
+        from processors.privacy import masker
+
+        masker.pair_groups = lambda rx, enabled, keys: (0, 0)
     from google.protobuf.internal import api_implementation
 
     signal = SIGNALS[args.signal]
