@@ -546,12 +546,9 @@ static int count_detector(PyObject *counts, PyObject *name) {
     return rc;
 }
 
-/* masker.PAIR_TAIL from q: the rest of a key, an optional (escaped) closing quote and blanks, up
- * to a separator `:`, `=` or `,`; its offset, or -1. */
-static Py_ssize_t pair_separator(const uint8_t *s, Py_ssize_t n, Py_ssize_t q) {
-    Py_ssize_t i = q;
-    while (i < n && (byte_class[s[i]] & C_KEY))
-        i++;
+/* masker.PAIR_TAIL after the key's run ending at i (masker._PAIR_REST): an optional (escaped) closing quote
+ * and blanks, up to a separator `:`, `=` or `,`; its offset, or -1. */
+static Py_ssize_t pair_separator(const uint8_t *s, Py_ssize_t n, Py_ssize_t i /* the end of the key's run */) {
     Py_ssize_t j = i;
     while (j < n && s[j] == '\\')
         j++;
@@ -562,11 +559,20 @@ static Py_ssize_t pair_separator(const uint8_t *s, Py_ssize_t n, Py_ssize_t q) {
     return i < n && (s[i] == ':' || s[i] == '=' || s[i] == ',') ? i : -1;
 }
 
+/* A run of characters found once for a string and reused by every position inside it: a position in
+ * [lo, hi) has the run's answer `at`. Without it, anchors repeated inside one long run (`tokentoken...`,
+ * `tokenizer=tokenizer=...`) would each scan the run again: quadratic in the string, which one request could
+ * use to hold the event loop for minutes. */
+typedef struct {
+    Py_ssize_t lo, hi, at;
+} Run;
+
 /* masker.positions for the ASCII string [cs, ce): the sorted distinct positions, or -1 for a
  * FULL anchor. `pos` has room for every offset in the string. */
 static Py_ssize_t mask_positions(St *st, Stage *sg, Py_ssize_t cs, Py_ssize_t ce, Py_ssize_t *pos) {
     const uint8_t *s = st->buf + cs;
     Py_ssize_t n = ce - cs, np = 0;
+    Run keys = {0, 0, -1};
     has_off(st, cs, ce);
     for (Py_ssize_t k = st->ci; k < st->noffs && st->offs[k] < ce; k++) {
         Py_ssize_t q = st->offs[k] - cs, a = st->ids[k];
@@ -575,7 +581,13 @@ static Py_ssize_t mask_positions(St *st, Stage *sg, Py_ssize_t cs, Py_ssize_t ce
         if (info == INFO_FULL)
             return -1;
         if (info == INFO_PAIR) {
-            p = pair_separator(s, n, q);
+            if (q < keys.lo || q >= keys.hi) { /* the separator after the key's run holding q */
+                Py_ssize_t i = q;
+                while (i < n && (byte_class[s[i]] & C_KEY))
+                    i++;
+                keys = (Run){q, i, pair_separator(s, n, i)};
+            }
+            p = keys.at;
             if (p < 0)
                 continue;
         } else {
@@ -667,7 +679,10 @@ enum { PM_NONE = 0, PM_MATCH = 1, PM_DEFER = 2 };
 /* Where secret_rules._PAIR_VALUE's run from i ends in the ASCII string s (i when none starts there): pair
  * characters, and backslashes that do not escape a closing quote. Greedy, and nothing follows it in the
  * pattern: the longest run is the match. */
-static Py_ssize_t pair_value_end(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
+static Py_ssize_t pair_value_end(const uint8_t *s, Py_ssize_t n, Py_ssize_t i, Run *seen) {
+    if (i >= seen->lo && i < seen->hi) /* (whether a character belongs does not depend on where the run began) */
+        return seen->hi;
+    Py_ssize_t from = i;
     while (i < n) {
         if (byte_class[s[i]] & C_PAIR) {
             i++;
@@ -682,6 +697,8 @@ static Py_ssize_t pair_value_end(const uint8_t *s, Py_ssize_t n, Py_ssize_t i) {
             break;
         i++;
     }
+    if (i > from)
+        *seen = (Run){from, i, i};
     return i;
 }
 
@@ -707,7 +724,8 @@ static inline int is_blank(uint8_t c) {
  *   (?P<v>PEM|(?:(?i:bearer|basic|token)[ \t]+)?PAIR_VALUE)
  * Backtracking finds no match the greedy path misses: fewer blanks, or no quote, leave the value starting
  * at a blank, a quote or a backslash escaping a quote, none of which can start PAIR_VALUE. */
-static int pair_match(const uint8_t *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *me, Py_ssize_t *vs, Py_ssize_t *ve) {
+static int pair_match(const uint8_t *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *me, Py_ssize_t *vs, Py_ssize_t *ve,
+                      Run *seen /* the value run found last in this string */) {
     if (s[p] == ':') {
         if (p + 2 < n && s[p + 1] == '/' && s[p + 2] == '/')
             return PM_DEFER; /* url_password: `//` after the colon */
@@ -737,7 +755,7 @@ static int pair_match(const uint8_t *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *
         if (t < n && is_blank(s[t])) {
             while (t < n && is_blank(s[t]))
                 t++;
-            Py_ssize_t e = pair_value_end(s, n, t);
+            Py_ssize_t e = pair_value_end(s, n, t, seen);
             if (e > t) {
                 *vs = i;
                 *me = *ve = e;
@@ -746,7 +764,7 @@ static int pair_match(const uint8_t *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *
         }
         break; /* (at most one of the words is there) */
     }
-    Py_ssize_t e = pair_value_end(s, n, i);
+    Py_ssize_t e = pair_value_end(s, n, i, seen);
     if (e == i)
         return PM_NONE;
     *vs = i;
@@ -902,6 +920,7 @@ static PyObject *mask_string(St *st, Stage *sg, PyObject *text, Py_ssize_t cs, P
     }
     const uint8_t *s = st->buf + cs;
     Py_ssize_t last = 0, next = 0;
+    Run values = {0, 0, 0};
     for (Py_ssize_t k = 0; k < npos; k++) {
         Py_ssize_t p = pos[k];
         if (p < next)
@@ -910,7 +929,7 @@ static PyObject *mask_string(St *st, Stage *sg, PyObject *text, Py_ssize_t cs, P
             break;
         Py_ssize_t g = s[p] == ':' ? sg->pair_colon : s[p] == '=' ? sg->pair_eq : 0, me = 0, start = 0, end = 0;
         PyObject *m = NULL;
-        int found = g ? pair_match(s, n, p, &me, &start, &end) : PM_DEFER;
+        int found = g ? pair_match(s, n, p, &me, &start, &end, &values) : PM_DEFER;
         if (found == PM_NONE)
             continue;
         if (found == PM_DEFER) {
@@ -1919,7 +1938,8 @@ static PyObject *py_pair_match(PyObject *mod, PyObject *args) {
             PyErr_SetString(PyExc_ValueError, "pair_match takes ASCII and a position inside it");
             return NULL;
         }
-    int r = pair_match(b.buf, b.len, p, &me, &vs, &ve);
+    Run seen = {0, 0, 0};
+    int r = pair_match(b.buf, b.len, p, &me, &vs, &ve, &seen);
     PyBuffer_Release(&b);
     return Py_BuildValue("(innn)", r, me, vs, ve);
 }

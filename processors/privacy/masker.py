@@ -48,11 +48,16 @@ from processors.privacy.secret_rules import (
 #: whose `replace` is "token" reaches back over them).
 KEY_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-"
 _TOKEN_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_KEY_SET = frozenset(KEY_CHARS)
 #: From a key term's occurrence to the separator of a `key=value` pair whose key holds it: the rest
 #: of the key, an optional closing quote (escaped any number of times: JSON inside JSON) and blanks
 #: (as `_pair_ok` reads back). The separator is `:` or `=`, or the `,` between the name and the value
 #: of a name/value pair. (`_wirewalk.c` has it as `pair_separator`.)
 PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*(?:\\*[\"'])?[ \t]*(?=[:=,])")
+#: PAIR_TAIL in two parts: the rest of the key (greedy: giving back a key character cannot help the rest
+#: match, which starts with none), then what follows it up to the separator.
+_KEY_RUN = re.compile(r"[A-Za-z0-9_.\-]*")
+_PAIR_REST = re.compile(r"(?:\\*[\"'])?[ \t]*(?=[:=,])")
 
 
 class Replacer:
@@ -241,6 +246,8 @@ class Masker:
                     continue
                 if p >= len(s):
                     break
+                if self._no_pair_at(c, s, p):
+                    continue  # (what the regex would reject here, without running it over the value)
                 m = c.rx.match(s, p)
                 if m is None:
                     continue
@@ -332,13 +339,42 @@ class Masker:
         """credential_pair's validator: the match starts at the separator; the key is the run of key
         characters before it (after an optional closing quote and blanks) and must pass the key-name
         rule, and the value must not be a stopword. (_wirewalk.c has it as `pair_key_ok`.)"""
-        head = s[:p].rstrip(" \t")
-        if head.endswith(("\"", "'")):
-            head = head[:-1].rstrip("\\")  # `\"`: a key inside a JSON string
-        key = head[len(head.rstrip(KEY_CHARS)):]
-        if not key or self.keys.classify(key) != SENSITIVE:
+        if not self._sensitive_key_before(s, p):
             return False
         return s[start:end].lower() not in PAIR_STOPWORDS
+
+    def _sensitive_key_before(self, s: str, p: int) -> bool:
+        """Whether the key before the separator at p passes the key-name rule. Read back from p (not from a
+        copy of s[:p], which made many pairs in one string quadratic)."""
+        i = p
+        while i and s[i - 1] in " \t":
+            i -= 1
+        if i and s[i - 1] in "\"'":
+            i -= 1
+            while i and s[i - 1] == "\\":
+                i -= 1  # `\"`: a key inside a JSON string
+        end = i
+        while i and s[i - 1] in _KEY_SET:
+            i -= 1
+        return i < end and self.keys.classify(s[i:end]) == SENSITIVE
+
+    def _no_pair_at(self, c: Compiled, s: str, p: int) -> bool:
+        """True where the detector regex is sure to find nothing to mask at p: at a separator where
+        credential_pair is the only detector that may match (`c.pair`: at `=`, and at `:` unless a
+        url_password or telegram_bot_token may match first, as _wirewalk.c's pair_match decides) and the key
+        before it fails the key-name rule. Checked first so that a string of many rejected pairs is not
+        matched value by value (each value runs to the end of a run of value characters: quadratic)."""
+        ch = s[p]
+        if ch == "=":
+            if not c.pair[1]:
+                return False
+        elif ch == ":":
+            if not c.pair[0] or s.startswith("//", p + 1) or (
+                    s.startswith("A", p + 1) and p >= 5 and s[p - 5:p].isdigit() and s[p - 5:p].isascii()):
+                return False
+        else:
+            return False
+        return not self._sensitive_key_before(s, p)
 
     # -- whole values ----------------------------------------------------------------------------
 
@@ -370,6 +406,8 @@ def positions(s: str, base: int, offsets: Sequence[int], ids: Sequence[int], inf
         return None
     starts: list[int] = []
     n = len(s)
+    key_lo = key_hi = 0  # a key's run of characters [key_lo, key_hi) and the separator after it (or -1)
+    key_at = -1
     for j in range(bisect.bisect_left(offsets, base), len(offsets)):
         q = offsets[j] - base
         if q >= n:
@@ -378,9 +416,15 @@ def positions(s: str, base: int, offsets: Sequence[int], ids: Sequence[int], inf
         if isinstance(a, int):
             starts.append(q + a)
         elif a == PAIR:
-            m = PAIR_TAIL.match(s, q)
-            if m is not None:
-                starts.append(m.end())
+            # PAIR_TAIL from q, found once per run of key characters: anchors repeated inside one long key
+            # (`tokentoken...`, `api_keyX...`) would each scan it again, quadratic in the string (_wirewalk.c
+            # mask_positions does the same)
+            if not key_lo <= q < key_hi:
+                key_lo, key_hi = q, _KEY_RUN.match(s, q).end()  # type: ignore[union-attr]
+                m = _PAIR_REST.match(s, key_hi)
+                key_at = -1 if m is None else m.end()
+            if key_at >= 0:
+                starts.append(key_at)
         else:
             assert a == FULL
             return None

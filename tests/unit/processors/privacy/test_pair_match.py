@@ -126,3 +126,49 @@ def test_the_detector_regex_is_still_what_pair_match_copies() -> None:
     pattern = next(d.pattern for d in DETECTORS if d.name == "credential_pair" and d.first == ":=")
     assert pattern.startswith(r"(?<=[A-Za-z0-9_\-\"' ][:=])[ \t]{0,3}(?:\\*[\"'])?(?!//)(?P<v>-----BEGIN")
     assert re.search(r"\|\(\?:\(\?i:bearer\|basic\|token\)\[ \\t\]\+\)\?", pattern), pattern
+
+
+# Strings made of one piece repeated: anchors inside one long key run, value runs that every later
+# separator starts inside, rejected and accepted pairs in turn. The walkers keep each run's answer for the
+# positions inside it (scanning it again for each was quadratic: one request held the loop for minutes).
+REPEATED = ["tokenizer=", "token-", "api_keyX", "token", "token=-----BEGIN ", "token=\\\\", 'token=\\"', "12345:",
+            "tokenizer=\\\\x", "x://a:", "password: a&", "token=null ", "secret_token=abc;x",
+            "Authorization: Bearer x ", "bot12345:A", "id: 7;"]
+
+
+def test_repeated_pieces_mask_alike_on_both_walkers_and_the_definition() -> None:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from pipeline.model import Payload, Signal
+    from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
+
+    walkers = {n: SecretMask(SecretMaskConfig(), Signal.TRACES, native=n) for n in (True, False)}
+    for piece in REPEATED:
+        text = piece * (3000 // len(piece))
+        req = ExportTraceServiceRequest()
+        span = req.resource_spans.add().scope_spans.add().spans.add(name="x")
+        span.attributes.add(key="note").value.string_value = text
+        raw = req.SerializeToString()
+        outs = {}
+        for native, sm in walkers.items():
+            out = ExportTraceServiceRequest.FromString(sm(Payload(Signal.TRACES, raw=raw, items=1)).serialize())
+            outs[native] = (out.resource_spans[0].scope_spans[0].spans[0].attributes[0].value.string_value,
+                            sm.masker.take_counts())
+        assert outs[True] == outs[False], piece
+        assert outs[True][0] == walkers[True].masker.mask_text(text), piece  # the definition: search it all
+        walkers[True].masker.take_counts()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet="tokenapi_KEY-.\\\"' \t:=,x", max_size=40), st.integers(0, 40))
+def test_the_split_pair_tail_is_pair_tail(s: str, q: int) -> None:
+    """masker.positions finds PAIR_TAIL's end in two steps (the key's run, then _PAIR_REST) so that it can
+    reuse the first for every anchor inside one run; the two must end where PAIR_TAIL ends."""
+    from processors.privacy import masker
+
+    q = min(q, len(s))
+    whole = masker.PAIR_TAIL.match(s, q)
+    run = masker._KEY_RUN.match(s, q)
+    assert run is not None
+    rest = masker._PAIR_REST.match(s, run.end())
+    assert (None if whole is None else whole.end()) == (None if rest is None else rest.end())
