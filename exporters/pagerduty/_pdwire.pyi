@@ -1,4 +1,5 @@
 """Types of the C extension exporters/pagerduty/_pdwire.c (see the comment at its top)."""
+from array import array
 from collections.abc import Callable
 from typing import Any
 
@@ -8,3 +9,5 @@ class Ingestor:
                  append: int, replace: int, /) -> None: ...
     def ingest(self, raw: bytes, now: float, tables: tuple[Any, ...], resource: Callable[[bytes], Any],
                slow: Callable[..., None], result: Any, /) -> tuple[int, int, int, int] | None: ...
+
+def column_sums(arrays: list[array[float]], start: int, width: int) -> list[float] | None: ...

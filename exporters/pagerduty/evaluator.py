@@ -47,6 +47,11 @@ from exporters.pagerduty.store import (
     SeriesStore,
 )
 
+try:  # the C pass's column sums (setup.py builds it; without it the same sums in Python)
+    from exporters.pagerduty._pdwire import column_sums as _native_column_sums
+except ImportError:
+    _native_column_sums = None  # type: ignore[assignment]
+
 Group = tuple[str, ...]
 _SMALL_DELTA = 1e-12
 
@@ -351,6 +356,17 @@ def _counter_increases(groups: dict[Group, list[CounterSeries]], start: float, e
     return out
 
 
+def _column_sums(datas: list[array[float]], start: int, width: int) -> list[float]:
+    """sum(d[start + k] for d in datas) for each k < width, as `map(sum, zip(*rows))` sums them (rows cut short
+    by a short array make zip, and so the result, shorter): by the C pass's `column_sums` where it is built
+    (no Python float per bucket), which hands an array it cannot read to this Python form."""
+    if _native_column_sums is not None:
+        sums = _native_column_sums(datas, start, width)
+        if sums is not None:
+            return sums
+    return list(map(sum, zip(*map(_getitem, datas, repeat(slice(start, start + width))))))
+
+
 def _histogram_buckets(groups: dict[Group, dict[tuple[float, ...], list[HistogramSeries]]], start: float,
                        end: float, span: tuple[int, int] | None) -> dict[Group, dict[tuple[float, ...], list[float]]]:
     """Per group and bucket layout, the summed bucket increases in (start, end] of the histograms that
@@ -367,15 +383,13 @@ def _histogram_buckets(groups: dict[Group, dict[tuple[float, ...], list[Histogra
                 i, j = span or _window(members[0], start, end)
                 if j == 0:
                     continue
-                # Column sums of the rows (zip(*rows): one tuple per bucket), in the order of the series.
+                # Column sums of the rows, in the order of the series.
                 datas = list(map(_DATA, members))
-                end_rows = map(_getitem, datas, repeat(slice((j - 1) * w, j * w - 2)))
-                end_sums: list[float] = list(map(sum, zip(*end_rows)))
+                end_sums = _column_sums(datas, (j - 1) * w, w - 2)
                 if i > 0:
-                    base_rows: Iterable[array[float]] = map(_getitem, datas, repeat(slice((i - 1) * w, i * w - 2)))
+                    base_sums = _column_sums(datas, (i - 1) * w, w - 2)
                 else:
-                    base_rows = [s.data[0:w - 2] for s in members if not s.zero_based]
-                base_sums: list[float] = list(map(sum, zip(*base_rows)))
+                    base_sums = _column_sums([s.data for s in members if not s.zero_based], 0, w - 2)
                 sums[bounds] = list(map(operator.sub, end_sums, base_sums)) if base_sums else end_sums
                 continue
             ends: array[float] = array("d")
