@@ -38,7 +38,7 @@ COPY config ./config
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
  && python -m venv /opt/otelpipe \
  && /opt/otelpipe/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/otelpipe-*.whl \
- && /opt/otelpipe/bin/python -c "import processors.privacy._wirewalk, connectors.genai_metrics._genaiwire, exporters.datadog._ddwire, exporters.pagerduty._pdwire" \
+ && /opt/otelpipe/bin/python -c "import processors.privacy._wirewalk, connectors.genai_metrics._genaiwire, exporters.datadog._ddwire, exporters.pagerduty._pdwire, exporters.loki._lokiwire" \
  && if [ "$(dpkg --print-architecture)" = amd64 ]; then \
       /opt/otelpipe/bin/python -c "import processors.privacy._hsscan"; \
     fi

@@ -10,7 +10,8 @@ STAMP  := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 $(STAMP): pyproject.toml setup.py processors/privacy/_wirewalk.c processors/privacy/_hsscan.c processors/privacy/_matches.h \
-          connectors/genai_metrics/_genaiwire.c exporters/datadog/_ddwire.c exporters/pagerduty/_pdwire.c pipeline/_otlpwire.h
+          connectors/genai_metrics/_genaiwire.c exporters/datadog/_ddwire.c exporters/pagerduty/_pdwire.c exporters/loki/_lokiwire.c \
+          pipeline/_otlpwire.h
 	@# Debian/Ubuntu ship `python3 -m venv` in a separate package.
 	@$(PYTHON) -c "import ensurepip, venv" 2>/dev/null || { $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends python3-venv >/dev/null; }

@@ -10,6 +10,7 @@
   connectors/genai_metrics/_genaiwire.c). Needs only a C compiler.
 * `exporters.datadog._ddwire`: the datadog exporter's metrics renderer (exporters/datadog/_ddwire.c).
 * `exporters.pagerduty._pdwire`: the pagerduty exporter's ingest pass (exporters/pagerduty/_pdwire.c).
+* `exporters.loki._lokiwire`: the loki exporter's push-body renderer (exporters/loki/_lokiwire.c).
 
 All are optional: where they cannot be built the install still succeeds and the Python code
 they replace does the same work, with the same results, slower. `make test` checks that they
@@ -17,7 +18,7 @@ were built on the machines it sets up (tests/unit/processors/privacy/test_wirewa
 """
 from setuptools import Extension, setup
 
-# The protobuf wire primitives the three newer extensions share (included by a path relative to each source).
+# The protobuf wire primitives the newer extensions share (included by a path relative to each source).
 _WIRE_H = "pipeline/_otlpwire.h"
 _FLAGS = ["-O2", "-std=c11", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-Wno-unused-parameter",
           "-Wno-cast-function-type"]
@@ -34,6 +35,8 @@ setup(
         Extension("exporters.pagerduty._pdwire", ["exporters/pagerduty/_pdwire.c"], optional=True,
                   depends=[_WIRE_H], extra_compile_args=_FLAGS),
         Extension("exporters.datadog._ddwire", ["exporters/datadog/_ddwire.c"], optional=True,
+                  depends=[_WIRE_H], extra_compile_args=_FLAGS),
+        Extension("exporters.loki._lokiwire", ["exporters/loki/_lokiwire.c"], optional=True,
                   depends=[_WIRE_H], extra_compile_args=_FLAGS),
     ],
 )

@@ -1,6 +1,7 @@
 /* Protobuf wire primitives shared by otelpipe's C extensions (processors/privacy/_wirewalk.c has its own,
- * older ones): connectors/genai_metrics/_genaiwire.c, exporters/datadog/_ddwire.c and
- * exporters/pagerduty/_pdwire.c include this header so a varint, a tag or a skipped value is read one way.
+ * older ones): connectors/genai_metrics/_genaiwire.c, exporters/datadog/_ddwire.c,
+ * exporters/pagerduty/_pdwire.c and exporters/loki/_lokiwire.c include this header so a varint, a tag
+ * or a skipped value is read one way.
  *
  * Every function returns 0 on success and -1 on anything a strict reader refuses (a truncated or
  * overlong varint, a tag longer than 5 bytes or with field number 0, groups and wire types 3, 4, 6 and 7,

@@ -24,6 +24,12 @@ severity (bounded caches keyed by those, looked up in C); per record, Python rea
 makes one tuple and one dict, which orjson encodes every `CHUNK` records, so they die young (the
 garbage collector never walks them) and the working set stays small. The body is joined from
 those encoded arrays and the orjson-encoded labels of each stream, without re-encoding anything.
+
+Where the C extension `_lokiwire` is built (exporters/loki/_lokiwire.c), the usual config's requests
+take it instead: it walks the request bytes and writes each stream's entries as JSON text itself,
+asking Python only for what is per distinct resource, severity text, stream and attribute (the same
+caches and functions as below). `_build_fast` stays the definition and the fallback: the renderer
+hands back any request it does not cover exactly, and the tests compare the two byte for byte.
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ from exporters.prometheus.naming import sanitize_label_name
 from pipeline import wire
 from pipeline.anyvalue import as_string, plain
 
+try:
+    from exporters.loki import _lokiwire
+except ImportError:  # not built (no C compiler): PushBuilder's Python walk does the same work, slower
+    _lokiwire = None  # type: ignore[assignment]
+
 UNKNOWN_SERVICE = "unknown_service"
 UNKNOWN_LEVEL = "unknown"
 TRACE_ID = "trace_id"
@@ -53,6 +64,8 @@ _NUMBER_LEVELS = {n: name for n, name in enumerate(
     ["unknown"] + ["trace"] * 4 + ["debug"] * 4 + ["info"] * 4 + ["warn"] * 4 + ["error"] * 4 + ["fatal"] * 4)}
 #: Loki reads an entry's timestamp as an int64: a later time (a fixed64 can hold one) would fail the whole push.
 MAX_TS = 2**63 - 1
+#: The same ranges by number, for the C renderer.
+NUMBER_LEVELS = tuple(_NUMBER_LEVELS[n] for n in range(len(_NUMBER_LEVELS)))
 CACHE_SIZE = 65_536
 RESOURCE_CACHE_SIZE = 1024
 LEVEL_CACHE_SIZE = 1024
@@ -225,7 +238,8 @@ class BoundedCache(dict[K, V]):
 class PushBuilder:
     """Turns serialized OTLP logs requests into push bodies for one exporter's config (caches included)."""
 
-    def __init__(self, cfg: LokiExporterConfig, *, now_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, cfg: LokiExporterConfig, *, now_ns: Callable[[], int] = time.time_ns,
+                 native: bool = True) -> None:
         self._now_ns = now_ns
         self._metadata = cfg.structured_metadata
         self._format = cfg.format
@@ -239,9 +253,21 @@ class PushBuilder:
         self._number_levels: BoundedCache[int, str] = BoundedCache(lambda n: level_of("", n), LEVEL_CACHE_SIZE)
         # The usual config takes the fast path: raw lines, structured metadata, labels only from resources.
         self.fast_path = self._metadata and self._format == "raw" and not self._record_labels
+        self._native = _lokiwire.Renderer(
+            self._meta_member, self._resources, self._text_levels, NUMBER_LEVELS, UNKNOWN_LEVEL, now_ns, CACHE_SIZE,
+        ) if native and self.fast_path and _lokiwire is not None else None
+
+    @property
+    def native(self) -> bool:
+        """Whether the C renderer takes this config's requests."""
+        return self._native is not None
 
     def build(self, raw: bytes) -> Batch:
         """The streams of serialized `ExportLogsServiceRequest` `raw`; ValueError if it does not parse."""
+        if self._native is not None:
+            batch = self._build_native(raw)
+            if batch is not None:
+                return batch
         try:
             request = LOGS.FromString(raw)
         except DecodeError as e:
@@ -297,6 +323,27 @@ class PushBuilder:
         for s in opened.values():
             s.flush()
         return Batch(list(opened.values()), entries)
+
+    def _build_native(self, raw: bytes) -> Batch | None:
+        """`_build_fast`'s batch written by the C renderer; None where the renderer leaves `raw` to it."""
+        assert self._native is not None
+        streams: list[Stream] = []
+        opened: dict[tuple[tuple[str, str], ...], int] = {}  # final label set → index in `streams`
+
+        def stream_index(res: _ResourceInfo, level: str) -> int:  # asked once per (resource, level) of a request
+            stream = self._stream(res, level, ())
+            index = opened.setdefault(tuple(sorted(stream.labels.items())), len(streams))
+            if index == len(streams):
+                streams.append(stream)
+            return index
+
+        rendered = self._native.render(raw, stream_index)
+        if rendered is None:
+            return None
+        values, entries = rendered
+        for stream, chunk in zip(streams, values):
+            stream.chunks.append(chunk)
+        return Batch(streams, entries)
 
     def _build(self, request: _Logs) -> Batch:
         streams: dict[tuple[tuple[str, str], ...], Stream] = {}  # by label set
@@ -358,6 +405,13 @@ class PushBuilder:
         kv = KeyValue.FromString(raw)
         return _Attr(kv.key, self._record_labels.get(kv.key, ""), self._meta_name(kv.key), as_string(kv.value),
                      kv.value)
+
+    def _meta_member(self, raw: bytes) -> tuple[str, bytes] | None:
+        """`_meta_pair` as the C renderer takes it: the name and its JSON object member `"name":"value"`."""
+        pair = self._meta_pair(raw)
+        if pair is None:
+            return None
+        return pair[0], orjson.dumps({pair[0]: pair[1]})[1:-1]
 
     def _meta_pair(self, raw: bytes) -> MetaPair:
         """(structured metadata name, value) of a serialized attribute; None for an empty value (not sent)."""
