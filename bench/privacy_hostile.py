@@ -2,8 +2,10 @@
 """secret_mask on one hostile string: a piece repeated to `--size` bytes in one span attribute, CPU ms per
 request on each walker. Anchors repeated inside one long key run (`token-token-...`, `api_keyX...`) or value
 run (`tokenizer=tokenizer=...`) once made the walk quadratic in the string; both walkers now keep each run's
-answer for every position inside it (the Python walker's value runs still go through `re` each time: see
-bench/RESULTS.md).
+answer for every position inside it. The same pairs in a string that is not ASCII (`tokenizer=é`), which
+both walkers hand to `Masker.mask_text`, and colons after five digits and an `A` that are not quite a
+Telegram token (`12345:Abbb...`), were quadratic too until mask_text and both walkers stopped matching
+pairs whose key the key-name rule refuses (see bench/RESULTS.md).
 
     .venv/bin/python bench/privacy_hostile.py [--size 100000] [--walker c|python|both]
 """
@@ -21,7 +23,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pipeline.model import Payload, Signal
 from processors.privacy.secret_mask import SecretMask, SecretMaskConfig
 
-PIECES = ["tokenizer=", "token-", "api_keyX", "token", "token=-----BEGIN ", 'token=\\"', "x://a:", "Bearer ", "sk-"]
+PIECES = ["tokenizer=", "token-", "api_keyX", "token", "token=-----BEGIN ", 'token=\\"', "x://a:", "Bearer ", "sk-",
+          "tokenizer=é", "12345:A" + "b" * 34, "é12345:A" + "b" * 34]
 
 
 def main() -> None:

@@ -714,6 +714,18 @@ static inline int is_blank(uint8_t c) {
     return c == ' ' || c == '\t';
 }
 
+/* Whether telegram_bot_token's `A[A-Za-z0-9_\-]{34}(?![A-Za-z0-9_\-])` matches after the colon at p (only
+ * then may it match before credential_pair: deferring on less made a string of `12345:A...` pairs, each
+ * value running to its end, quadratic). */
+static int telegram_after(const uint8_t *s, Py_ssize_t n, Py_ssize_t p) {
+    if (n - p < 36)
+        return 0;
+    for (Py_ssize_t k = p + 2; k < p + 36; k++)
+        if (!(byte_class[s[k]] & C_TOKEN))
+            return 0;
+    return p + 36 == n || !(byte_class[s[p + 36]] & C_TOKEN);
+}
+
 /* What the detector regex's match at the separator s[p] (`:` or `=`) of the ASCII string s is, where its
  * branch there is credential_pair's (masker.pair_groups): PM_MATCH with the match's end and the value's span,
  * PM_NONE when the regex does not match at p, PM_DEFER when the regex must run (a detector tried before
@@ -730,8 +742,9 @@ static int pair_match(const uint8_t *s, Py_ssize_t n, Py_ssize_t p, Py_ssize_t *
         if (p + 2 < n && s[p + 1] == '/' && s[p + 2] == '/')
             return PM_DEFER; /* url_password: `//` after the colon */
         if (p + 1 < n && s[p + 1] == 'A' && p >= 5 && (byte_class[s[p - 1]] & byte_class[s[p - 2]] & byte_class[s[p - 3]]
-                                                        & byte_class[s[p - 4]] & byte_class[s[p - 5]] & C_DIGIT))
-            return PM_DEFER; /* telegram_bot_token: five digits before it, `A` after it */
+                                                        & byte_class[s[p - 4]] & byte_class[s[p - 5]] & C_DIGIT)
+            && telegram_after(s, n, p))
+            return PM_DEFER; /* telegram_bot_token: five digits before it, `A` and 34 token characters after it */
     }
     uint8_t b = p > 0 ? s[p - 1] : 0;
     if (p == 0 || !((byte_class[b] & C_TOKEN) || b == '"' || b == '\'' || b == ' '))

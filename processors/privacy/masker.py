@@ -58,6 +58,9 @@ PAIR_TAIL = re.compile(r"[A-Za-z0-9_.\-]*(?:\\*[\"'])?[ \t]*(?=[:=,])")
 #: match, which starts with none), then what follows it up to the separator.
 _KEY_RUN = re.compile(r"[A-Za-z0-9_.\-]*")
 _PAIR_REST = re.compile(r"(?:\\*[\"'])?[ \t]*(?=[:=,])")
+#: telegram_bot_token's own pattern: whether it matches after a colon (it is tried there before
+#: credential_pair, so a pair is ruled out at a colon only where it does not match: `_no_pair_at`)
+_TELEGRAM = re.compile(next(d.pattern for d in DETECTORS if d.name == "telegram_bot_token"))
 
 
 class Replacer:
@@ -107,23 +110,36 @@ def _by_first(enabled: Iterable[str], keys: KeyMatcher) -> dict[str, list[tuple[
     return by_first
 
 
-def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
+def build_detector_regex(enabled: Iterable[str], keys: KeyMatcher,
+                         pairs_at_separators: bool = True) -> re.Pattern[str] | None:
     """One regex for the enabled detectors: an alternation of one branch per first character, each
     the detectors that can start there. Groups are named `<detector>__<n>` (and `<detector>__<n>__v`
-    for the secret part), since a detector appears once per first character."""
+    for the secret part), since a detector appears once per first character. Without
+    `pairs_at_separators`, credential_pair's `key=value` / `key: value` form is left out (`Compiled.other`)."""
     by_first = _by_first(enabled, keys)
-    if not by_first:
-        return None
     branches = []
     k = 0
     for c, dets in by_first.items():
         alts = []
         for name, rest in dets:
             k += 1
+            if not pairs_at_separators and c in _SEPARATORS and name == PAIR_DETECTOR:
+                continue
             alts.append(f"(?P<{name}__{k}>" + rest.replace("(?P<v>", f"(?P<{name}__{k}__v>") + ")")
-        branches.append(f"{re.escape(c)}(?:{'|'.join(alts)})")
-    return re.compile("|".join(branches))
+        if alts:
+            branches.append(f"{re.escape(c)}(?:{'|'.join(alts)})")
+    return re.compile("|".join(branches)) if branches else None
 
+
+def separators_regex(enabled: Iterable[str], keys: KeyMatcher) -> re.Pattern[str] | None:
+    """The separators (`:`, `=`) where credential_pair's `key=value` form is tried (`Compiled.seps`)."""
+    by_first = _by_first(enabled, keys)
+    seps = [c for c in _SEPARATORS if any(name == PAIR_DETECTOR for name, _ in by_first.get(c, []))]
+    return re.compile(f"[{''.join(seps)}]") if seps else None
+
+
+PAIR_DETECTOR = "credential_pair"
+_SEPARATORS = ":="
 
 #: The detectors that may come before credential_pair at a `:` for the C walker to match the pair
 #: itself (it rules them out first: url_password needs `//` after the colon, telegram_bot_token five
@@ -167,6 +183,10 @@ class Compiled(NamedTuple):
     rules: tuple[Rule | None, ...]
     #: `pair_groups(rx, ...)`: where the C walker may match credential_pair without the regex
     pair: tuple[int, int] = (0, 0)
+    #: the same detectors without credential_pair at `:` and `=` (None: no other), and those separators
+    #: (None: credential_pair is not tried at either): `mask_text` finds their candidates apart
+    other: re.Pattern[str] | None = None
+    seps: re.Pattern[str] | None = None
 
 
 class Masker:
@@ -192,6 +212,7 @@ class Masker:
         self._back = {d.name: (-1 if d.replace == "token" else d.replace if isinstance(d.replace, int) else 0)
                       for d in DETECTORS}
         self._variants: dict[frozenset[str], Compiled | None] = {}
+        self._telegram = _TELEGRAM if "telegram_bot_token" in self.enabled else None
 
     def variant(self, gated: frozenset[str] = GATED) -> Compiled | None:
         """The detector regex for a request whose gate anchors are `gated` (None: no detector)."""
@@ -202,7 +223,9 @@ class Masker:
                 enabled = (self.enabled - GATED) | key
                 rx = build_detector_regex(enabled, self.keys)
                 self._variants[key] = None if rx is None else Compiled(
-                    rx, self._rules(rx), pair_groups(rx, enabled, self.keys))
+                    rx, self._rules(rx), pair_groups(rx, enabled, self.keys),
+                    build_detector_regex(enabled, self.keys, pairs_at_separators=False),
+                    separators_regex(enabled, self.keys))
             c = self._variants[key]
             if gated <= GATED:  # only subsets of GATED are kept under their own key: bounded
                 self._variants[gated] = c
@@ -220,12 +243,19 @@ class Masker:
     # -- strings -------------------------------------------------------------------------------
 
     def mask_text(self, s: str, gated: frozenset[str] = GATED) -> str:
-        """`s` with every detected secret replaced (the same object when nothing matched)."""
+        """`s` with every detected secret replaced (the same object when nothing matched).
+
+        The definition: from the start of `s`, the leftmost match of the detector regex is masked
+        when its detector's validator accepts it (and it is not a mask already), and the search goes
+        on after it; a rejected match is searched again one character further, so a secret inside it
+        is still found. `_search` gives that sequence of matches without running the regex at a
+        separator whose key fails the key-name rule, where it could only be rejected: there each
+        match would run to the end of its value, and a string of many such pairs
+        (`tokenizer=tokenizer=...`) would be matched again and again to its end, quadratic in it.
+        """
         c = self.variant(gated)
         if c is not None:
-            m = c.rx.search(s)
-            if m is not None:
-                s = self._apply(c, s, m)
+            s = self._search(c, s)
         return self.apply_user(s) if self.user else s
 
     def mask_at(self, s: str, starts: Sequence[int], gated: frozenset[str] = GATED) -> str:
@@ -272,20 +302,39 @@ class Masker:
         starts = positions(s, base, offsets, ids, info)
         return self.mask_text(s, gated) if starts is None else self.mask_at(s, starts, gated)
 
-    def _apply(self, c: Compiled, s: str, m: re.Match[str] | None) -> str:
+    def _search(self, c: Compiled, s: str) -> str:
+        """`mask_text`'s matches, found as `mask_at` finds them at the candidate positions: the next
+        match of the other detectors (`c.other`, searched in C, kept while it lies ahead) and the next
+        separator (`c.seps`) where `_no_pair_at` cannot rule a pair out, whichever comes first; at it
+        the whole regex is tried, as its search would try it there. Every branch of the regex starts
+        with its own literal character, so the regex matches at a position only where one of the two
+        kinds of candidate is; and `c.other` matches where the whole regex's other branches do."""
+        other, seps = c.other, c.seps
+        o = other.search(s) if other is not None else None
+        sep = seps.search(s) if seps is not None else None
         out: list[str] = []
-        last = 0
-        while m is not None:
-            span = self._decide(c, s, m, m.start(), last)
-            if span is None:
-                # Not a secret after all: look again one character further, so a real secret
-                # inside the rejected match is still found.
-                m = c.rx.search(s, m.start() + 1)
+        last = pos = 0
+        while True:
+            while sep is not None and (sep.start() < pos or self._no_pair_at(c, s, sep.start())):
+                sep = seps.search(s, max(pos, sep.start() + 1))  # type: ignore[union-attr]
+            if o is not None and o.start() < pos:
+                o = other.search(s, pos)  # type: ignore[union-attr]
+            if o is None and sep is None:
+                break
+            if o is not None and (sep is None or o.start() <= sep.start()):
+                p = o.start()
+            else:
+                assert sep is not None
+                p = sep.start()
+            m = c.rx.match(s, p)
+            span = None if m is None else self._decide(c, s, m, p, last)
+            if m is None or span is None:
+                pos = p + 1  # not a secret after all: a real one inside the rejected match is still found
                 continue
             out.append(s[last:span[0]])
             out.append(self.replacer(s[span[0]:span[1]]))
             last = span[1]
-            m = c.rx.search(s, max(m.end(), m.start() + 1))
+            pos = max(m.end(), p + 1)
         if not out:
             return s
         out.append(s[last:])
@@ -369,8 +418,9 @@ class Masker:
             if not c.pair[1]:
                 return False
         elif ch == ":":
+            telegram = self._telegram
             if not c.pair[0] or s.startswith("//", p + 1) or (
-                    s.startswith("A", p + 1) and p >= 5 and s[p - 5:p].isdigit() and s[p - 5:p].isascii()):
+                    telegram is not None and s.startswith("A", p + 1) and telegram.match(s, p + 1) is not None):
                 return False
         else:
             return False

@@ -22,7 +22,7 @@ NONE, MATCH, DEFER = 0, 1, 2
 PIECES = ["api_key", "token", "Authorization", "\"", "'", "\\", "\\\"", "\\\\'", " ", "\t", "  ", "    ", ":", "=",
           "//", "-----BEGIN RSA PRIVATE KEY-----", "bearer", "Bearer ", "BASIC\t", "TokeN ", "basic", "sk-proj-abc123",
           "x", "9", "_", "-", "&", ",", ";", "<", ")", "]", "}", "@", "/", ".", "12345", "A", "AAAA", "\n", "\x0b",
-          "\x1c", "\x00", "~", "+", "%2F"]
+          "\x1c", "\x00", "~", "+", "%2F", "A" + "b" * 34, "A" + "b" * 33]
 
 
 def _compiled(masker: Masker) -> Compiled:
@@ -82,7 +82,8 @@ def test_the_usual_pairs_are_matched_in_c_as_the_regex_matches_them() -> None:
         "token=    four-blanks": (5, NONE),
         "key:  //not-a-value": (3, NONE),
         "redis://:secret@host": (5, DEFER),
-        "bot12345:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw": (8, DEFER),
+        "bot12345:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw1": (8, DEFER),  # telegram_bot_token's shape: tried first
+        "bot12345:AAHdqTcvCH1vGWJxfSeofSAs0K5PALDsaw": (8, MATCH),  # one character short of it
         "private_key=-----BEGIN RSA PRIVATE KEY-----abc": (11, DEFER),
         "=value": (0, NONE),
         "(=value": (1, NONE),
@@ -129,11 +130,12 @@ def test_the_detector_regex_is_still_what_pair_match_copies() -> None:
 
 
 # Strings made of one piece repeated: anchors inside one long key run, value runs that every later
-# separator starts inside, rejected and accepted pairs in turn. The walkers keep each run's answer for the
-# positions inside it (scanning it again for each was quadratic: one request held the loop for minutes).
+# separator starts inside, rejected and accepted pairs in turn, colons after five digits and an `A`. The
+# walkers keep each run's answer for the positions inside it (scanning it again for each was quadratic: one
+# request held the loop for minutes), and hand a colon to the regex only where telegram_bot_token matches.
 REPEATED = ["tokenizer=", "token-", "api_keyX", "token", "token=-----BEGIN ", "token=\\\\", 'token=\\"', "12345:",
             "tokenizer=\\\\x", "x://a:", "password: a&", "token=null ", "secret_token=abc;x",
-            "Authorization: Bearer x ", "bot12345:A", "id: 7;"]
+            "Authorization: Bearer x ", "bot12345:A", "id: 7;", "12345:A" + "b" * 34, "12345:A" + "b" * 34 + "."]
 
 
 def test_repeated_pieces_mask_alike_on_both_walkers_and_the_definition() -> None:
