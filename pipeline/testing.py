@@ -22,6 +22,7 @@ from pipeline.errors import PermanentError, RetryableError
 from pipeline.logutil import component_logger
 from pipeline.model import ExportRequest, Payload, Signal
 from pipeline.telemetry import Telemetry
+from pipeline.wire import encode_varint
 
 if TYPE_CHECKING:
     from pipeline.component import Factory
@@ -328,3 +329,30 @@ __all__ = [
     "running_service",
     "wait_until",
 ]
+
+
+# -- protobuf fields written by hand: the odd encodings a client may send, for tests of the wire readers --
+
+def varint(n: int) -> bytes:
+    """The varint of `n`; a negative int64 as its 64-bit two's complement (ten bytes)."""
+    return encode_varint(n & (2**64 - 1))
+
+
+def ld(field: int, data: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return varint(field << 3 | 2) + varint(len(data)) + data
+
+
+def vi(field: int, value: int) -> bytes:
+    """A varint field (wire type 0)."""
+    return varint(field << 3) + varint(value)
+
+
+def fixed64(field: int, value: int) -> bytes:
+    """A fixed64 field (wire type 1), little-endian."""
+    return varint(field << 3 | 1) + (value & (2**64 - 1)).to_bytes(8, "little")
+
+
+def fixed32(field: int, value: int) -> bytes:
+    """A fixed32 field (wire type 5), little-endian."""
+    return varint(field << 3 | 5) + (value & (2**32 - 1)).to_bytes(4, "little")

@@ -24,7 +24,7 @@ from exporters.datadog.metrics import MetricsMapper
 from pipeline.anyvalue import as_string
 from pipeline.config.types import decode_dataclass
 from pipeline.errors import ConfigIssue
-from pipeline.testing import FakeClock, any_value, kv
+from pipeline.testing import FakeClock, any_value, kv, ld, varint, vi
 from tests.e2e.datadog_intake import check_series
 
 KEY = "0123456789abcdef0123456789abcdef"
@@ -38,27 +38,6 @@ def walk() -> str:  # overrides conftest.py's: each test here runs both walks it
 
 
 # -- the wire, field by field ------------------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def ld(field: int, data: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(data)) + data
-
-
-def vi(field: int, value: int) -> bytes:
-    return varint(field << 3) + varint(value)
-
 
 def f64(field: int, value: float | int, fmt: str = "<d") -> bytes:
     if fmt != "<d":  # an int as 8 bytes, two's complement

@@ -18,7 +18,9 @@ import pytest
 from exporters.loki import push
 from exporters.loki.config import LabelsConfig, LokiExporterConfig
 from exporters.loki.push import PushBuilder, encode
-from pipeline.testing import any_value, kv
+from pipeline.testing import any_value, kv, ld, varint, vi
+from pipeline.testing import fixed32 as f32
+from pipeline.testing import fixed64 as f64
 from tests.e2e.loki_intake import check_push
 
 URL = "http://loki:3100/loki/api/v1/push"
@@ -57,34 +59,6 @@ def outcome(builder: PushBuilder, raw: bytes) -> tuple[Any, ...]:
 
 
 # -- the wire, field by field ------------------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if not n:
-            out.append(b)
-            return bytes(out)
-        out.append(b | 0x80)
-
-
-def ld(field: int, data: bytes) -> bytes:
-    return varint(field << 3 | 2) + varint(len(data)) + data
-
-
-def vi(field: int, value: int) -> bytes:
-    return varint(field << 3) + varint(value)
-
-
-def f64(field: int, value: int) -> bytes:
-    return varint(field << 3 | 1) + value.to_bytes(8, "little")
-
-
-def f32(field: int, value: int) -> bytes:
-    return varint(field << 3 | 5) + value.to_bytes(4, "little")
-
 
 def group(field: int, inner: bytes) -> bytes:
     return varint(field << 3 | 3) + inner + varint(field << 3 | 4)
