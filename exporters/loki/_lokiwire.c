@@ -306,6 +306,8 @@ typedef struct {
     PyObject *stream_index;
     Pair *pairs;
     size_t npairs, cappairs;
+    size_t *slots; /* a hash table of the pairs: index + 1 into `pairs`, 0 empty; `capslots` a power of two */
+    size_t capslots, last; /* last: the pair of the previous record, + 1 */
     StreamOut *streams;
     size_t nstreams, capstreams;
     const Entry **members;
@@ -324,6 +326,7 @@ static void render_free(Render *st) {
         Py_DECREF(st->pairs[i].level);
     }
     PyMem_Free(st->pairs);
+    PyMem_Free(st->slots);
     for (size_t i = 0; i < st->nstreams; i++)
         PyMem_Free(st->streams[i].out.p);
     PyMem_Free(st->streams);
@@ -332,11 +335,50 @@ static void render_free(Render *st) {
         Py_DECREF(st->texts[i].level);
 }
 
-/* The stream of (res, level): asked of Python once per pair in a render. -1 with an exception. */
+static size_t pair_hash(const PyObject *res, const PyObject *level) {
+    uint64_t h = (uint64_t)(uintptr_t)res * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)level * 0xC2B2AE3D27D4EB4Full;
+    return (size_t)(h ^ (h >> 29));
+}
+
+/* Puts pair i (0-based) into the hash table, growing it to keep it at most half full. */
+static int pair_slot(Render *st, size_t i) {
+    if (2 * (st->npairs + 1) > st->capslots) {
+        size_t cap = st->capslots ? 2 * st->capslots : 32;
+        size_t *slots = PyMem_Calloc(cap, sizeof(size_t));
+        if (slots == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        for (size_t k = 0; k < st->npairs; k++) {
+            size_t j = pair_hash(st->pairs[k].res, st->pairs[k].level) & (cap - 1);
+            while (slots[j])
+                j = (j + 1) & (cap - 1);
+            slots[j] = k + 1;
+        }
+        PyMem_Free(st->slots);
+        st->slots = slots;
+        st->capslots = cap;
+    }
+    size_t j = pair_hash(st->pairs[i].res, st->pairs[i].level) & (st->capslots - 1);
+    while (st->slots[j])
+        j = (j + 1) & (st->capslots - 1);
+    st->slots[j] = i + 1;
+    return 0;
+}
+
+/* The stream of (res, level): asked of Python once per pair in a render, then found by hash (a request
+ * of as many streams as records must not cost records x streams). -1 with an exception. */
 static Py_ssize_t stream_of(Render *st, PyObject *res, PyObject *level) {
-    for (size_t i = 0; i < st->npairs; i++)
-        if (st->pairs[i].res == res && st->pairs[i].level == level)
-            return (Py_ssize_t)st->pairs[i].stream;
+    if (st->last && st->pairs[st->last - 1].res == res && st->pairs[st->last - 1].level == level)
+        return (Py_ssize_t)st->pairs[st->last - 1].stream;
+    if (st->capslots)
+        for (size_t j = pair_hash(res, level) & (st->capslots - 1); st->slots[j]; j = (j + 1) & (st->capslots - 1)) {
+            Pair *pr = &st->pairs[st->slots[j] - 1];
+            if (pr->res == res && pr->level == level) {
+                st->last = st->slots[j];
+                return (Py_ssize_t)pr->stream;
+            }
+        }
     PyObject *got = PyObject_CallFunctionObjArgs(st->stream_index, res, level, NULL);
     if (got == NULL)
         return -1;
@@ -370,9 +412,12 @@ static Py_ssize_t stream_of(Render *st, PyObject *res, PyObject *level) {
         }
         st->streams[st->nstreams++] = (StreamOut){{NULL, 0, 0}, 0};
     }
+    st->pairs[st->npairs] = (Pair){res, level, (size_t)idx};
+    if (pair_slot(st, st->npairs) < 0)
+        return -1;
     Py_INCREF(res);
     Py_INCREF(level);
-    st->pairs[st->npairs++] = (Pair){res, level, (size_t)idx};
+    st->last = ++st->npairs;
     return idx;
 }
 

@@ -251,6 +251,7 @@ class PushBuilder:
         self._levels = BoundedCache(self._level, LEVEL_CACHE_SIZE)
         self._text_levels: BoundedCache[str, str] = BoundedCache(lambda text: level_of(text, 0), LEVEL_CACHE_SIZE)
         self._number_levels: BoundedCache[int, str] = BoundedCache(lambda n: level_of("", n), LEVEL_CACHE_SIZE)
+        self._lines_carry_resources = self._format != "raw" and not self._metadata
         # The usual config takes the fast path: raw lines, structured metadata, labels only from resources.
         self.fast_path = self._metadata and self._format == "raw" and not self._record_labels
         self._native = _lokiwire.Renderer(
@@ -316,8 +317,8 @@ class PushBuilder:
                         meta[SPAN_ID] = span_id.hex()
                     append((str(ts), line, meta) if meta else (str(ts), line))
                     entries += 1
-                    if entries == flush_at:
-                        flush_at += CHUNK
+                    if entries == flush_at:  # (every CHUNK records, or every len(opened): linear in any case)
+                        flush_at += max(CHUNK, len(opened))
                         for s in opened.values():
                             s.flush()
         for s in opened.values():
@@ -382,7 +383,7 @@ class PushBuilder:
                     stream.pending.append((str(ts), line, meta) if meta else (str(ts), line))
                     entries += 1
                     if entries == flush_at:
-                        flush_at += CHUNK
+                        flush_at += max(CHUNK, len(streams))
                         for s in streams.values():
                             s.flush()
         for s in streams.values():
@@ -398,8 +399,10 @@ class PushBuilder:
         for attribute, name in self._resource_labels.items():
             if values.get(attribute):
                 labels[name] = values[attribute]
-        return _ResourceInfo(tuple(sorted(labels.items())), labels, LEVEL_LABEL in labels,
-                             tuple((kv.key, kv.value) for kv in attributes))
+        # the attributes themselves only for json/logfmt lines without structured metadata (each holds
+        # protobuf objects the garbage collector must walk: a request of many resources paid for them)
+        pairs = tuple((kv.key, kv.value) for kv in attributes) if self._lines_carry_resources else ()
+        return _ResourceInfo(tuple(sorted(labels.items())), labels, LEVEL_LABEL in labels, pairs)
 
     def _attr(self, raw: bytes) -> _Attr:
         kv = KeyValue.FromString(raw)

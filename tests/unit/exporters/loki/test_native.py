@@ -283,3 +283,16 @@ def test_renders_from_two_threads_give_the_python_bodies() -> None:
     for t in threads:
         t.join()
     assert got[0] == want and got[1] == want
+
+
+def test_a_request_of_as_many_streams_as_records_gives_the_python_bodies() -> None:
+    # each record its own resource or its own severity: a stream each (the renderer finds streams by hash)
+    native, python = builders(config())
+    resources = b"".join(ld(1, ld(1, ld(1, kv("service.name", f"s{i}").SerializeToString()))
+                            + ld(2, ld(2, f64(1, T0 + i) + ld(5, ld(1, b"x"))))) for i in range(3000))
+    levels = ld(1, ld(2, b"".join(ld(2, f64(1, T0) + ld(3, f"L{i % 2000}".encode()) + ld(5, ld(1, b"x")))
+                                  for i in range(3000))))
+    for raw, streams in ((resources, 3000), (levels, 2000)):
+        batch = native._build_native(raw)
+        assert batch is not None and len(batch.streams) == streams
+        assert encode(batch.streams) == encode(python.build(raw).streams)
