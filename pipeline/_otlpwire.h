@@ -11,7 +11,9 @@
 #ifndef OTELPIPE_OTLPWIRE_H
 #define OTELPIPE_OTLPWIRE_H
 
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* A varint of at most 10 bytes whose value fits 64 bits, from [p, end); *out is the byte after it. */
 static inline int ow_varint(const unsigned char *p, const unsigned char *end, const unsigned char **out,
@@ -70,6 +72,84 @@ static inline int ow_skip(const unsigned char *p, const unsigned char *end, int 
     default:
         return -1;
     }
+}
+
+/* Strict UTF-8 in [s, e): no overlong forms, no surrogates, nothing past U+10FFFF, as the protobuf parser
+ * checks a string field. 1 when valid. */
+static inline int ow_utf8_valid(const unsigned char *s, const unsigned char *e) {
+    while (s < e) {
+        uint64_t eight;
+        if (e - s >= 8 && (memcpy(&eight, s, 8), (eight & 0x8080808080808080ULL) == 0)) {
+            s += 8; /* eight ASCII bytes */
+            continue;
+        }
+        unsigned char c = *s;
+        if (c < 0x80) {
+            s++;
+            continue;
+        }
+        ptrdiff_t n;
+        uint32_t cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (e - s <= n)
+            return 0;
+        for (ptrdiff_t i = 1; i <= n; i++) {
+            if ((s[i] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i] & 0x3F);
+        }
+        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
+            return 0;
+        s += n + 1;
+    }
+    return 1;
+}
+
+/* The contents of a JSON string holding the UTF-8 text s[0:n], escaped as orjson escapes them (", \, \b
+ * \t \n \f \r, other control characters as \u00xx, nothing else), written at w, which has room for 6 * n
+ * bytes; returns the end of what it wrote. The exporters that write JSON in C give orjson's bytes. */
+static inline char *ow_json_escape(char *w, const unsigned char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            size_t run = i + 1; /* copy the run of bytes that need no escape at once */
+            while (run < n && s[run] >= 0x20 && s[run] != '"' && s[run] != '\\')
+                run++;
+            memcpy(w, s + i, run - i);
+            w += run - i;
+            i = run - 1;
+            continue;
+        }
+        *w++ = '\\';
+        switch (c) {
+        case '"': *w++ = '"'; break;
+        case '\\': *w++ = '\\'; break;
+        case '\b': *w++ = 'b'; break;
+        case '\t': *w++ = 't'; break;
+        case '\n': *w++ = 'n'; break;
+        case '\f': *w++ = 'f'; break;
+        case '\r': *w++ = 'r'; break;
+        default:
+            *w++ = 'u';
+            *w++ = '0';
+            *w++ = '0';
+            *w++ = hex[c >> 4];
+            *w++ = hex[c & 15];
+        }
+    }
+    return w;
 }
 
 #endif

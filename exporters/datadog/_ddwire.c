@@ -111,47 +111,6 @@ static inline double as_double(uint64_t v) {
     return d;
 }
 
-/* Strict UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF), as the protobuf parser checks it. */
-static int utf8_ok(P s, P e) {
-    while (s < e) {
-        uint64_t eight;
-        if (e - s >= 8 && (memcpy(&eight, s, 8), (eight & 0x8080808080808080ULL) == 0)) {
-            s += 8; /* eight ASCII bytes */
-            continue;
-        }
-        unsigned char c = *s;
-        if (c < 0x80) {
-            s++;
-            continue;
-        }
-        Py_ssize_t n;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) {
-            n = 1;
-            cp = c & 0x1F;
-        } else if (c >= 0xE0 && c <= 0xEF) {
-            n = 2;
-            cp = c & 0x0F;
-        } else if (c >= 0xF0 && c <= 0xF4) {
-            n = 3;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (e - s <= n)
-            return 0;
-        for (Py_ssize_t i = 1; i <= n; i++) {
-            if ((s[i] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (s[i] & 0x3F);
-        }
-        if ((n == 2 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) || (n == 3 && (cp < 0x10000 || cp > 0x10FFFF)))
-            return 0;
-        s += n + 1;
-    }
-    return 1;
-}
-
 /* -- pass 1: is the request plain OTLP? ----------------------------------------------------------- */
 
 /* How a known field of a message is checked: its wire type and what is inside. */
@@ -222,7 +181,7 @@ static int plain(const Schema *sc, P p, P end) {
             }
             if (r->kind == K_MSG && !plain(r->sub, s, e))
                 return 0;
-            if (r->kind == K_UTF8 && !utf8_ok(s, e))
+            if (r->kind == K_UTF8 && !ow_utf8_valid(s, e))
                 return 0;
             break;
         }
@@ -757,39 +716,9 @@ static PyObject *attrs_key(const Point *pt) {
 
 /* A JSON string's contents as orjson escapes them. */
 static int buf_json(Buf *b, const char *s, Py_ssize_t n) {
-    static const char hex[] = "0123456789abcdef";
     if (buf_reserve(b, n * 6) < 0)
         return -1;
-    char *w = b->p + b->len;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
-            Py_ssize_t run = i + 1; /* copy the run of bytes that need no escape at once */
-            while (run < n && (unsigned char)s[run] >= 0x20 && s[run] != '"' && s[run] != '\\')
-                run++;
-            memcpy(w, s + i, (size_t)(run - i));
-            w += run - i;
-            i = run - 1;
-            continue;
-        }
-        *w++ = '\\';
-        switch (c) {
-        case '"': *w++ = '"'; break;
-        case '\\': *w++ = '\\'; break;
-        case '\b': *w++ = 'b'; break;
-        case '\t': *w++ = 't'; break;
-        case '\n': *w++ = 'n'; break;
-        case '\f': *w++ = 'f'; break;
-        case '\r': *w++ = 'r'; break;
-        default:
-            *w++ = 'u';
-            *w++ = '0';
-            *w++ = '0';
-            *w++ = hex[c >> 4];
-            *w++ = hex[c & 15];
-        }
-    }
-    b->len = w - b->p;
+    b->len = ow_json_escape(b->p + b->len, (const unsigned char *)s, (size_t)n) - b->p;
     return 0;
 }
 
@@ -897,7 +826,7 @@ static int render_tag(Buf *b, P s, P e) {
             }
         }
     }
-    if (nkey > 1 || nval > 1 || (key_s != NULL && !utf8_ok(key_s, key_e)))
+    if (nkey > 1 || nval > 1 || (key_s != NULL && !ow_utf8_valid(key_s, key_e)))
         return 1;
     static const int WT[8] = {0, 2, 0, 0, 1, 2, 2, 2};
     int kind = 0; /* the AnyValue field set */
@@ -919,7 +848,7 @@ static int render_tag(Buf *b, P s, P e) {
         str_s = fs;
         str_e = fe;
     }
-    if (kind == 1 && !utf8_ok(str_s, str_e))
+    if (kind == 1 && !ow_utf8_valid(str_s, str_e))
         return 1;
     Py_ssize_t mark = b->len;
     if (buf_put(b, "\"", 1) < 0 || (key_s && buf_json(b, (const char *)key_s, key_e - key_s) < 0) ||

@@ -66,41 +66,13 @@ static inline int buf_put(Buf *b, const void *s, size_t n) {
 
 /* A JSON string (with its quotes) of the UTF-8 text s[0:n], escaped as orjson escapes. */
 static int buf_json_string(Buf *b, const unsigned char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    if (buf_grow(b, n + 2) < 0)
+    if (buf_grow(b, 6 * n + 2) < 0)
         return -1;
-    b->p[b->n++] = '"';
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && s[j] >= 0x20 && s[j] != '"' && s[j] != '\\')
-            j++;
-        if (buf_put(b, s + i, j - i) < 0)
-            return -1;
-        if (j == n)
-            break;
-        unsigned char c = s[j];
-        char esc[6] = {'\\', 0, 0, 0, 0, 0};
-        size_t len = 2;
-        switch (c) {
-        case '"': esc[1] = '"'; break;
-        case '\\': esc[1] = '\\'; break;
-        case '\b': esc[1] = 'b'; break;
-        case '\t': esc[1] = 't'; break;
-        case '\n': esc[1] = 'n'; break;
-        case '\f': esc[1] = 'f'; break;
-        case '\r': esc[1] = 'r'; break;
-        default:
-            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0'; esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
-            len = 6;
-        }
-        if (buf_put(b, esc, len) < 0)
-            return -1;
-        i = j + 1;
-    }
-    if (buf_grow(b, 1) < 0)
-        return -1;
-    b->p[b->n++] = '"';
+    char *w = b->p + b->n;
+    *w++ = '"';
+    w = ow_json_escape(w, s, n);
+    *w++ = '"';
+    b->n = (size_t)(w - b->p);
     return 0;
 }
 
@@ -127,35 +99,6 @@ static int buf_u64(Buf *b, uint64_t v) {
     while (k)
         b->p[b->n++] = tmp[--k];
     return 0;
-}
-
-/* Strict UTF-8 (no overlong forms, no surrogates, nothing past U+10FFFF), as protobuf checks strings. */
-static int utf8_valid(const unsigned char *s, size_t n) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = s[i];
-        if (c < 0x80) {
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp, min;
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; min = 0x80; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; min = 0x800; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; min = 0x10000; }
-        else return 0;
-        if (n - i <= k)
-            return 0;
-        for (size_t j = 1; j <= k; j++) {
-            if ((s[i + j] & 0xC0) != 0x80)
-                return 0;
-            cp = cp << 6 | (s[i + j] & 0x3F);
-        }
-        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += k + 1;
-    }
-    return 1;
 }
 
 /* -- the attribute table: KeyValue bytes -> its metadata member ----------------------------------- */
@@ -482,7 +425,7 @@ static void read_body(Render *st, Record *rec, const unsigned char *p, const uns
     int wt;
     uint64_t n;
     if (rec->body_seen || p == end || ow_tag(p, end, &p, &field, &wt) < 0 || field != 1 || wt != 2 ||
-        ow_varint(p, end, &p, &n) < 0 || n == 0 || n != (uint64_t)(end - p) || !utf8_valid(p, (size_t)n)) {
+        ow_varint(p, end, &p, &n) < 0 || n == 0 || n != (uint64_t)(end - p) || !ow_utf8_valid(p, p + n)) {
         st->fallback = 1;
         return;
     }
@@ -522,7 +465,7 @@ static int read_record(Render *st, Record *rec, const unsigned char *p, const un
             v = p;
             p += n;
             if (field == 3) { /* checked here even where a resource's `level` label makes it unused */
-                if (!utf8_valid(v, (size_t)n))
+                if (!ow_utf8_valid(v, v + n))
                     goto refuse;
                 rec->text = v;
                 rec->ntext = (size_t)n;
